@@ -1,0 +1,51 @@
+# xaudit: two commands on a fresh machine
+#   make demo   set up, build the sample cohort, audit it, print the report's path
+#   make test   set up, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.xaudit-installed
+# the CPU build of PyTorch; an unpinned install pulls a multi-GB CUDA build
+TORCH  ?= torch==2.13.0
+
+.PHONY: install demo demo-control demo2d sample test test-fast bench bench-quick clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+sample_data/cohort3d/model_confounded.pth: | $(STAMP)
+	$(BIN)/xaudit sample-data sample_data
+
+sample: sample_data/cohort3d/model_confounded.pth
+
+demo: sample
+	$(BIN)/xaudit run configs/demo.yaml --resume
+	@echo "Open the report: runs/demo/report.html"
+
+demo-control: sample
+	$(BIN)/xaudit run configs/demo_control.yaml --resume
+
+demo2d: sample
+	$(BIN)/xaudit run configs/demo2d.yaml --resume
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+bench-quick: $(STAMP)
+	$(BIN)/python benchmarks/run.py --quick
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,72 @@
+"""Representation probes: a planted site signal is found within class, pure noise is not."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xaudit.bias import BiasParams, linear_probe, run_probes
+
+CLASSES = ["healthy", "lesion"]
+FAST = BiasParams(permutations=19, probe_p_value=0.05, cv_folds=3)
+
+
+def _cohort(signal: float, n_per_cell: int = 12, seed: int = 0):
+    """Two classes x two sites, balanced; site shifts feature 0 by ``signal``."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 0, 1, 1], n_per_cell)
+    site = np.tile(np.repeat(["A", "B"], n_per_cell), 2)
+    features = rng.normal(size=(len(labels), 6))
+    features[:, 0] += signal * (site == "B")
+    features[:, 1] += 2.0 * labels
+    return features, labels, site
+
+
+def test_planted_site_signal_is_decodable_within_each_class():
+    features, labels, site = _cohort(signal=4.0)
+    result = run_probes(features, labels, {"site": site}, CLASSES, FAST)
+    for name in CLASSES:
+        score = result.get("site", f"class={name}")
+        assert score.balanced_accuracy > 0.8
+        assert score.p_value <= FAST.probe_p_value
+    ids = {f.id for f in result.findings}
+    assert {"probe.within_class.site.healthy", "probe.within_class.site.lesion"} <= ids
+    assert result.signature_tests == 2
+    assert all(f.points_to == "signature" for f in result.findings if f.id.startswith("probe.within"))
+
+
+def test_pure_noise_is_not_decodable():
+    features, labels, site = _cohort(signal=0.0, seed=3)
+    result = run_probes(features, labels, {"site": site}, CLASSES, FAST)
+    for name in CLASSES:
+        assert result.get("site", f"class={name}").p_value > FAST.probe_p_value
+    assert [f for f in result.findings if f.points_to == "signature"] == []
+    assert result.get("label").balanced_accuracy > 0.8  # the planted label signal is there
+
+
+def test_p_value_is_bounded_by_the_number_of_permutations_and_reproducible():
+    features, labels, site = _cohort(signal=3.0)
+    first = linear_probe(features, site, folds=3, permutations=19, seed=5)
+    again = linear_probe(features, site, folds=3, permutations=19, seed=5)
+    assert first == again
+    assert first[2] == 1 / 20
+
+
+def test_tiny_group_values_are_dropped_and_folds_shrink_with_notes():
+    features, labels, site = _cohort(signal=3.0, n_per_cell=4)
+    site = site.astype(object)
+    site[:2] = "C"  # 2 subjects: fewer than min_group_size
+    params = BiasParams(permutations=19, probe_p_value=0.05, cv_folds=5, min_group_size=3)
+    result = run_probes(features, labels, {"site": site}, CLASSES, params)
+    text = " ".join(result.notes)
+    assert "['C']" in text
+    assert "folds instead of 5" in text
+    assert result.get("site", "class=healthy").folds < 5
+
+
+def test_class_with_one_site_is_skipped_with_a_note():
+    features, labels, site = _cohort(signal=3.0)
+    site = np.where(labels == 0, "A", site)
+    result = run_probes(features, labels, {"site": site}, CLASSES, FAST)
+    assert result.get("site", "class=healthy") is None
+    assert any("site (class=healthy) skipped" in n for n in result.notes)
+    assert result.get("site", "class=lesion") is not None

@@ -1,0 +1,134 @@
+"""The command line through Typer's CliRunner: help, exit codes, --json, outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import make_cohort, make_config
+from xaudit.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    config = make_config(root, make_cohort(root / "cohort", n=10))
+    result = runner.invoke(app, ["run", str(config), "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    return root, config, json.loads(result.stdout)
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "validate", "methods", "rules", "merge", "report", "sample-data"):
+        assert command in result.stdout
+
+
+def test_methods_json_lists_parameters():
+    result = runner.invoke(app, ["methods", "--json"])
+    assert result.exit_code == 0
+    methods = {m["name"]: m for m in json.loads(result.stdout)}
+    assert "saliency" in methods and "parameters" in methods["saliency"]
+
+
+def test_run_writes_the_output_contract(finished_run):
+    root, _config, summary = finished_run
+    run = Path(summary["run_dir"])
+    for name in ("config.resolved.yaml", "audit.json", "predictions.csv", "features.csv", "rules.json", "rules.md",
+                 "report.html", "report.md", "errors.csv", "run.log"):
+        assert (run / name).is_file(), name
+    audit = json.loads((run / "audit.json").read_text())
+    assert audit["schema_version"] and audit["counts"]["audited"] == 10
+    assert audit["run"]["config_hash"] and audit["run"]["device"] == "cpu"
+    preds = pd.read_csv(run / "predictions.csv")
+    assert list(preds.columns[:2]) == ["subject_id", "site"] and len(preds) == 10
+    np.testing.assert_allclose(preds[["prob_healthy", "prob_lesion"]].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_attribution_volumes_carry_the_source_affine(finished_run):
+    root, _config, summary = finished_run
+    run = Path(summary["run_dir"])
+    for method in ("saliency", "integrated_gradients", "gradcam"):
+        for sid in ("sub-000", "sub-007"):
+            src = nib.load(str(root / "cohort" / "images" / f"{sid}.nii.gz"))
+            out = nib.load(str(run / "attributions" / method / f"{sid}.nii.gz"))
+            assert out.shape == src.shape
+            np.testing.assert_allclose(out.affine, src.affine, atol=1e-6)
+            assert out.get_data_dtype() == np.float32
+            data = out.get_fdata()
+            assert np.isfinite(data).all() and np.abs(data).sum() > 0
+
+
+def test_audit_json_matches_its_schema(finished_run):
+    jsonschema = pytest.importorskip("jsonschema")
+    from importlib.resources import files
+
+    schema = json.loads(files("xaudit").joinpath("schemas/audit.schema.json").read_text())
+    audit = json.loads((Path(finished_run[2]["run_dir"]) / "audit.json").read_text())
+    jsonschema.validate(audit, schema)
+
+
+def test_existing_run_needs_resume(finished_run):
+    _root, config, _ = finished_run
+    result = runner.invoke(app, ["run", str(config), "-q"])
+    assert result.exit_code == 2
+    assert "--resume" in result.output
+
+
+def test_resume_redoes_nothing(finished_run):
+    _root, config, summary = finished_run
+    records = sorted((Path(summary["run_dir"]) / "subjects").glob("*.npz"))
+    before = {p: p.stat().st_mtime_ns for p in records}
+    result = runner.invoke(app, ["run", str(config), "-q", "--resume", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {p: p.stat().st_mtime_ns for p in records} == before
+
+
+def test_fail_on_findings_follows_audit(finished_run):
+    _root, config, summary = finished_run
+    audit = json.loads((Path(summary["run_dir"]) / "audit.json").read_text())
+    severities = {f["severity"] for f in audit["findings"]}
+    for threshold, reached in [("info", bool(severities)), ("critical", "critical" in severities)]:
+        result = runner.invoke(app, ["run", str(config), "-q", "--resume", "--fail-on-findings", threshold])
+        assert result.exit_code == (1 if reached else 0), (threshold, severities)
+
+
+def test_config_error_exits_2_with_key(tmp_path):
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4), data__batch_size=0)
+    result = runner.invoke(app, ["run", str(config)])
+    assert result.exit_code == 2
+    assert "data.batch_size" in result.output
+
+
+def test_set_override_is_applied(tmp_path):
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4))
+    result = runner.invoke(app, ["validate", str(config), "--set", "attribution.methods={saliency: {}}", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["methods"] == ["saliency"]
+
+
+def test_validate_reports_a_nan_image(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n=4)
+    img = tmp_path / "c" / "images" / "sub-002.nii.gz"
+    src = nib.load(str(img))
+    data = src.get_fdata().astype(np.float32)
+    data[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(data, src.affine), str(img))
+    result = runner.invoke(app, ["validate", str(make_config(tmp_path, manifest))])
+    assert result.exit_code == 2
+    assert "sub-002" in result.output and "NaN" in result.output
+
+
+def test_bad_shard_is_a_usage_error(tmp_path):
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4))
+    result = runner.invoke(app, ["run", str(config), "--shard", "2/2"])
+    assert result.exit_code == 2

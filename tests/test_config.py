@@ -1,0 +1,159 @@
+"""Config loading: typed sections, key-path errors, did-you-mean, overrides, paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xaudit.config import apply_override, config_from_dict, load_config
+from xaudit.errors import ConfigError
+
+
+def minimal(**over):
+    raw = {
+        "data": {"manifest": "m.csv"},
+        "model": {"factory": "tiny_nets:build", "classes": ["healthy", "lesion"], "layer": "features.3"},
+    }
+    for k, v in over.items():
+        raw[k] = v
+    return raw
+
+
+def test_minimal_config_gets_defaults_and_resolves_paths(tmp_path):
+    cfg = config_from_dict(minimal(), base_dir=tmp_path)
+    assert cfg.data.manifest == (tmp_path / "m.csv").resolve()
+    assert cfg.output == (tmp_path / "runs/xaudit").resolve()
+    assert set(cfg.attribution.methods) == {"saliency", "integrated_gradients", "gradcam"}
+    assert cfg.attribution.methods["integrated_gradients"]["steps"] == 32
+
+
+def test_config_is_frozen(tmp_path):
+    cfg = config_from_dict(minimal(), base_dir=tmp_path)
+    with pytest.raises(Exception):
+        cfg.data.batch_size = 9  # type: ignore[misc]
+
+
+def test_unknown_key_names_path_and_suggests(tmp_path):
+    raw = minimal()
+    raw["data"]["manifst"] = "x.csv"
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw, base_dir=tmp_path)
+    assert "data.manifst" in str(err.value)
+    assert "Did you mean 'manifest'" in str(err.value)
+
+
+def test_unknown_section_suggests(tmp_path):
+    raw = minimal(atribution={"target": "label"})
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw, base_dir=tmp_path)
+    assert "attribution" in str(err.value)
+
+
+def test_method_parameter_error_names_key_expectation_and_value(tmp_path):
+    raw = minimal(attribution={"methods": {"integrated_gradients": {"steps": 0}}})
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw, base_dir=tmp_path)
+    text = str(err.value)
+    assert "attribution.methods.integrated_gradients.steps" in text
+    assert "Got 0" in text
+
+
+def test_unknown_method_lists_valid_ones(tmp_path):
+    raw = minimal(attribution={"methods": {"integrated_gradient": {}}})
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw, base_dir=tmp_path)
+    assert "integrated_gradients" in str(err.value)
+    assert "Did you mean" in str(err.value)
+
+
+def test_all_problems_reported_together(tmp_path):
+    raw = minimal()
+    raw["data"]["batch_size"] = 0
+    raw["model"]["classes"] = ["only"]
+    raw["output_dir"] = "x"
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw, base_dir=tmp_path)
+    text = str(err.value)
+    assert "data.batch_size" in text and "output_dir" in text
+
+
+def test_model_needs_exactly_one_source(tmp_path):
+    raw = minimal()
+    raw["model"]["torchscript"] = "m.pt"
+    with pytest.raises(ConfigError, match="exactly one"):
+        config_from_dict(raw, base_dir=tmp_path)
+
+
+def test_layer_method_without_layer_is_rejected(tmp_path):
+    raw = minimal(attribution={"methods": {"gradcam": {}}})
+    del raw["model"]["layer"]
+    with pytest.raises(ConfigError, match="model.layer"):
+        config_from_dict(raw, base_dir=tmp_path)
+
+
+def test_bad_target_suggests_class(tmp_path):
+    with pytest.raises(ConfigError, match="lesion"):
+        config_from_dict(minimal(attribution={"target": "lesoin"}), base_dir=tmp_path)
+
+
+def test_overrides_parse_yaml_values(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(minimal()))
+    cfg = load_config(path, ["data.batch_size=7", "attribution.methods={saliency: {}}", "data.group_columns=[site, sex]"])
+    assert cfg.data.batch_size == 7
+    assert list(cfg.attribution.methods) == ["saliency"]
+    assert cfg.data.group_columns == ["site", "sex"]
+
+
+def test_override_without_equals_is_an_error():
+    with pytest.raises(ConfigError, match="key.path=value"):
+        apply_override({}, "data.batch_size")
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("data: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError):
+        load_config(evil)
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = config_from_dict(minimal(), base_dir=tmp_path)
+    again = config_from_dict(cfg.to_dict(), base_dir=Path("/elsewhere"))
+    assert again.digest() == cfg.digest()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=8), st.one_of(st.integers(), st.text(max_size=5), st.none()), max_size=4))
+def test_arbitrary_extra_sections_never_crash(extra):
+    raw = minimal()
+    raw.update(extra)
+    try:
+        config_from_dict(raw, base_dir=Path("/tmp"))
+    except ConfigError:
+        pass
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.integers(), st.floats(allow_nan=True), st.text(max_size=6), st.lists(st.integers(), max_size=3), st.none()))
+def test_arbitrary_values_for_a_key_give_config_errors_only(value):
+    raw = minimal()
+    raw["data"]["batch_size"] = value
+    try:
+        cfg = config_from_dict(raw, base_dir=Path("/tmp"))
+        assert isinstance(cfg.data.batch_size, int) and cfg.data.batch_size >= 1
+    except ConfigError as exc:
+        assert "data.batch_size" in str(exc)

@@ -1,0 +1,55 @@
+"""Tiny classifiers for tests: a plain conv net for 2D/3D and a factory entry point."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """Conv-BN-ReLU-MaxPool-Conv-ReLU-global pool-Linear; ``features.3`` is the last conv."""
+
+    def __init__(self, spatial_dims: int = 3, in_channels: int = 1, classes: int = 2, width: int = 4):
+        super().__init__()
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        bn = nn.BatchNorm3d if spatial_dims == 3 else nn.BatchNorm2d
+        pool = nn.MaxPool3d if spatial_dims == 3 else nn.MaxPool2d
+        gap = nn.AdaptiveAvgPool3d if spatial_dims == 3 else nn.AdaptiveAvgPool2d
+        self.features = nn.Sequential(
+            conv(in_channels, width, 3, padding=1), bn(width), nn.ReLU(), conv(width, width * 2, 3, padding=1),
+            nn.ReLU(), pool(2),
+        )
+        self.pool = gap(1)
+        self.head = nn.Linear(width * 2, classes)
+
+    def forward(self, x):
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+def build(spatial_dims: int = 3, in_channels: int = 1, classes: int = 2, seed: int = 0) -> nn.Module:
+    """Factory used by test configs (``model.factory: tiny_nets:build``)."""
+    torch.manual_seed(seed)
+    net = TinyCNN(spatial_dims, in_channels, classes)
+    net.eval()
+    return net
+
+
+def brightness_net(spatial_dims: int = 3) -> nn.Module:
+    """A net whose class-1 logit is the mean intensity: predictions follow brightness."""
+
+    class Bright(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv3d(1, 2, 1) if spatial_dims == 3 else nn.Conv2d(1, 2, 1), nn.ReLU())
+            self.pool = nn.AdaptiveAvgPool3d(1) if spatial_dims == 3 else nn.AdaptiveAvgPool2d(1)
+            self.head = nn.Linear(2, 2)
+            with torch.no_grad():
+                self.features[0].weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, *([1] * spatial_dims)))
+                self.features[0].bias.zero_()
+                self.head.weight.copy_(torch.tensor([[-1.0, 1.0], [1.0, -1.0]]))
+                self.head.bias.zero_()
+
+        def forward(self, x):
+            return self.head(self.pool(self.features(x)).flatten(1))
+
+    return Bright().eval()

@@ -1,0 +1,3 @@
+"""xaudit: batch auditing of medical image classifiers."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from xaudit.cli import app
+
+app(prog_name="xaudit")

@@ -1,0 +1,127 @@
+"""Running the configured methods on a batch: targets, memory budget, method instances."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import psutil
+import torch
+
+from xaudit.attribution import get_method
+from xaudit.attribution.base import AttributionContext, AttributionMethod
+from xaudit.errors import ConfigError
+
+
+@dataclass
+class MethodRun:
+    """One configured method, instantiated with its validated parameters."""
+
+    name: str
+    method: AttributionMethod
+
+
+def build_methods(methods_cfg: dict, scripted: bool, has_layer: bool) -> list[MethodRun]:
+    """Instantiate every configured method; refuse ones the model cannot serve.
+
+    Raises:
+        ConfigError: a method needs hooks but the model is TorchScript, or needs a layer
+            that was not configured.
+    """
+    runs = []
+    for name, params in methods_cfg.items():
+        cls = get_method(name)
+        if cls.needs_hooks and scripted:
+            raise ConfigError(
+                f"`attribution.methods.{name}` needs module hooks, which a TorchScript model refuses"
+                " (register_forward_hook is not supported on ScriptModules). Load the model as eager"
+                " Python (`model.monai` or `model.factory`), or use input-gradient methods only"
+                " (saliency, input_x_gradient, integrated_gradients, smoothgrad, occlusion)."
+            )
+        if cls.needs_layer and not has_layer:
+            raise ConfigError(f"`attribution.methods.{name}` needs `model.layer` (a module path, e.g. a late conv block)")
+        runs.append(MethodRun(name, cls(params)))
+    return runs
+
+
+def choose_targets(target_cfg: str, classes: list[str], logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Class index to explain per sample: predicted, true label, or a fixed class.
+
+    With ``label``, samples without a label fall back to the predicted class.
+    """
+    predicted = logits.argmax(dim=1)
+    if target_cfg == "predicted":
+        return predicted
+    if target_cfg == "label":
+        labels = labels.to(predicted.device)
+        return torch.where(labels >= 0, labels, predicted)
+    if target_cfg in classes:
+        return torch.full_like(predicted, classes.index(target_cfg))
+    raise ConfigError(f"`attribution.target` must be predicted, label or one of {classes}. Got {target_cfg!r} instead.")
+
+
+def subject_seed(seed: int, subject_id: str) -> int:
+    """A per-subject seed independent of batch composition."""
+    digest = hashlib.sha256(f"{seed}:{subject_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def estimate_max_batch(
+    model: torch.nn.Module, sample: torch.Tensor, device: torch.device, fraction: float, cap: int | None
+) -> int:
+    """How many input-sized samples fit one forward+backward within the memory budget.
+
+    Measures one sample's activation memory with forward hooks (outputs kept for the
+    backward, plus their gradients), and divides the budget (free CUDA memory, or
+    available RAM, times ``fraction``) by it. The config's ``attribution.max_batch`` caps it.
+    """
+    per_sample = _activation_bytes(model, sample[:1]) * 2 + sample[:1].numel() * 4 * 3
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+    else:
+        free = psutil.virtual_memory().available
+    budget = int(free * fraction)
+    fit = max(1, budget // max(per_sample, 1))
+    default_cap = 64 if device.type == "cuda" else 16
+    return int(max(1, min(fit, cap if cap is not None else default_cap)))
+
+
+def _activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
+    total = 0
+    handles = []
+
+    def hook(_m, _i, out):
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * out.element_size()
+
+    if isinstance(model, torch.jit.ScriptModule):
+        return x.numel() * 4 * 50  # no hooks on TorchScript: a generous guess
+    for m in model.modules():
+        if not list(m.children()):
+            handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def make_context(
+    layer, layer_name, max_batch: int, seed: int, baseline_mean, subject_ids: list[str], foreground=None, regions=None
+) -> AttributionContext:
+    """The per-batch context; per-subject seeds when the context supports them."""
+    ctx = AttributionContext(
+        layer=layer,
+        layer_name=layer_name,
+        max_batch=max_batch,
+        seed=seed,
+        baseline_mean=baseline_mean,
+        region_labels=regions,
+        foreground=foreground,
+    )
+    if hasattr(ctx, "sample_seeds"):
+        ctx.sample_seeds = torch.tensor([subject_seed(seed, s) for s in subject_ids], dtype=torch.long)
+    return ctx

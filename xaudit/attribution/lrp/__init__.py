@@ -1,0 +1,11 @@
+"""Layer-wise relevance propagation (LRP): rules, canonization, composites and the ``lrp`` method.
+
+Modules: `rules` (epsilon, z+, alpha-beta, gamma, flat, w-square, z^B), `canonize`
+(BatchNorm folding), `composite` (which layer gets which rule), `propagate` (the
+patched model copy and the relevance pass), `method` (the registered `LRP` method).
+"""
+
+from xaudit.attribution.lrp.method import LRP, LRPParams
+from xaudit.attribution.lrp.propagate import prepare_model, relevance
+
+__all__ = ["LRP", "LRPParams", "prepare_model", "relevance"]

@@ -1,0 +1,208 @@
+"""Relevance propagation through a prepared copy of an eager PyTorch model.
+
+`prepare_model` deep-copies the model (the user's model is never touched), folds
+BatchNorms (`canonize`), and replaces the ``forward`` of each Linear/ConvNd instance
+by its LRP rule and of each normalisation or non-homogeneous activation by a
+pass-through. No backward hooks are used, so modules called several times (MONAI
+ResNet's ``self.act``), in-place activations, residual sums and concatenations all work:
+relevance travels as an ordinary gradient (see `rules`).
+
+`relevance` then runs one forward and one backward per chunk of samples: the backward
+starts from ``one_hot(target)``, so the relevance at the output is the target logit,
+and the relevance at the input is ``x * grad`` plus what the input-layer rules put
+in the sink.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from xaudit.attribution.base import select_targets
+from xaudit.attribution.lrp.canonize import fold_batchnorms
+from xaudit.attribution.lrp.composite import LayerRules
+from xaudit.attribution.lrp.rules import InputRule, is_rule_layer, safe_divide
+from xaudit.errors import ConfigError
+
+#: shape-preserving modules whose gradient is not ``f(x)/x``: they pass relevance through as is
+_PASS_THROUGH = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Softplus,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softsign,
+)
+
+
+@dataclass
+class PassState:
+    """What the patched forwards share during one chunk's pass."""
+
+    model_input: torch.Tensor | None = None
+    sink: list[torch.Tensor] = field(default_factory=list)
+    input_layers: set[str] = field(default_factory=set)
+
+
+class _InputLayer(torch.autograd.Function):
+    """The input layer with an `InputRule`: forward as the layer, backward into the sink.
+
+    The input's gradient is None: the rule's relevance is not of the form ``x * g``
+    (a zero voxel can be relevant), so it goes to ``state.sink`` instead.
+    """
+
+    @staticmethod
+    def forward(ctx, x, module, rule, state):
+        ctx.save_for_backward(x)
+        ctx.module, ctx.rule, ctx.state = module, rule, state
+        return module._lrp_original_forward(x)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        with torch.no_grad():
+            # recomputed, not saved: an in-place activation may overwrite the output
+            z = ctx.module._lrp_original_forward(x)
+        ctx.state.sink.append(ctx.rule.relevance(ctx.module, x, z * grad_out))
+        return None, None, None, None
+
+
+def _rule_forward(module: nn.Module, x: torch.Tensor, *, name: str, rules: LayerRules, state: PassState) -> torch.Tensor:
+    if x is state.model_input:
+        state.input_layers.add(name)
+        if isinstance(rules.at_input, InputRule):
+            return _InputLayer.apply(x, module, rules.at_input, state)
+        return rules.at_input.forward(module, x)
+    if isinstance(rules.elsewhere, InputRule):
+        raise ConfigError(
+            f"`attribution.methods.lrp.layer_rules.{name}` is {rules.elsewhere.name!r}, a rule for the layer that "
+            f"reads the model input, but {name!r} reads an intermediate tensor. Use one of epsilon, zero, zplus, "
+            "alpha_beta, gamma for it."
+        )
+    return rules.elsewhere.forward(module, x)
+
+
+def _pass_forward(module: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """Output ``f(x)``; the gradient ``g f(x) / x`` hands each element its output's relevance."""
+    out = module._lrp_original_forward(x, *args, **kwargs)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        return out
+    y = x * safe_divide(out.detach(), x.detach())
+    return y + (out.detach() - y).detach()
+
+
+@dataclass
+class PreparedModel:
+    """A patched private copy of the model, ready for `relevance`."""
+
+    model: nn.Module
+    state: PassState
+    folded: list[str]
+    rule_layers: list[str]
+
+
+def _patch(module: nn.Module, forward) -> None:
+    module._lrp_original_forward = module.forward
+    module.forward = forward
+
+
+def prepare_model(
+    model: nn.Module, example: torch.Tensor, rules_for, canonize: bool = True
+) -> PreparedModel:
+    """Copy, canonize and patch ``model`` for LRP.
+
+    Args:
+        model: the user's eager model in eval mode (not modified).
+        example: one input ``(1, C, *spatial)`` for the canonization probe.
+        rules_for: callable ``{name: module} -> {name: LayerRules}`` (see `composite.assign_rules`).
+        canonize: fold BatchNorms into the layers they follow.
+
+    Returns:
+        The `PreparedModel`.
+    """
+    work = copy.deepcopy(model)
+    for param in work.parameters():
+        param.requires_grad_(False)
+    folded = []
+    if canonize:
+        work, folded = fold_batchnorms(work, example)
+    state = PassState()
+    layers = {name: m for name, m in work.named_modules() if is_rule_layer(m)}
+    rules = rules_for(layers)
+    for name, module in layers.items():
+        _patch(module, functools.partial(_rule_forward, module, name=name, rules=rules[name], state=state))
+    for module in work.modules():
+        if isinstance(module, _PASS_THROUGH):
+            _patch(module, functools.partial(_pass_forward, module))
+    unpatched = sorted({type(m).__name__ for m in work.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and not is_rule_layer(m)})
+    if unpatched:
+        warnings.warn(f"LRP: {unpatched} override forward(); they keep their ordinary gradient (LRP-0 at best).", stacklevel=2)
+    return PreparedModel(work, state, folded, list(layers))
+
+
+def _record_layer_inputs(prepared: PreparedModel, names: list[str], store: dict[str, list[torch.Tensor]]) -> list:
+    """Forward pre-hooks storing the relevance ``x * grad`` at the input of each named module."""
+    handles = []
+    for name in names:
+        module = prepared.model.get_submodule(name)
+
+        def hook(_mod, args, name=name):
+            x = args[0]
+            if isinstance(x, torch.Tensor) and x.requires_grad:
+                x.register_hook(lambda g, x=x, name=name: store[name].append((x.detach() * g).flatten(1).sum(1)))
+
+        handles.append(module.register_forward_pre_hook(hook))
+    return handles
+
+
+def relevance(
+    prepared: PreparedModel, inputs: torch.Tensor, targets: torch.Tensor, record: list[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Relevance of every input element for one chunk of samples.
+
+    Args:
+        prepared: from `prepare_model`.
+        inputs: ``(n, C, *spatial)``.
+        targets: ``(n,)`` class indices.
+        record: module names whose input relevance sums are wanted (for conservation checks).
+
+    Returns:
+        ``(maps, target_logits, layer_sums)``: maps of the input's shape (float32), the
+        explained logits ``(n,)``, and per recorded module its input relevance sum ``(n,)``.
+    """
+    state = prepared.state
+    x = inputs.detach().clone().requires_grad_(True)
+    state.model_input, state.sink = x, []
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in record or []}
+    handles = _record_layer_inputs(prepared, list(store), store)
+    try:
+        with torch.enable_grad():
+            logits = select_targets(prepared.model(x), targets)
+            (grad,) = torch.autograd.grad(logits.sum(), x, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+        state.model_input = None
+    maps = torch.zeros_like(x, dtype=torch.float32) if grad is None else (x.detach() * grad).float()
+    for part in state.sink:
+        maps = maps + part.float()
+    state.sink = []
+    layer_sums = {name: torch.stack(vals).sum(0) if vals else torch.zeros_like(logits.detach()) for name, vals in store.items()}
+    return maps.float(), logits.detach().float(), layer_sums

@@ -1,0 +1,291 @@
+"""The command line: parse, call the API, map errors to exit codes. Nothing else.
+
+Exit codes: 0 done · 1 findings at or above the chosen severity (only with
+``--fail-on-findings``) or subjects failed (only with ``--fail-on-errors``) · 2 config,
+data, model, output or usage error. Results for scripts go to stdout (``--json``);
+progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    name="xaudit",
+    help="Audit a medical image classifier over a NIfTI cohort: attribution maps, rules, and a dataset-bias report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    logger = logging.getLogger("xaudit")
+    logger.handlers = [h for h in logger.handlers if not isinstance(h, RichHandler)]
+    handler = RichHandler(console=_console(), show_path=False, show_time=False, level=level)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+def _fail(exc: Exception) -> None:
+    """Print a one-line(ish) error on stderr and exit with the error's code."""
+    from xaudit.errors import XauditError
+
+    code = exc.exit_code if isinstance(exc, XauditError) else 3
+    _console().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _guard(func, *args, **kwargs):
+    from xaudit.errors import XauditError
+
+    try:
+        return func(*args, **kwargs)
+    except XauditError as exc:
+        _fail(exc)
+
+
+def _parse_shard(text: Optional[str]) -> Optional[tuple[int, int]]:
+    if text is None:
+        return None
+    try:
+        index, count = (int(p) for p in text.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if count < 1 or not 0 <= index < count:
+        raise typer.BadParameter(f"--shard expects i/N with 0 <= i < N, got {text!r}")
+    return index, count
+
+
+def _progress_factory(enabled: bool):
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("[bold]subjects"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=_console(), transient=False,
+    )
+
+    def start(total: int):
+        progress.start()
+        task = progress.add_task("subjects", total=total)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            if progress.finished:
+                progress.stop()
+
+        if total == 0:
+            progress.stop()
+        return advance
+
+    return start
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="YAML config"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="run directory (overrides `output`)"),
+    set_: list[str] = typer.Option([], "--set", help="override a key: --set attribution.seed=3"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda[:k] (overrides `device`)"),
+    shard: Optional[str] = typer.Option(None, help="i/N: audit the i-th of N deterministic parts"),
+    resume: bool = typer.Option(False, "--resume", help="continue a run; finished subjects are not redone"),
+    fail_on_findings: Optional[str] = typer.Option(None, "--fail-on-findings", help="exit 1 if a finding reaches this severity (info, warning, critical); 'config' uses bias.fail_severity"),
+    fail_on_errors: bool = typer.Option(False, "--fail-on-errors", help="exit 1 if any subject failed"),
+    as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="only warnings and errors on stderr; no progress bar"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="debug logging"),
+) -> None:
+    """Audit the classifier named in CONFIG over its cohort."""
+    _setup_logging(quiet, verbose)
+    if fail_on_findings is not None and fail_on_findings not in (*SEVERITIES, "config"):
+        raise typer.BadParameter(f"--fail-on-findings expects one of {SEVERITIES} or 'config', got {fail_on_findings!r}")
+    from xaudit.config import load_config
+    from xaudit.pipeline import RunOptions, run_audit
+
+    cfg = _guard(load_config, config, set_)
+    options = RunOptions(output=output, device=device, shard=_parse_shard(shard), resume=resume)
+    result = _guard(run_audit, cfg, options, _progress_factory(not quiet and sys.stderr.isatty()))
+    summary = _run_summary(result)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        _print_summary(summary)
+    threshold = cfg.bias.fail_severity if fail_on_findings == "config" else fail_on_findings
+    if threshold and _reaches(summary.get("findings", []), threshold):
+        raise typer.Exit(1)
+    if fail_on_errors and result.failed:
+        raise typer.Exit(1)
+
+
+def _run_summary(result) -> dict:
+    audit = result.audit
+    findings = [{k: f.get(k) for k in ("id", "severity", "title")} for f in audit.get("findings", [])]
+    return {
+        "run_dir": str(result.run_dir),
+        "report": str(Path(result.run_dir) / "report.html") if "findings" in audit else None,
+        "counts": audit.get("counts", {"done": audit.get("done"), "failed": audit.get("failed")}),
+        "metrics": (audit.get("metrics") or {}).get("overall"),
+        "verdict": audit.get("verdict"),
+        "findings": findings,
+    }
+
+
+def _reaches(findings: list[dict], threshold: str) -> bool:
+    rank = {s: i for i, s in enumerate(SEVERITIES)}
+    return any(rank.get(f.get("severity"), -1) >= rank[threshold] for f in findings)
+
+
+def _print_summary(summary: dict) -> None:
+    console = _console()
+    counts = summary["counts"]
+    console.print(f"[bold]run directory:[/] {summary['run_dir']}")
+    console.print(f"subjects: {counts}")
+    verdict = summary.get("verdict")
+    if verdict:
+        console.print(f"[bold]verdict:[/] {verdict.get('sentence', verdict) if isinstance(verdict, dict) else verdict}", highlight=False)
+    for f in summary.get("findings", [])[:8]:
+        console.print(f"  [{f['severity']}] {f['title']}", markup=False)
+    if summary.get("report"):
+        console.print(f"[bold green]report:[/] {summary['report']}")
+
+
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="YAML config"),
+    set_: list[str] = typer.Option([], "--set", help="override a key"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda[:k]"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+) -> None:
+    """Check config, manifest, every image, the model and layer names; no heavy work."""
+    _setup_logging(True, False)
+    from xaudit.config import load_config
+    from xaudit.validate import validate_setup
+
+    cfg = _guard(load_config, config, set_)
+    setup = _guard(validate_setup, cfg, device, True)
+    info = {
+        "ok": True, "subjects": len(setup.subjects), "spatial_dims": setup.spatial_dims,
+        "input_shape": list(setup.input_shape), "model": setup.model.kind, "device": str(setup.device),
+        "methods": [m.name for m in setup.methods], "layer": cfg.model.layer,
+    }
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        _console().print(f"[bold green]ok:[/] {info['subjects']} subjects, {info['spatial_dims']}D input {tuple(info['input_shape'])}, "
+                         f"{info['model']} model, methods {info['methods']}", highlight=False)
+
+
+@app.command()
+def methods(as_json: bool = typer.Option(False, "--json", help="machine-readable list on stdout")) -> None:
+    """The attribution methods, their parameters and defaults."""
+    from xaudit.attribution import REGISTRY
+
+    described = [cls.describe() for cls in REGISTRY.values()]
+    if as_json:
+        typer.echo(json.dumps(described, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="xaudit attribution methods", show_lines=True)
+    for col in ("method", "parameters (default)", "stochastic", "needs layer", "hooks", "summary"):
+        table.add_column(col)
+    for d in described:
+        params = "\n".join(f"{k} = {v['default']!r}" for k, v in d["parameters"].items()) or "-"
+        table.add_row(d["name"], params, "yes" if d["stochastic"] else "", "yes" if d["needs_layer"] else "",
+                      "yes" if d["needs_hooks"] else "", d["summary"])
+    Console().print(table)
+
+
+@app.command()
+def rules(
+    run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="a finished run directory"),
+    top: int = typer.Option(10, "--top", min=1, help="how many rules"),
+    as_json: bool = typer.Option(False, "--json", help="JSON on stdout"),
+) -> None:
+    """The ranked rules of a finished run."""
+    from xaudit.errors import OutputError
+
+    path = run_dir / "rules.json"
+    if not path.is_file():
+        _fail(OutputError(f"{run_dir} has no rules.json (the rules stage did not run; see audit.json)"))
+    from xaudit.rules import RulesResult, format_rule
+
+    result = RulesResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    chosen = result.rules[:top]
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() if hasattr(r, "to_dict") else r for r in chosen], indent=2, default=str))
+        return
+    for i, rule in enumerate(chosen, 1):
+        typer.echo(f"{i:>3}. {format_rule(rule, result.class_names)}")
+
+
+@app.command()
+def merge(
+    shard_dirs: list[Path] = typer.Argument(..., exists=True, file_okay=False, help="shard run directories"),
+    output: Path = typer.Option(..., "-o", "--output", help="merged run directory"),
+    as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout"),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+) -> None:
+    """Combine shard directories, then run the dataset-level stages."""
+    _setup_logging(quiet, False)
+    from xaudit.merge import merge_runs
+
+    result = _guard(merge_runs, shard_dirs, output)
+    summary = _run_summary(result)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        _print_summary(summary)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="a finished run directory")) -> None:
+    """Re-render report.html and report.md from a run's results."""
+    _setup_logging(True, False)
+    from xaudit.merge import rerender_report
+
+    path = _guard(rerender_report, run_dir)
+    typer.echo(str(path))
+
+
+@app.command("sample-data")
+def sample_data(
+    directory: Path = typer.Argument(Path("sample_data"), help="where to write the demo cohort and models"),
+    seed: int = typer.Option(0, help="random seed (the cohort is deterministic given it)"),
+    quick: bool = typer.Option(False, "--quick", help="a tiny cohort for smoke tests"),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+) -> None:
+    """Write the demo cohort (real MNI anatomy, two sites, lesions) and train its small models."""
+    from xaudit.sample import generate_sample_data
+
+    console = _console()
+    summary = _guard(generate_sample_data, directory, seed=seed, quick=quick,
+                     progress=None if quiet else (lambda msg: console.print(msg, highlight=False)))
+    if not quiet:
+        console.print(f"[bold green]sample data:[/] {directory}")
+    typer.echo(json.dumps(summary, default=str) if quiet else "", nl=quiet)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()

@@ -1,0 +1,188 @@
+"""Reading images with MONAI and preprocessing them as the model expects.
+
+MONAI's MetaTensor carries the affine through every spatial transform, so after
+preprocessing we know, for each model-input voxel, where it sits in the scanner's world
+space; `xaudit.data.native` uses that to put results back on the stored grid.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.data.utils import to_affine_nd
+from monai.transforms import (
+    Compose,
+    LoadImage,
+    NormalizeIntensity,
+    Orientation,
+    Resize,
+    ResizeWithPadOrCrop,
+    ScaleIntensity,
+    Spacing,
+)
+
+from xaudit.data.manifest import Subject
+from xaudit.errors import ConfigError, DataError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass
+class LoadedImage:
+    """A preprocessed model input and where its voxels sit in world space.
+
+    Attributes:
+        tensor: float32 ``(C, *spatial)``.
+        affine: ``(D+1, D+1)`` voxel-to-world affine of the preprocessed grid.
+    """
+
+    tensor: torch.Tensor
+    affine: np.ndarray
+
+
+def build_transforms(tcfg, spatial_dims: int):
+    """The configured MONAI preprocessing, applied to a channel-first MetaTensor.
+
+    Args:
+        tcfg: `xaudit.config.TransformsConfig`.
+        spatial_dims: 2 or 3.
+
+    Returns:
+        A callable (MONAI ``Compose``, or the user's own transform).
+    """
+    if tcfg.python:
+        return import_object(tcfg.python, "data.transforms.python")()
+    steps = []
+    if tcfg.orientation:
+        steps.append(Orientation(axcodes=tcfg.orientation[:spatial_dims], labels=None))
+    if tcfg.spacing:
+        _check_len(tcfg.spacing, spatial_dims, "data.transforms.spacing")
+        steps.append(Spacing(pixdim=tcfg.spacing, mode="bilinear"))
+    if tcfg.spatial_size:
+        _check_len(tcfg.spatial_size, spatial_dims, "data.transforms.spatial_size")
+        size = list(tcfg.spatial_size)
+        steps.append(ResizeWithPadOrCrop(size) if tcfg.size_mode == "pad_crop" else Resize(size, mode="trilinear" if spatial_dims == 3 else "bilinear"))
+    if tcfg.intensity == "zscore":
+        steps.append(NormalizeIntensity(channel_wise=True))
+    elif tcfg.intensity == "zscore_nonzero":
+        steps.append(NormalizeIntensity(nonzero=True, channel_wise=True))
+    elif tcfg.intensity == "minmax":
+        steps.append(ScaleIntensity(channel_wise=True))
+    return Compose(steps)
+
+
+def _check_len(values, spatial_dims: int, key: str) -> None:
+    if len(values) != spatial_dims:
+        raise ConfigError(f"`{key}` needs {spatial_dims} values for {spatial_dims}D images. Got {list(values)} instead.")
+
+
+def import_object(spec: str, key: str):
+    """Import ``module:attribute`` (trusted user code) with a clear error."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"`{key}` must look like 'package.module:function'. Got {spec!r} instead.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"`{key}`: cannot import module {module_name!r}: {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"`{key}`: module {module_name!r} has no attribute {attr!r}") from None
+
+
+_loader = LoadImage(image_only=True, ensure_channel_first=True, reader="NibabelReader", dtype=np.float32)
+
+
+def read_channel(path, spatial_dims: int) -> MetaTensor:
+    """Read one NIfTI image as a channel-first MetaTensor with ``spatial_dims`` dims."""
+    name = str(path)
+    if not name.endswith(NIFTI_SUFFIXES):
+        raise DataError(f"{name}: not a NIfTI file (.nii or .nii.gz expected)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = _loader(name)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a data error for this file
+        raise DataError(f"{name}: cannot read image ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    while img.ndim - 1 > spatial_dims and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim - 1 != spatial_dims:
+        raise DataError(f"{name}: image has shape {tuple(img.shape[1:])}, expected a {spatial_dims}D image")
+    if any(s < 2 for s in img.shape[1:]):
+        raise DataError(f"{name}: image shape {tuple(img.shape[1:])} is too small to audit")
+    return img
+
+
+def check_voxels(path, array: torch.Tensor) -> None:
+    """NaN/Inf or constant images cannot be audited meaningfully."""
+    if not torch.isfinite(array).all():
+        bad = int((~torch.isfinite(array)).sum())
+        raise DataError(f"{path}: {bad} voxel(s) are NaN or Inf; fix or mask the image")
+    if float(array.max()) == float(array.min()):
+        raise DataError(f"{path}: image is constant ({float(array.max())}); nothing to audit")
+
+
+def load_subject(subject: Subject, transforms, spatial_dims: int) -> LoadedImage:
+    """Read every channel of a subject, stack them, preprocess.
+
+    Raises:
+        DataError: naming the file and what is wrong.
+    """
+    channels = [read_channel(p, spatial_dims) for p in subject.images]
+    first = channels[0]
+    for path, ch in zip(subject.images[1:], channels[1:]):
+        if ch.shape[1:] != first.shape[1:] or not np.allclose(np.asarray(ch.affine), np.asarray(first.affine), atol=1e-3):
+            raise DataError(f"{path}: channel grid differs from {subject.images[0]}; resample channels to one grid first")
+    for path, ch in zip(subject.images, channels):
+        check_voxels(path, ch)
+    image = first if len(channels) == 1 else MetaTensor(torch.cat([c.as_tensor() for c in channels]), meta=first.meta)
+    try:
+        out = transforms(image)
+    except Exception as exc:  # noqa: BLE001 - MONAI names the failing transform in its message
+        raise DataError(f"{subject.images[0]}: preprocessing failed: {str(exc).splitlines()[0][:300]}") from None
+    affine = out.affine if isinstance(out, MetaTensor) else image.affine
+    affine = to_affine_nd(spatial_dims, np.asarray(affine, dtype=np.float64))
+    tensor = torch.as_tensor(out.as_tensor() if isinstance(out, MetaTensor) else out, dtype=torch.float32)
+    return LoadedImage(tensor=tensor.contiguous(), affine=affine)
+
+
+def native_grid(path, spatial_dims: int) -> tuple[np.ndarray, tuple[int, ...], nib.Nifti1Image]:
+    """The stored grid of an image: ``(D+1)x(D+1)`` affine, spatial shape, nibabel image."""
+    img = nib.load(str(path))
+    shape = tuple(int(s) for s in img.shape[:spatial_dims])
+    return to_affine_nd(spatial_dims, np.asarray(img.affine, dtype=np.float64)), shape, img
+
+
+def read_mask(path, spatial_dims: int) -> np.ndarray:
+    """A mask on its stored grid as a boolean array (non-zero = inside)."""
+    try:
+        data = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: cannot read mask ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    while data.ndim > spatial_dims and data.shape[-1] == 1:
+        data = data[..., 0]
+    return np.asarray(data) > 0
+
+
+def infer_spatial_dims(data_cfg, model_cfg, first_image) -> int:
+    """2 or 3: from the config, the MONAI network's args, or the first image."""
+    if data_cfg.spatial_dims:
+        return int(data_cfg.spatial_dims)
+    if model_cfg.monai is not None and "spatial_dims" in model_cfg.monai.args:
+        return int(model_cfg.monai.args["spatial_dims"])
+    try:
+        shape = [s for s in nib.load(str(first_image)).shape]
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{first_image}: cannot read image header ({str(exc).splitlines()[0][:200]})") from None
+    while len(shape) > 2 and shape[-1] == 1:
+        shape.pop()
+    if len(shape) not in (2, 3):
+        raise DataError(f"{first_image}: image has shape {tuple(shape)}; xaudit audits 2D or 3D images (set `data.spatial_dims`)")
+    return len(shape)

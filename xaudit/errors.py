@@ -1,0 +1,64 @@
+"""The project's error types, each mapped to one exit code in `xaudit.cli`.
+
+Exit codes (stable, documented in the README):
+    0  done
+    1  findings at or above the configured severity (only with --fail-on-findings)
+    2  config, data or usage error (`XauditUsageError` and its subclasses)
+Anything else keeps its own code and message.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class XauditError(Exception):
+    """Base class of every error xaudit raises on purpose."""
+
+    exit_code = 3
+
+
+class XauditUsageError(XauditError):
+    """The user can fix it: config, data, model or command line. Exit code 2."""
+
+    exit_code = 2
+
+
+class ConfigError(XauditUsageError):
+    """A config key is missing, unknown or has a wrong value."""
+
+
+class DataError(XauditUsageError):
+    """A manifest row, image or mask cannot be used."""
+
+
+class ModelError(XauditUsageError):
+    """The model cannot be loaded, or does not fit the config (classes, layer)."""
+
+
+class OutputError(XauditUsageError):
+    """The output directory cannot be written, is locked, or is not a run."""
+
+
+class SubjectError(XauditError):
+    """One subject failed during the per-subject pass; isolated by `on_error: skip`."""
+
+    def __init__(self, subject_id: str, stage: str, reason: str):
+        super().__init__(f"subject {subject_id!r} failed in {stage}: {reason}")
+        self.subject_id = subject_id
+        self.stage = stage
+        self.reason = reason
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ' Did you mean 'x'?' for the closest choice, or ''."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def choices_message(kind: str, name: str, choices: Iterable[str]) -> str:
+    """'Unknown method 'x'. Valid methods are [...]. Did you mean 'y'?'"""
+    choices = sorted(str(c) for c in choices)
+    shown = choices if len(choices) <= 40 else choices[:40] + [f"... ({len(choices) - 40} more)"]
+    return f"Unknown {kind} {name!r}. Valid {kind}s are {shown}.{did_you_mean(name, choices)}"

@@ -1,0 +1,189 @@
+"""The dataset-level stages, run on the per-subject records of a finished (or merged) run.
+
+Each stage is a plain function that writes its own artifact and returns the part of
+``audit.json`` it owns; `finish_run` calls them in order and writes ``audit.json`` last.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from xaudit import __version__
+from xaudit.cohort import Cohort, load_cohort, write_features, write_predictions
+from xaudit.data.manifest import safe_file_id
+from xaudit.data.native import downsample_affine, write_volume
+from xaudit.metrics import classification_metrics, metrics_by_group
+from xaudit.outputs import SCHEMA_VERSION, RunDirectory, write_json
+
+log = logging.getLogger("xaudit")
+
+
+def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = None, started: float | None = None, device: str = "") -> dict:
+    """Run metrics, rules, bias, mean maps and the report; write ``audit.json``.
+
+    Returns:
+        The ``audit.json`` content.
+    """
+    timings = dict(timings or {})
+    feature_names = _feature_names(run_dir)
+    cohort = load_cohort(run_dir, subjects, config.model.classes, feature_names)
+    if cohort.n == 0:
+        from xaudit.errors import DataError
+
+        raise DataError(f"no subject finished (see {run_dir / 'errors.csv'}); nothing to report")
+    artifacts = {"predictions": "predictions.csv", "errors": "errors.csv", "config": "config.resolved.yaml", "log": "run.log"}
+    write_predictions(cohort, run_dir / "predictions.csv")
+    if cohort.features.shape[1]:
+        write_features(cohort, run_dir / "features.csv")
+        artifacts["features"] = "features.csv"
+    audit: dict = {"schema_version": SCHEMA_VERSION}
+    stages = [
+        ("metrics", lambda: metrics_stage(cohort)),
+        ("attribution", lambda: attribution_stage(cohort, config, run_dir)),
+        ("rules", lambda: rules_stage(cohort, config, run_dir)),
+        ("bias", lambda: bias_stage(cohort, config, audit, run_dir)),
+    ]
+    for name, stage in stages:
+        t0 = time.perf_counter()
+        audit[name] = stage()
+        timings[name] = time.perf_counter() - t0
+    artifacts.update(audit["attribution"].pop("artifacts", {}))
+    artifacts.update(audit["rules"].pop("artifacts", {}) if isinstance(audit["rules"], dict) else {})
+    findings = audit["bias"].pop("findings", []) if isinstance(audit["bias"], dict) else []
+    failed = _count_failed(run_dir)
+    audit.update(
+        {
+            "run": _run_metadata(config, started, device, timings),
+            "counts": {"subjects": len(subjects), "audited": cohort.n, "failed": failed, "missing": len(subjects) - cohort.n - failed},
+            "findings": findings,
+            "verdict": audit["bias"].pop("verdict", None) if isinstance(audit["bias"], dict) else None,
+            "artifacts": artifacts,
+        }
+    )
+    t0 = time.perf_counter()
+    report_stage(audit, cohort, config, run_dir)
+    audit["run"]["timings_s"]["report"] = round(time.perf_counter() - t0, 3)
+    audit["artifacts"].update({"report_html": "report.html", "report_md": "report.md"})
+    write_json(run_dir / "audit.json", audit)
+    return audit
+
+
+def metrics_stage(cohort: Cohort) -> dict:
+    """Accuracy, balanced accuracy, ROC AUC and counts, overall and per group value."""
+    return {
+        "overall": classification_metrics(cohort.labels, cohort.probs),
+        "by_group": metrics_by_group(cohort.labels, cohort.probs, cohort.groups),
+        "prediction_counts": {c: int((cohort.predicted == k).sum()) for k, c in enumerate(cohort.classes)},
+    }
+
+
+def attribution_stage(cohort: Cohort, config, run_dir: RunDirectory) -> dict:
+    """Per-method self-check summaries, and mean maps per class x group value (NIfTI)."""
+    out: dict = {"methods": {}, "artifacts": {}}
+    for method, params in config.attribution.methods.items():
+        stats = {k: _summary(v) for k, v in cohort.stats.get(method, {}).items()}
+        shares = {k: _summary(v) for k, v in cohort.shares.get(method, {}).items()}
+        out["methods"][method] = {"params": params, "self_checks": stats, "shares": shares}
+        out["artifacts"][f"attributions/{method}"] = f"attributions/{method}/"
+    written = write_mean_maps(cohort, run_dir)
+    if written:
+        out["artifacts"]["maps"] = "maps/"
+        out["mean_maps"] = written
+    return out
+
+
+def write_mean_maps(cohort: Cohort, run_dir: RunDirectory) -> list[str]:
+    """Mean attribution per class (true label, else prediction) and per class x group value."""
+    if cohort.n == 0 or not cohort.maps or any(m.dtype == object for m in cohort.maps.values()):
+        return []
+    first = next(iter(cohort.maps.values()))
+    affine = downsample_affine(cohort.input_affines[0], tuple(cohort.input_shapes[0]), first.shape[1:])
+    classes = np.where(cohort.labels >= 0, cohort.labels, cohort.predicted)
+    written = []
+    for method, maps in cohort.maps.items():
+        for k, name in enumerate(cohort.classes):
+            keys = [(f"{safe_file_id(name)}", classes == k)]
+            keys += [(f"{safe_file_id(name)}__{safe_file_id(col)}-{safe_file_id(str(v))}", (classes == k) & (vals == v))
+                     for col, vals in cohort.groups.items() for v in sorted(set(vals))]
+            for key, sel in keys:
+                if sel.any():
+                    rel = f"maps/{method}/mean_{key}.nii.gz"
+                    write_volume(maps[sel].mean(axis=0), affine, run_dir / rel)
+                    written.append(rel)
+    if cohort.images_small.dtype != object:
+        write_volume(cohort.images_small.mean(axis=0), affine, run_dir / "maps/mean_image.nii.gz")
+        written.append("maps/mean_image.nii.gz")
+    return written
+
+
+def rules_stage(cohort: Cohort, config, run_dir: RunDirectory) -> dict:
+    """Surrogate forest rules on the layer features (skipped without features)."""
+    if cohort.features.shape[1] == 0:
+        return {"skipped": "no layer features (TorchScript model, or no linear layer)"}
+    from xaudit.rules import extract_rules, write_rules
+
+    result = extract_rules(
+        cohort.features, cohort.feature_names, cohort.predicted, cohort.labels, cohort.classes,
+        {k: v.astype(str) for k, v in cohort.groups.items()}, cohort.subject_ids, config.rules,
+    )
+    write_rules(result, run_dir.root)
+    summary = result.to_dict()
+    summary["rules"] = summary.get("rules", [])[: config.rules.top_n]
+    summary["artifacts"] = {"rules_json": "rules.json", "rules_md": "rules.md"}
+    return summary
+
+
+def bias_stage(cohort: Cohort, config, audit: dict, run_dir: RunDirectory) -> dict:
+    from xaudit.bias_stage import run_bias_stage
+
+    return run_bias_stage(cohort, config, audit, run_dir)
+
+
+def report_stage(audit: dict, cohort: Cohort, config, run_dir: RunDirectory) -> None:
+    from xaudit.report import write_report
+
+    write_report(audit, cohort, config, run_dir)
+
+
+def _summary(values: np.ndarray) -> dict:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {"n": 0}
+    return {"n": int(finite.size), "mean": float(finite.mean()), "median": float(np.median(finite)),
+            "p95": float(np.percentile(finite, 95)), "max": float(finite.max())}
+
+
+def _feature_names(run_dir: RunDirectory) -> list[str]:
+    import json
+
+    path = run_dir / "features.json"
+    return json.loads(path.read_text())["names"] if path.is_file() else []
+
+
+def _count_failed(run_dir: RunDirectory) -> int:
+    import csv
+
+    done = run_dir.completed()
+    failed = set()
+    for path in Path(run_dir.root).glob("errors*.csv"):
+        with open(path, newline="", encoding="utf-8") as fh:
+            failed |= {row["subject_id"] for row in csv.DictReader(fh)}
+    return len({f for f in failed if safe_file_id(f) not in done})
+
+
+def _run_metadata(config, started: float | None, device: str, timings: dict) -> dict:
+    now = datetime.now(timezone.utc)
+    return {
+        "xaudit_version": __version__,
+        "config_hash": config.digest(),
+        "device": device,
+        "seed": config.seed,
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat() if started else None,
+        "finished": now.isoformat(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }

@@ -1,0 +1,114 @@
+"""Combining shard directories into one run, and re-rendering a run's report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from xaudit.errors import OutputError
+from xaudit.outputs import RunDirectory, write_csv, write_text
+
+
+def merge_runs(shard_dirs: list[Path], output: Path):
+    """Link (or copy) every shard's per-subject artifacts into ``output``, then finish the run.
+
+    All shards must come from the same config (same config hash). Subjects finished in
+    several shards keep one copy; ``errors.csv`` lists failures not finished elsewhere.
+
+    Returns:
+        `xaudit.pipeline.RunResult` of the merged run.
+    """
+    from xaudit.data import load_manifest
+    from xaudit.finish import finish_run
+    from xaudit.pipeline import RunResult, load_run_config
+
+    shard_dirs = [Path(d) for d in shard_dirs]
+    hashes = {}
+    for d in shard_dirs:
+        hashes[d] = _provenance(d).get("config_hash")
+    if len(set(hashes.values())) != 1:
+        raise OutputError(f"shards come from different configs (config hashes {hashes}); merge shards of one run only")
+    out = RunDirectory(output)
+    out.root.mkdir(parents=True, exist_ok=True)
+    lock = out.lock()
+    try:
+        for d in shard_dirs:
+            if Path(d).resolve() != out.root.resolve():
+                _link_tree(Path(d) / "subjects", out.subjects_dir)
+                _link_tree(Path(d) / "attributions", out.root / "attributions")
+        _merge_errors(shard_dirs, out)
+        first = shard_dirs[0]
+        for name in ("config.resolved.yaml", "features.json"):
+            if (first / name).is_file() and (first / name).resolve() != (out.root / name).resolve():
+                write_text(out.root / name, (first / name).read_text(encoding="utf-8"))
+        config = load_run_config(out.root)
+        subjects = load_manifest(config.data, config.model.classes, check_files=False)
+        audit = finish_run(out, config, subjects, device=_provenance(first).get("device", ""))
+        return RunResult(out.root, audit, failed=audit["counts"]["failed"])
+    finally:
+        lock.release()
+
+
+def rerender_report(run_dir: Path) -> Path:
+    """Rebuild ``report.html``/``report.md`` from ``audit.json`` and the records."""
+    from xaudit.cohort import load_cohort
+    from xaudit.data import load_manifest
+    from xaudit.finish import _feature_names, report_stage
+    from xaudit.pipeline import load_run_config
+
+    run = RunDirectory(run_dir)
+    audit_path = run / "audit.json"
+    if not audit_path.is_file():
+        raise OutputError(f"{run_dir} has no audit.json; finish the run first (xaudit run ... --resume)")
+    config = load_run_config(run.root)
+    subjects = load_manifest(config.data, config.model.classes, check_files=False)
+    cohort = load_cohort(run, subjects, config.model.classes, _feature_names(run))
+    audit = json.loads(audit_path.read_text(encoding="utf-8"))
+    report_stage(audit, cohort, config, run)
+    return run / "report.html"
+
+
+def _provenance(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.resolved.yaml"
+    if not path.is_file():
+        raise OutputError(f"{run_dir} is not an xaudit run directory (no config.resolved.yaml)")
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("provenance") or {}
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    if not src.is_dir():
+        return
+    for path in src.rglob("*"):
+        if path.is_dir() or path.name.startswith("."):
+            continue
+        target = dst / path.relative_to(src)
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.merge-tmp")
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copy2(path, tmp)
+        os.replace(tmp, target)
+
+
+def _merge_errors(shard_dirs: list[Path], out: RunDirectory) -> None:
+    done = out.completed()
+    rows, seen = [], set()
+    from xaudit.data.manifest import safe_file_id
+
+    for d in shard_dirs:
+        for path in sorted(Path(d).glob("errors*.csv")):
+            with open(path, newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    sid = row["subject_id"]
+                    if sid not in seen and safe_file_id(sid) not in done:
+                        seen.add(sid)
+                        rows.append([sid, row.get("manifest_line", ""), row.get("stage", ""), row.get("reason", "")])
+    write_csv(out / "errors.csv", ["subject_id", "manifest_line", "stage", "reason"], rows)

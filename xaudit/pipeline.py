@@ -1,0 +1,172 @@
+"""`run_audit`: the stages in order, nothing else.
+
+    validate ─► per-subject pass ─► dataset-level stages ─► audit.json
+                (predictions, features,   (metrics, rules, bias, mean maps, report)
+                 attribution volumes)
+
+A sharded run (``--shard i/N``) stops after the per-subject pass; `xaudit merge` (or a
+run without ``--shard`` with ``--resume``) runs the dataset-level stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from xaudit import __version__
+from xaudit.config import Config, config_from_dict
+from xaudit.outputs import RunDirectory, write_csv, write_json, write_text
+from xaudit.subject_pass import PassSettings, run_subject_pass
+from xaudit.subject_outputs import SubjectOutputs
+from xaudit.validate import validate_setup
+
+log = logging.getLogger("xaudit")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line choices that are not part of the config."""
+
+    output: Path | None = None
+    device: str | None = None
+    shard: tuple[int, int] | None = None
+    resume: bool = False
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    audit: dict
+    failed: int = 0
+    timings: dict = field(default_factory=dict)
+
+
+def shard_subjects(subjects, shard: tuple[int, int] | None):
+    """Deterministic partition: subject k of the manifest goes to shard ``k mod N``."""
+    if shard is None:
+        return subjects
+    index, count = shard
+    return [s for k, s in enumerate(subjects) if k % count == index]
+
+
+def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None) -> RunResult:
+    """Run an audit end to end (or one shard's per-subject pass).
+
+    Args:
+        config: the validated config.
+        options: output override, device, shard, resume.
+        progress: optional factory ``progress(total) -> advance(n)`` for a progress bar.
+
+    Returns:
+        `RunResult` with the run directory and the ``audit.json`` content.
+    """
+    timings: dict[str, float] = {}
+    started = time.time()
+    t0 = time.perf_counter()
+    setup = validate_setup(config, options.device)
+    timings["validate"] = time.perf_counter() - t0
+    run_dir = RunDirectory(options.output or config.output)
+    shard_label = f"{options.shard[0]}-of-{options.shard[1]}" if options.shard else ""
+    run_dir.prepare(resume=options.resume or options.shard is not None)
+    lock = run_dir.lock(shard_label)
+    handler = _log_to_file(run_dir.root / (f"run-{shard_label}.log" if shard_label else "run.log"))
+    try:
+        from xaudit.attribution.engine import estimate_max_batch
+
+        max_batch = estimate_max_batch(
+            setup.model.module, _sample_input(setup), setup.device, config.attribution.memory_fraction, config.attribution.max_batch
+        )
+        _write_resolved_config(run_dir, config, setup, max_batch, options)
+        todo_all = shard_subjects(setup.subjects, options.shard)
+        done = run_dir.completed()
+        todo = [s for s in todo_all if s.safe_id not in done]
+        log.info("%d subjects to audit (%d already done), max batch %d on %s", len(todo), len(todo_all) - len(todo), max_batch, setup.device)
+        settings = PassSettings(
+            spatial_dims=setup.spatial_dims, classes=config.model.classes, target=config.attribution.target,
+            methods=setup.methods, feature_spec=setup.feature_spec, concept_layer=setup.layer,
+            layer_name=config.model.layer, max_batch=max_batch, seed=config.attribution.seed,
+            downsample=config.attribution.downsample, batch_size=config.data.batch_size,
+            num_workers=config.data.num_workers, on_error=config.data.on_error,
+        )
+        advance = progress(len(todo)) if progress else (lambda n: None)
+        t0 = time.perf_counter()
+        result = run_subject_pass(todo, setup.transforms, setup.model.module, setup.device, SubjectOutputs(run_dir), settings, advance)
+        timings["subject_pass"] = time.perf_counter() - t0
+        _write_errors(run_dir, result.failed, shard_label)
+        if result.feature_widths is not None:
+            from xaudit.features import feature_names
+
+            write_json(run_dir / "features.json", {"names": feature_names(setup.feature_spec, result.feature_widths)})
+        if options.shard is not None:
+            summary = {"schema_version": "1.0", "shard": list(options.shard), "done": len(result.done), "failed": len(result.failed)}
+            write_json(run_dir / f"shard-{shard_label}.json", summary)
+            return RunResult(run_dir.root, summary, failed=len(result.failed), timings=timings)
+        from xaudit.finish import finish_run
+
+        audit = finish_run(run_dir, config, setup.subjects, timings=timings, started=started, device=str(setup.device))
+        return RunResult(run_dir.root, audit, failed=audit["counts"]["failed"], timings=timings)
+    finally:
+        logging.getLogger("xaudit").removeHandler(handler)
+        handler.close()
+        lock.release()
+
+
+def _sample_input(setup):
+    import torch
+
+    return torch.zeros((1, *setup.input_shape), device=setup.device)
+
+
+def _log_to_file(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    logger = logging.getLogger("xaudit")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+def _write_errors(run_dir: RunDirectory, failed: list[dict], shard_label: str) -> None:
+    """``errors.csv`` (or one per shard): subjects that failed this time, with the reason."""
+    name = f"errors-{shard_label}.csv" if shard_label else "errors.csv"
+    rows = [[f["subject_id"], f["row"], f["stage"], f["reason"]] for f in failed]
+    write_csv(run_dir / name, ["subject_id", "manifest_line", "stage", "reason"], rows)
+
+
+def _write_resolved_config(run_dir: RunDirectory, config: Config, setup, max_batch: int, options: RunOptions) -> None:
+    """``config.resolved.yaml``: the config as run (re-runnable) plus provenance."""
+    import platform
+
+    import monai
+    import numpy
+    import torch
+
+    resolved = config.to_dict()
+    resolved["device"] = str(setup.device)
+    resolved["provenance"] = {
+        "xaudit": __version__, "python": platform.python_version(), "torch": str(torch.__version__),
+        "monai": monai.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
+        "device": str(setup.device), "max_batch": max_batch, "spatial_dims": setup.spatial_dims,
+        "seeds": {"run": config.seed, "attribution": config.attribution.seed, "rules": config.rules.seed, "bias": config.bias.seed},
+        "shard": list(options.shard) if options.shard else None, "config_hash": config.digest(),
+    }
+    write_text(run_dir / "config.resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
+
+
+def load_run_config(run_dir: Path) -> Config:
+    """The config a run was made with (from its ``config.resolved.yaml``)."""
+    from xaudit.errors import OutputError
+
+    path = Path(run_dir) / "config.resolved.yaml"
+    if not path.is_file():
+        raise OutputError(f"{run_dir} is not an xaudit run directory (no config.resolved.yaml)")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw.pop("provenance", None)
+    return config_from_dict(raw, base_dir=path.parent)

@@ -1,0 +1,51 @@
+"""Matplotlib set-up shared by the report's figures: palette, figure creation, PNG bytes.
+
+Figures are built on `matplotlib.figure.Figure` directly, never through `pyplot`, so the
+report neither switches the global backend of a user's session nor keeps figures alive in
+pyplot's registry; PNG output goes through the Agg canvas whatever the backend.
+"""
+
+from __future__ import annotations
+
+import io
+
+from matplotlib.figure import Figure
+
+DPI = 90
+SEVERITY_COLORS = {"critical": "#c0392b", "warning": "#d68910", "info": "#2874a6", "none": "#1e8449"}
+# Colour-blind-safe qualitative palette (Okabe & Ito 2008) for group values.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+OVERALL_COLOR = "#7f7f7f"
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure of ``width`` x ``height`` inches with the report's base style."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout=None)
+    fig.patch.set_facecolor("white")
+    return fig
+
+
+def style_axes(ax) -> None:
+    """Light axes: no top/right spines, a faint horizontal grid, small ticks."""
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.grid(axis="y", color="#e5e5e5", linewidth=0.8)
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=8)
+
+
+def to_png(fig: Figure) -> bytes:
+    """Render a figure to PNG bytes (metadata-free, so re-renders are byte-stable)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def group_color(k: int) -> str:
+    return PALETTE[k % len(PALETTE)]
+
+
+def shorten(text: str, width: int = 28) -> str:
+    """Long manifest values would squeeze the axes; keep labels on one short line."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"

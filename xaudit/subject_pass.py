@@ -1,0 +1,244 @@
+"""The per-subject pass: predictions, features and attribution maps, streamed in batches.
+
+Images stream through a DataLoader (never the whole dataset in memory); each batch gets
+one forward pass that yields logits, features and the concept layer's activation and
+gradient, then every configured method. Writing (native-space resampling, gzip NIfTI,
+the per-subject record) runs on background threads so the device keeps computing. A
+subject's record is written after its volumes: its presence marks the subject done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from xaudit.attribution.engine import MethodRun, choose_targets, make_context
+from xaudit.data.loading import load_subject
+from xaudit.data.manifest import Subject
+from xaudit.data.native import downsample_volumes
+from xaudit.errors import OutputError, XauditError
+from xaudit.features import FeatureSpec, capture
+from xaudit.foreground import preprocessed_foreground
+from xaudit.subject_outputs import SubjectOutputs, write_subject
+
+log = logging.getLogger("xaudit")
+
+
+@dataclass
+class PassSettings:
+    """Everything the per-subject pass needs besides data and model."""
+
+    spatial_dims: int
+    classes: list[str]
+    target: str
+    methods: list[MethodRun]
+    feature_spec: FeatureSpec
+    concept_layer: torch.nn.Module | None
+    layer_name: str | None
+    max_batch: int
+    seed: int
+    downsample: int
+    batch_size: int
+    num_workers: int
+    on_error: str
+    baseline_mean: torch.Tensor | None = None
+
+
+@dataclass
+class PassResult:
+    done: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    feature_widths: list[int] | None = None
+
+
+class SubjectDataset(Dataset):
+    """Loads and preprocesses one subject per item; failures become items, not crashes."""
+
+    def __init__(self, subjects: list[Subject], transforms, spatial_dims: int):
+        self.subjects = subjects
+        self.transforms = transforms
+        self.spatial_dims = spatial_dims
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def __getitem__(self, index: int) -> dict:
+        subject = self.subjects[index]
+        try:
+            loaded = load_subject(subject, self.transforms, self.spatial_dims)
+            foreground = preprocessed_foreground(subject, loaded, self.spatial_dims)
+            return {"index": index, "image": loaded.tensor, "affine": loaded.affine, "foreground": foreground}
+        except XauditError as exc:
+            return {"index": index, "error": str(exc), "stage": "load"}
+        except Exception as exc:  # noqa: BLE001 - isolate any per-subject failure
+            return {"index": index, "error": f"{type(exc).__name__}: {exc}", "stage": "load"}
+
+
+def _as_list(batch):
+    return batch
+
+
+def run_subject_pass(
+    subjects: list[Subject],
+    transforms,
+    model: torch.nn.Module,
+    device: torch.device,
+    outputs: SubjectOutputs,
+    settings: PassSettings,
+    advance: Callable[[int], None] = lambda n: None,
+) -> PassResult:
+    """Run predictions, features and attributions for every subject; write per-subject artifacts.
+
+    Returns:
+        The ids done and the failures (``subject_id``, ``row``, ``stage``, ``reason``).
+
+    Raises:
+        SubjectError-derived XauditError: with ``on_error: fail``, the first failure.
+        OutputError: the output cannot be written (disk full, permissions): always fatal.
+    """
+    result = PassResult()
+    loader = DataLoader(
+        SubjectDataset(subjects, transforms, settings.spatial_dims),
+        batch_size=settings.batch_size,
+        num_workers=settings.num_workers,
+        collate_fn=_as_list,
+        persistent_workers=False,
+    )
+    pending: list[tuple[Subject, Future]] = []
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xaudit-writer") as writer:
+        for items in loader:
+            for item in items:
+                if "error" in item:
+                    _fail(result, subjects[item["index"]], item["stage"], item["error"], settings)
+                    advance(1)
+            for group in _group_by_shape([i for i in items if "error" not in i]):
+                batch_subjects = [subjects[i["index"]] for i in group]
+                try:
+                    records = _process_batch(group, batch_subjects, model, device, settings, result)
+                except XauditError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one batch's failure fails its subjects only
+                    for s in batch_subjects:
+                        _fail(result, s, "attribution", f"{type(exc).__name__}: {exc}", settings)
+                    advance(len(batch_subjects))
+                    continue
+                for subject, record in zip(batch_subjects, records):
+                    pending.append((subject, writer.submit(write_subject, outputs, subject, record, settings.spatial_dims)))
+                pending = _drain(pending, result, settings, advance, keep=2 * settings.batch_size)
+        _drain(pending, result, settings, advance, keep=0)
+    return result
+
+
+def _drain(pending, result: PassResult, settings: PassSettings, advance, keep: int):
+    """Wait for finished (or all but ``keep``) writes; record failures."""
+    still = []
+    for n, (subject, future) in enumerate(pending):
+        if future.done() or n < len(pending) - keep:
+            try:
+                future.result()
+                result.done.append(subject.subject_id)
+            except OutputError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                _fail(result, subject, "write", str(exc) if isinstance(exc, XauditError) else f"{type(exc).__name__}: {exc}", settings)
+            advance(1)
+        else:
+            still.append((subject, future))
+    return still
+
+
+def _fail(result: PassResult, subject: Subject, stage: str, reason: str, settings: PassSettings) -> None:
+    from xaudit.errors import SubjectError
+
+    reason = " ".join(str(reason).split())[:500]
+    if settings.on_error == "fail":
+        raise SubjectError(subject.subject_id, stage, reason)
+    log.warning("subject %s failed in %s: %s", subject.subject_id, stage, reason)
+    result.failed.append({"subject_id": subject.subject_id, "row": subject.row, "stage": stage, "reason": reason})
+
+
+def _group_by_shape(items: list[dict]) -> list[list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for item in items:
+        groups.setdefault(tuple(item["image"].shape), []).append(item)
+    return list(groups.values())
+
+
+def _process_batch(group, batch_subjects, model, device, settings: PassSettings, result: PassResult) -> list[dict]:
+    x = torch.stack([i["image"] for i in group]).to(device)
+    labels = torch.tensor([s.label for s in batch_subjects], dtype=torch.long)
+    forward = _forward_pass(model, x, labels, settings)
+    if result.feature_widths is None:
+        result.feature_widths = forward["widths"]
+    targets = forward["targets"]
+    fg = torch.stack([i["foreground"] for i in group]).to(device)
+    masked = _masked_probs(model, x, fg)
+    ctx = make_context(
+        settings.concept_layer, settings.layer_name, settings.max_batch, settings.seed,
+        settings.baseline_mean, [s.subject_id for s in batch_subjects], foreground=fg,
+    )
+    maps, stats, regions = {}, {}, {}
+    for run in settings.methods:
+        out = run.method.attribute(model, x, targets, ctx)
+        maps[run.name] = out.maps.detach().float().sum(dim=1).cpu()  # channels summed: one map per subject
+        stats[run.name] = {k: v.detach().float().cpu() for k, v in out.stats.items()}
+        regions[run.name] = out.region_weights
+    small_image = downsample_volumes(x[:, 0].float().cpu(), settings.downsample)
+    records = []
+    for j, item in enumerate(group):
+        record = {
+            "probs": forward["probs"][j], "logits": forward["logits"][j], "target": targets[j].item(),
+            "features": forward["features"][j], "concept_acts": forward["concept_acts"][j],
+            "concept_grads": forward["concept_grads"][j], "affine": item["affine"],
+            "foreground": item["foreground"].numpy(), "image_small": small_image[j],
+            "maps": {m: maps[m][j] for m in maps},
+            "stats": {m: {k: float(v[j]) for k, v in stats[m].items()} for m in stats},
+            "regions": {m: (regions[m][j] if regions[m] is not None else None) for m in regions},
+            "downsample": settings.downsample,
+        }
+        record.update({k: v[j] for k, v in masked.items()})
+        records.append(record)
+    return records
+
+
+def _forward_pass(model, x, labels, settings: PassSettings) -> dict:
+    """One forward (+ a backward to the concept layer only): logits, features, TCAV inputs."""
+    with torch.enable_grad(), capture(model, settings.feature_spec, settings.concept_layer) as store:
+        logits = model(x)
+        targets = choose_targets(settings.target, settings.classes, logits.detach(), labels)
+        concept = store["concept"]
+        if concept is not None and concept.requires_grad:
+            score = logits.gather(1, targets.view(-1, 1)).sum()
+            (grad,) = torch.autograd.grad(score, concept)
+            concept_acts = concept.detach().flatten(2).mean(2) if concept.ndim > 2 else concept.detach()
+            concept_grads = grad.flatten(2).sum(2) if grad.ndim > 2 else grad
+        else:
+            concept_acts = concept_grads = torch.zeros(x.shape[0], 0)
+    features = [f for f in store["features"] if f is not None]
+    widths = [f.shape[1] for f in features]
+    feats = torch.cat(features, dim=1) if features else torch.zeros(x.shape[0], 0)
+    logits = logits.detach().float()
+    return {
+        "logits": logits.cpu().numpy(), "probs": torch.softmax(logits, 1).cpu().numpy(), "targets": targets,
+        "features": feats.cpu().numpy(), "widths": widths,
+        "concept_acts": concept_acts.float().cpu().numpy(), "concept_grads": concept_grads.float().cpu().numpy(),
+    }
+
+
+def _masked_probs(model, x, fg) -> dict:
+    """Probabilities with the foreground blanked, and with the background blanked."""
+    with torch.no_grad():
+        mask = fg.unsqueeze(1).to(x.dtype)
+        fill = x.amin(dim=tuple(range(1, x.ndim)), keepdim=True)  # the darkest value: "nothing here"
+        no_fg = model(x * (1 - mask) + fill * mask)
+        no_bg = model(x * mask + fill * (1 - mask))
+    return {
+        "probs_fg_blanked": torch.softmax(no_fg.float(), 1).cpu().numpy(),
+        "probs_bg_blanked": torch.softmax(no_bg.float(), 1).cpu().numpy(),
+    }
