@@ -216,6 +216,9 @@ def test_planted_rule_ranks_first():
     assert top.confidence > 0.97
     assert abs(top.conditions[0].threshold - 0.3) < 0.1
     assert [r.rank for r in res.rules] == list(range(1, len(res.rules) + 1))
+    covered = rule_coverage([top], x)[:, 0]
+    assert list(top.covered_subjects) == [s for s, c in zip(ids(240), covered) if c]
+    assert all(r.covered_subjects == () for r in res.rules[FAST.top_n:])
     assert res.surrogate.fidelity > 0.9
     assert res.surrogate.cv_folds == 3
     # the network is wrong on 20 of 240 subjects, the surrogate imitates the network

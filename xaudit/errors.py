@@ -41,8 +41,8 @@ class OutputError(XauditUsageError):
     """The output directory cannot be written, is locked, or is not a run."""
 
 
-class SubjectError(XauditError):
-    """One subject failed during the per-subject pass; isolated by `on_error: skip`."""
+class SubjectError(XauditUsageError):
+    """A subject failed with ``on_error: fail`` (with ``skip`` it goes to errors.csv). Exit 2."""
 
     def __init__(self, subject_id: str, stage: str, reason: str):
         super().__init__(f"subject {subject_id!r} failed in {stage}: {reason}")

@@ -73,7 +73,12 @@ def capture(module: nn.Module, spec: FeatureSpec, concept_layer: nn.Module | Non
             handles.append(modules[name].register_forward_hook(hook))
     if concept_layer is not None:
         def concept_hook(_m, _args, out):
+            if not isinstance(out, torch.Tensor):
+                return out
+            store["concept_calls"] = store.get("concept_calls", 0) + 1
             store["concept"] = out
+            # later in-place ops (ReLU(inplace=True)) must not overwrite what we keep
+            return out.clone()
 
         handles.append(concept_layer.register_forward_hook(concept_hook))
     try:

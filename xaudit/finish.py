@@ -133,9 +133,20 @@ def rules_stage(cohort: Cohort, config, run_dir: RunDirectory) -> dict:
     )
     write_rules(result, run_dir.root)
     summary = result.to_dict()
+    summary["feature_importances"] = feature_importances(summary.get("rules", []))
     summary["rules"] = summary.get("rules", [])[: config.rules.top_n]
     summary["artifacts"] = {"rules_json": "rules.json", "rules_md": "rules.md"}
     return summary
+
+
+def feature_importances(rules: list[dict]) -> dict[str, float]:
+    """Each rule's importance shared equally among the features its conditions use."""
+    totals: dict[str, float] = {}
+    for rule in rules:
+        features = {c["feature"] for c in rule.get("conditions", [])}
+        for f in features:
+            totals[f] = totals.get(f, 0.0) + float(rule.get("importance") or 0.0) / len(features)
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def bias_stage(cohort: Cohort, config, audit: dict, run_dir: RunDirectory) -> dict:

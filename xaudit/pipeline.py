@@ -81,9 +81,10 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
             setup.model.module, _sample_input(setup), setup.device, config.attribution.memory_fraction, config.attribution.max_batch
         )
         _write_resolved_config(run_dir, config, setup, max_batch, options)
-        todo_all = shard_subjects(setup.subjects, options.shard)
+        todo_all = shard_subjects(setup.all_subjects, options.shard)
         done = run_dir.completed()
-        todo = [s for s in todo_all if s.safe_id not in done]
+        rejected_ids = {p["subject_id"] for p in setup.rejected}
+        todo = [s for s in todo_all if s.safe_id not in done and s.subject_id not in rejected_ids]
         log.info("%d subjects to audit (%d already done), max batch %d on %s", len(todo), len(todo_all) - len(todo), max_batch, setup.device)
         settings = PassSettings(
             spatial_dims=setup.spatial_dims, classes=config.model.classes, target=config.attribution.target,
@@ -96,7 +97,8 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
         t0 = time.perf_counter()
         result = run_subject_pass(todo, setup.transforms, setup.model.module, setup.device, SubjectOutputs(run_dir), settings, advance)
         timings["subject_pass"] = time.perf_counter() - t0
-        _write_errors(run_dir, result.failed, shard_label)
+        rejected = [p for p in setup.rejected if p["subject_id"] in {s.subject_id for s in todo_all}]
+        _write_errors(run_dir, rejected + result.failed, shard_label)
         if result.feature_widths is not None:
             from xaudit.features import feature_names
 
@@ -107,7 +109,7 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
             return RunResult(run_dir.root, summary, failed=len(result.failed), timings=timings)
         from xaudit.finish import finish_run
 
-        audit = finish_run(run_dir, config, setup.subjects, timings=timings, started=started, device=str(setup.device))
+        audit = finish_run(run_dir, config, setup.all_subjects, timings=timings, started=started, device=str(setup.device))
         return RunResult(run_dir.root, audit, failed=audit["counts"]["failed"], timings=timings)
     finally:
         logging.getLogger("xaudit").removeHandler(handler)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from xaudit.attribution.base import SharedPass
 from xaudit.attribution.engine import MethodRun, choose_targets, make_context
 from xaudit.data.loading import load_subject
 from xaudit.data.manifest import Subject
@@ -185,7 +186,7 @@ def _process_batch(group, batch_subjects, model, device, settings: PassSettings,
     )
     maps, stats, regions = {}, {}, {}
     for run in settings.methods:
-        out = run.method.attribute(model, x, targets, ctx)
+        out = run.method.from_shared(forward["shared"]) or run.method.attribute(model, x, targets, ctx)
         maps[run.name] = out.maps.detach().float().sum(dim=1).cpu()  # channels summed: one map per subject
         stats[run.name] = {k: v.detach().float().cpu() for k, v in out.stats.items()}
         regions[run.name] = out.region_weights
@@ -208,25 +209,31 @@ def _process_batch(group, batch_subjects, model, device, settings: PassSettings,
 
 
 def _forward_pass(model, x, labels, settings: PassSettings) -> dict:
-    """One forward (+ a backward to the concept layer only): logits, features, TCAV inputs."""
+    """The shared forward+backward: logits, features, and for each sample's target the
+    gradient w.r.t. the input and the concept layer (saliency, Grad-CAM and TCAV reuse it)."""
+    x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad(), capture(model, settings.feature_spec, settings.concept_layer) as store:
         logits = model(x)
         targets = choose_targets(settings.target, settings.classes, logits.detach(), labels)
-        concept = store["concept"]
-        if concept is not None and concept.requires_grad:
-            score = logits.gather(1, targets.view(-1, 1)).sum()
-            (grad,) = torch.autograd.grad(score, concept)
-            concept_acts = concept.detach().flatten(2).mean(2) if concept.ndim > 2 else concept.detach()
-            concept_grads = grad.flatten(2).sum(2) if grad.ndim > 2 else grad
-        else:
-            concept_acts = concept_grads = torch.zeros(x.shape[0], 0)
+        concept = store["concept"] if store.get("concept_calls") == 1 else None
+        wrt = [x] + ([concept] if concept is not None and concept.requires_grad else [])
+        score = logits.gather(1, targets.view(-1, 1)).sum()
+        grads = torch.autograd.grad(score, wrt)
+    shared = SharedPass(inputs=x.detach(), input_grads=grads[0].detach())
+    if len(grads) == 2:
+        shared.layer_acts, shared.layer_grads = concept.detach(), grads[1].detach()
+        acts = concept.detach()
+        concept_acts = acts.flatten(2).mean(2) if acts.ndim > 2 else acts
+        concept_grads = grads[1].flatten(2).sum(2) if grads[1].ndim > 2 else grads[1]
+    else:
+        concept_acts = concept_grads = torch.zeros(x.shape[0], 0)
     features = [f for f in store["features"] if f is not None]
     widths = [f.shape[1] for f in features]
     feats = torch.cat(features, dim=1) if features else torch.zeros(x.shape[0], 0)
     logits = logits.detach().float()
     return {
         "logits": logits.cpu().numpy(), "probs": torch.softmax(logits, 1).cpu().numpy(), "targets": targets,
-        "features": feats.cpu().numpy(), "widths": widths,
+        "features": feats.cpu().numpy(), "widths": widths, "shared": shared,
         "concept_acts": concept_acts.float().cpu().numpy(), "concept_grads": concept_grads.float().cpu().numpy(),
     }
 

@@ -39,11 +39,16 @@ class Setup:
     feature_spec: FeatureSpec
     methods: list[MethodRun]
     input_shape: tuple[int, ...]
-    warnings: list[str] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    all_subjects: list[Subject] = field(default_factory=list)
 
 
 def validate_setup(config, device_name: str | None = None, deep: bool = False) -> Setup:
     """Check everything a run needs, cheaply; load the model.
+
+    With ``on_error: skip`` a run leaves out subjects whose files are missing or
+    unreadable (listed in ``Setup.rejected``, then ``errors.csv``); ``deep`` and
+    ``on_error: fail`` make the first such problem an error.
 
     Args:
         config: the loaded `Config`.
@@ -56,12 +61,19 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
         XauditUsageError subclasses with a one-line, actionable message.
     """
     device = resolve_device(device_name or config.device)
-    subjects = load_manifest(config.data, config.model.classes)
-    spatial_dims = infer_spatial_dims(config.data, config.model, subjects[0].images[0])
-    check_headers(subjects, spatial_dims)
-    transforms = build_transforms(config.data.transforms, spatial_dims)
+    subjects = load_manifest(config.data, config.model.classes, check_files=False)
+    problems = [p for s in subjects if (p := file_problem(s))]
+    readable = [s for s in subjects if not any(p["subject_id"] == s.subject_id for p in problems)]
+    if not readable:
+        raise DataError(f"no readable image in {config.data.manifest}: {problems[0]['reason']}")
+    spatial_dims = infer_spatial_dims(config.data, config.model, readable[0].images[0])
+    problems += [p for s in readable if (p := header_problem(s, spatial_dims))]
     if deep:
-        check_all_voxels(subjects, spatial_dims)
+        problems += [p for s in readable if (p := voxel_problem(s, spatial_dims))]
+    _raise_or_keep(problems, subjects, strict=deep or config.data.on_error == "fail")
+    rejected_ids = {p["subject_id"] for p in problems}
+    all_subjects, subjects = subjects, [s for s in subjects if s.subject_id not in rejected_ids]
+    transforms = build_transforms(config.data.transforms, spatial_dims)
     first = _first_loadable(subjects, transforms, spatial_dims)
     model = load_model(config.model, device)
     model = check_output(model, first.tensor[None].to(device), config.model.classes)
@@ -74,43 +86,69 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
             layer = find_layer(base, config.model.layer)
     spec = feature_spec(base, config.features) if not model.scripted else FeatureSpec([], config.features.pooling)
     methods = build_methods(config.attribution.methods, model.scripted, layer is not None)
-    return Setup(config, device, subjects, spatial_dims, transforms, model, layer, spec, methods, tuple(first.tensor.shape))
+    return Setup(config, device, subjects, spatial_dims, transforms, model, layer, spec, methods, tuple(first.tensor.shape), problems, all_subjects)
 
 
-def check_headers(subjects: list[Subject], spatial_dims: int) -> None:
-    """Every image (and mask) is NIfTI, has a readable header and the right dimensionality."""
-    for s in subjects:
-        for path in (*s.images, *([s.mask] if s.mask else []), *s.rois.values()):
-            where = f"manifest line {s.row} ({s.subject_id}): {path}"
-            if not str(path).endswith(NIFTI_SUFFIXES):
-                raise DataError(f"{where}: not a NIfTI file (.nii or .nii.gz expected)")
-            try:
-                shape = list(nib.load(str(path)).shape)
-            except Exception as exc:  # noqa: BLE001 - any reader failure
-                raise DataError(f"{where}: unreadable NIfTI header ({str(exc).splitlines()[0][:150]}); re-export the file") from None
-            while len(shape) > spatial_dims and shape[-1] == 1:
-                shape.pop()
-            if len(shape) != spatial_dims:
-                raise DataError(
-                    f"{where}: image has shape {tuple(shape)}, expected {spatial_dims}D"
-                    " (a 4D series needs one volume per row; a 2D model needs 2D images)"
-                )
-            if any(n < 2 for n in shape) or int(np.prod(shape)) > 2**31:
-                raise DataError(f"{where}: image shape {tuple(shape)} is empty or absurd")
+def _raise_or_keep(problems: list[dict], subjects: list[Subject], strict: bool) -> None:
+    """Strict (validate, ``on_error: fail``): the first problem is an error. Otherwise the
+    subjects concerned are left out and listed in ``errors.csv``, unless none is left."""
+    if not problems:
+        return
+    if strict or len(problems) == len(subjects):
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        first = problems[0]
+        raise DataError(f"manifest line {first['row']} ({first['subject_id']}): {first['reason']}{more}")
+    for p in problems:
+        log.warning("skipping subject %s: %s", p["subject_id"], p["reason"])
 
 
-def check_all_voxels(subjects: list[Subject], spatial_dims: int) -> None:
-    """Read every image: corrupt gzip, NaN/Inf and constant images fail here."""
-    for s in subjects:
-        for path in s.images:
-            try:
-                data = np.asanyarray(nib.load(str(path)).dataobj)
-            except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
-                raise DataError(f"manifest line {s.row} ({s.subject_id}): {path}: cannot read voxels ({str(exc).splitlines()[0][:150]})") from None
-            try:
-                check_voxels(path, torch.from_numpy(np.asarray(data, dtype=np.float32)))
-            except DataError as exc:
-                raise DataError(f"manifest line {s.row} ({s.subject_id}): {exc}") from None
+def _problem(s: Subject, stage: str, reason: str) -> dict:
+    return {"subject_id": s.subject_id, "row": s.row, "stage": stage, "reason": reason}
+
+
+def _paths(s: Subject):
+    return (*s.images, *([s.mask] if s.mask else []), *s.rois.values())
+
+
+def file_problem(s: Subject) -> dict | None:
+    """A missing file or one that is not NIfTI by name."""
+    for path in _paths(s):
+        if not path.is_file():
+            return _problem(s, "validate", f"{path}: file not found; fix the path in the manifest")
+        if not str(path).endswith(NIFTI_SUFFIXES):
+            return _problem(s, "validate", f"{path}: not a NIfTI file (.nii or .nii.gz expected)")
+    return None
+
+
+def header_problem(s: Subject, spatial_dims: int) -> dict | None:
+    """An unreadable header, wrong dimensionality, or an empty/absurd shape."""
+    for path in _paths(s):
+        try:
+            shape = list(nib.load(str(path)).shape)
+        except Exception as exc:  # noqa: BLE001 - any reader failure
+            return _problem(s, "validate", f"{path}: unreadable NIfTI ({str(exc).splitlines()[0][:150]}); re-export the file")
+        while len(shape) > spatial_dims and shape[-1] == 1:
+            shape.pop()
+        if len(shape) != spatial_dims:
+            return _problem(s, "validate", f"{path}: image has shape {tuple(shape)}, expected {spatial_dims}D"
+                            " (a 4D series needs one volume per row; a 2D model needs 2D images)")
+        if any(n < 2 for n in shape) or int(np.prod(shape)) > 2**31:
+            return _problem(s, "validate", f"{path}: image shape {tuple(shape)} is empty or absurd")
+    return None
+
+
+def voxel_problem(s: Subject, spatial_dims: int) -> dict | None:
+    """Corrupt data (truncated gzip), NaN/Inf or constant images: needs a full read."""
+    for path in s.images:
+        try:
+            data = np.asanyarray(nib.load(str(path)).dataobj)
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
+            return _problem(s, "validate", f"{path}: cannot read voxels ({str(exc).splitlines()[0][:150]})")
+        try:
+            check_voxels(path, torch.from_numpy(np.asarray(data, dtype=np.float32)))
+        except DataError as exc:
+            return _problem(s, "validate", str(exc))
+    return None
 
 
 def _first_loadable(subjects, transforms, spatial_dims):

@@ -77,6 +77,28 @@ class AttributionResult:
     region_weights: list[dict[int, float]] | None = None
 
 
+@dataclass
+class SharedPass:
+    """The engine's one forward+backward per batch, reused by methods that need no more.
+
+    The engine computes, for the batch's own targets, the gradient of the target logit
+    with respect to the input and to ``model.layer``'s output in a single backward pass
+    (it needs them for features and TCAV anyway); saliency, input x gradient, Grad-CAM and
+    Grad-CAM++ are functions of these, so they cost no extra pass.
+
+    Attributes:
+        inputs: ``(N, C, *spatial)``.
+        input_grads: d target logit / d input, same shape.
+        layer_acts: ``model.layer`` output ``(N, K, *s)`` or None.
+        layer_grads: d target logit / d layer output, or None.
+    """
+
+    inputs: torch.Tensor
+    input_grads: torch.Tensor
+    layer_acts: torch.Tensor | None = None
+    layer_grads: torch.Tensor | None = None
+
+
 class AttributionMethod(ABC):
     """Base class of every attribution method.
 
@@ -114,6 +136,14 @@ class AttributionMethod(ABC):
         cost depends on it (occlusion); the others ignore it.
         """
         return 1.0
+
+    def from_shared(self, shared: SharedPass) -> AttributionResult | None:
+        """The maps from the engine's shared pass, or None when the method needs its own passes.
+
+        A method that overrides this must return exactly what `attribute` would for the
+        same inputs and targets (tested in ``tests/test_shared_pass.py``).
+        """
+        return None
 
     @abstractmethod
     def attribute(

@@ -27,6 +27,7 @@ from xaudit.attribution.base import (
     AttributionMethod,
     AttributionResult,
     MethodParams,
+    SharedPass,
     chunks,
     select_targets,
 )
@@ -119,12 +120,19 @@ def class_activation_maps(model, inputs, targets, ctx: AttributionContext, weigh
     maps = torch.empty(inputs.shape, dtype=torch.float32, device=inputs.device)
     for part in chunks(inputs.shape[0], ctx.max_batch):
         acts, grads = layer_activations_and_gradients(model, layer, inputs[part], targets[part], ctx)
-        cam = (weights_fn(acts, grads) * acts).sum(1, keepdim=True)
-        if relu:
-            cam = F.relu(cam)
-        cam = F.interpolate(cam, size=tuple(spatial), mode=mode, align_corners=False)
-        maps[part] = cam.expand(-1, inputs.shape[1], *spatial)
+        maps[part] = cam_from_activations(acts, grads, weights_fn, relu, tuple(inputs[part].shape))
     return maps
+
+
+def cam_from_activations(acts, grads, weights_fn, relu: bool, input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Weighted channel sum of a layer's activations, upsampled to ``input_shape``."""
+    spatial = tuple(input_shape[2:])
+    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
+    cam = (weights_fn(acts.float(), grads.float()) * acts.float()).sum(1, keepdim=True)
+    if relu:
+        cam = F.relu(cam)
+    cam = F.interpolate(cam, size=spatial, mode=mode, align_corners=False)
+    return cam.expand(-1, input_shape[1], *spatial).contiguous()
 
 
 class GradCAM(AttributionMethod):
@@ -134,6 +142,13 @@ class GradCAM(AttributionMethod):
     needs_layer = True
     needs_hooks = True
     reference = "Selvaraju et al. 2017, ICCV, arXiv:1610.02391"
+
+    def from_shared(self, shared: SharedPass) -> AttributionResult | None:
+        if shared.layer_acts is None or shared.layer_acts.dim() != shared.inputs.dim():
+            return None
+        return AttributionResult(
+            cam_from_activations(shared.layer_acts, shared.layer_grads, gradcam_weights, self.params.relu, tuple(shared.inputs.shape))
+        )
 
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
         return AttributionResult(
@@ -148,6 +163,13 @@ class GradCAMPlusPlus(AttributionMethod):
     needs_layer = True
     needs_hooks = True
     reference = "Chattopadhay et al. 2018, WACV, arXiv:1710.11063"
+
+    def from_shared(self, shared: SharedPass) -> AttributionResult | None:
+        if shared.layer_acts is None or shared.layer_acts.dim() != shared.inputs.dim():
+            return None
+        return AttributionResult(
+            cam_from_activations(shared.layer_acts, shared.layer_grads, gradcam_pp_weights, self.params.relu, tuple(shared.inputs.shape))
+        )
 
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
         return AttributionResult(

@@ -14,6 +14,7 @@ from xaudit.attribution.base import (
     AttributionMethod,
     AttributionResult,
     MethodParams,
+    SharedPass,
     chunks,
     select_targets,
 )
@@ -45,6 +46,10 @@ class Saliency(AttributionMethod):
         grads = input_gradients(model, inputs, targets, ctx.max_batch)
         return AttributionResult(grads.abs() if self.params.absolute else grads)
 
+    def from_shared(self, shared: SharedPass) -> AttributionResult:
+        grads = shared.input_grads.float()
+        return AttributionResult(grads.abs() if self.params.absolute else grads)
+
 
 class InputXGradient(AttributionMethod):
     name = "input_x_gradient"
@@ -53,3 +58,6 @@ class InputXGradient(AttributionMethod):
 
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
         return AttributionResult(input_gradients(model, inputs, targets, ctx.max_batch) * inputs.float())
+
+    def from_shared(self, shared: SharedPass) -> AttributionResult:
+        return AttributionResult(shared.input_grads.float() * shared.inputs.float())

@@ -198,7 +198,7 @@ def _confound_finding(table: ContingencyTable, params: BiasParams) -> Finding | 
     else:
         return None
     if table.fully_confounded:
-        title = f"{table.column} is fully confounded with the label{where} (Cramer's V {v:.2f})"
+        title = f"{table.column} is fully confounded with the label{where} (each class from one {table.column} value)"
         message = (
             f"Every class comes from a single {table.column} value{where} ({spans_text}). "
             f"{table.column} and label split the subjects the same way, so no statistic can "

@@ -116,8 +116,8 @@ def verdict(findings: Iterable[Finding], results: Mapping[str, Any], top: int = 
 
     Args:
         findings: all findings of the run.
-        results: check name -> its result object (or None when skipped); a result's
-            ``signature_tests`` attribute counts the tests for a group signature it ran.
+        results: check name -> its result object or ``to_dict()`` (None when skipped); a
+            result's ``signature_tests`` counts the tests for a group signature it ran.
         top: how many findings to list.
 
     Returns:
@@ -128,35 +128,8 @@ def verdict(findings: Iterable[Finding], results: Mapping[str, Any], top: int = 
     signature = [f for f in findings if f.points_to == "signature" and f.severity != "info"]
     confounds = [f for f in findings if f.points_to == "design" and f.severity == "critical"]
     pathology = [f for f in findings if f.points_to == "pathology"]
-    tests = sum(int(getattr(r, "signature_tests", 0) or 0) for r in results.values() if r is not None)
-    if signature:
-        label = "signature"
-        sentence = "The evidence points to a site/scanner signature: " + _titles(signature, 3) + "."
-    elif confounds:
-        label = "inconclusive"
-        sentence = (
-            "Inconclusive: " + _titles(confounds, 2) + ", so no statistic can separate a "
-            "site/scanner signature from pathology in this data; the checks that do not "
-            "depend on the design found no signature."
-        )
-    elif tests and pathology:
-        label = "pathology"
-        sentence = (
-            f"The evidence points to pathology: {tests} tests for a site/scanner signature "
-            f"found none, and " + _titles(pathology, 3) + "."
-        )
-    elif tests:
-        label = "inconclusive"
-        sentence = (
-            f"No site/scanner signature was found in {tests} tests, but no check gave "
-            "positive evidence that the decision rests on pathology."
-        )
-    else:
-        label = "inconclusive"
-        sentence = (
-            "Inconclusive: no check that can detect a site/scanner signature could run on "
-            "the inputs given (see the notes)."
-        )
+    tests = sum(_signature_tests(r) for r in results.values() if r is not None)
+    label, sentence = _sentence(signature, confounds, pathology, tests)
     shown = (signature + confounds + [f for f in findings if f not in signature + confounds])[:top]
     return {
         "verdict": label,
@@ -164,6 +137,39 @@ def verdict(findings: Iterable[Finding], results: Mapping[str, Any], top: int = 
         "signature_tests": tests,
         "top_findings": [f.to_dict() for f in shown],
     }
+
+
+def _signature_tests(result: Any) -> int:
+    """``signature_tests`` of a result object or of its ``to_dict()``."""
+    value = result.get("signature_tests") if isinstance(result, Mapping) else getattr(result, "signature_tests", 0)
+    return int(value or 0)
+
+
+def _sentence(signature: list[Finding], confounds: list[Finding], pathology: list[Finding],
+              tests: int) -> tuple[str, str]:
+    """The verdict label and its sentence, by the rule in `verdict`."""
+    if signature:
+        return "signature", "The evidence points to a site/scanner signature: " + _titles(signature, 3) + "."
+    if confounds:
+        return "inconclusive", (
+            "Inconclusive: " + _titles(confounds, 2) + ", so no statistic can separate a "
+            "site/scanner signature from pathology in this data; the checks that do not "
+            "depend on the design found no signature."
+        )
+    if tests and pathology:
+        return "pathology", (
+            f"The evidence points to pathology: {tests} tests for a site/scanner signature "
+            f"found none, and " + _titles(pathology, 3) + "."
+        )
+    if tests:
+        return "inconclusive", (
+            f"No site/scanner signature was found in {tests} tests, but no check gave "
+            "positive evidence that the decision rests on pathology."
+        )
+    return "inconclusive", (
+        "Inconclusive: no check that can detect a site/scanner signature could run on "
+        "the inputs given (see the notes)."
+    )
 
 
 def _titles(findings: list[Finding], n: int) -> str:

@@ -181,7 +181,7 @@ def _cell_rows(column, values, known, evaluate, train, labels, predicted, class_
 def _group_disparities(column: str, rows: list[GroupRow], params: BiasParams) -> list[Disparity]:
     large = [r for r in rows if r.n >= params.min_group_size]
     out = []
-    for metric in (large[0].metrics if large else {}):
+    for metric in dict.fromkeys(m for r in large for m in r.metrics):
         scored = [r for r in large if metric in r.metrics and np.isfinite(r.metrics[metric].value)]
         if len(scored) < 2:
             continue

@@ -194,8 +194,13 @@ def compare_attribution_shares(
     Returns:
         A `LookingResult`; ``signature_tests`` counts the within-class tests run.
     """
-    frame = _frame(table, class_names, group_columns, label_column)
     result = LookingResult()
+    columns = list(pd.DataFrame(table).columns)
+    absent = [c for c in group_columns if c not in columns]
+    if absent:
+        result.notes.append(f"Attribution share table has no column(s) {absent}; they are not compared.")
+    group_columns = [c for c in group_columns if c in columns]
+    frame = _frame(table, class_names, group_columns, label_column)
     methods = sorted(frame["method"].unique()) if "method" in frame else [""]
     for method in methods:
         rows = frame[frame["method"] == method] if method else frame
@@ -214,9 +219,9 @@ def compare_attribution_shares(
 
 def _frame(table: Any, class_names: list[str], group_columns: list[str], label_column: str) -> pd.DataFrame:
     frame = pd.DataFrame(table).copy()
-    missing = [c for c in [label_column, *group_columns] if c not in frame.columns]
-    if missing:
-        raise DataError(f"attribution share table lacks column(s) {missing}; it has {sorted(frame.columns)}.")
+    if label_column not in frame.columns:
+        raise DataError(f"attribution share table lacks the label column {label_column!r}; "
+                        f"it has {sorted(map(str, frame.columns))}.")
     codes = []
     for row, value in enumerate(frame[label_column].tolist()):
         if isinstance(value, str) and not value.lstrip("-").isdigit():
@@ -257,7 +262,8 @@ def _group_tests(rows, method, shares, class_names, columns, params, notes) -> l
             usable = sorted(str(v) for v, k in counts.items() if k >= params.min_group_size)
             if len(usable) < 2:
                 if len(counts):
-                    notes.append(f"Shares {method or ''} {column} within {name}: fewer than two values "
+                    where = f" ({method})" if method else ""
+                    notes.append(f"Shares{where}: {column} within {name} has fewer than two values "
                                  f"with >= {params.min_group_size} subjects; not compared.")
                 continue
             for share in shares:

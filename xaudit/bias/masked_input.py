@@ -51,7 +51,9 @@ def macro_auc(y: np.ndarray, probs: np.ndarray) -> float:
 
 
 def _auc_estimate(y: np.ndarray, probs: np.ndarray, params: BiasParams, seed: list[int]) -> Estimate:
-    if len(np.unique(y)) < 2:
+    """Bootstrap AUC; undefined (NaN) unless two classes have ``min_group_size`` members."""
+    _, counts = np.unique(y, return_counts=True)
+    if np.sum(counts >= params.min_group_size) < 2:
         return Estimate(float("nan"), float("nan"), float("nan"))
     k = probs.shape[1]
     if k == 2:
@@ -95,10 +97,16 @@ def masked_input_summary(
             "agreement": float(np.mean(probs.argmax(axis=1) == predicted)),
             "accuracy": float(np.mean(probs[known].argmax(axis=1) == labels[known])) if known.any() else float("nan"),
         }
-    if len(np.unique(labels[known])) < 2:
-        result.notes.append("Masked input: fewer than two known classes; AUCs vs labels are undefined.")
+    _, counts = np.unique(labels[known], return_counts=True)
+    if np.sum(counts >= params.min_group_size) < 2:
+        result.notes.append(f"Masked input: fewer than two known classes with >= {params.min_group_size} "
+                            "subjects; AUCs vs labels are undefined.")
+    _, counts = np.unique(predicted, return_counts=True)
+    if np.sum(counts >= params.min_group_size) < 2:
+        result.notes.append(f"Masked input: fewer than two predicted classes with >= {params.min_group_size} "
+                            "subjects; AUCs vs predictions are undefined.")
     if "background_only" in result.variants:
-        result.signature_tests += 1
+        result.signature_tests += int(np.isfinite(result.variants["background_only"]["auc_vs_label"].value))
         result.findings += _background_findings(result.variants, params)
     return result
 

@@ -25,10 +25,12 @@ from threadpoolctl import threadpool_limits
 from xaudit.bias.findings import Finding, severity_for
 from xaudit.bias.inputs import group_strings, values_with_count
 from xaudit.bias.jsonable import to_jsonable
+from xaudit.bias.logistic import MAX_FEATURES, balanced_weights, decision_function, fit_logistic
 from xaudit.bias.params import BiasParams
 
 LABEL = "label"
 EXCEEDANCES_TO_STOP = 10  # Besag & Clifford's h: enough null exceedances to call a probe null
+PERMUTATION_BATCH = 50  # permutations fit together by the batched solver
 
 
 @dataclass
@@ -77,17 +79,19 @@ class ProbeResult:
 
 
 def linear_probe(
-    features: np.ndarray, target: np.ndarray, folds: int, permutations: int, seed: int
+    features: np.ndarray, target: np.ndarray, folds: int, permutations: int, seed: int,
+    solver: str = "auto",
 ) -> tuple[float, float, float, float]:
     """Cross-validated balanced accuracy, ROC AUC and permutation p-value of a linear probe.
 
-    The probe is ``StandardScaler`` + L2 ``LogisticRegression(class_weight="balanced")``
-    fit on each training fold. The null distribution refits it on label permutations,
-    with stratified folds drawn anew for each (Ojala & Garriga's test 1, as in
-    ``sklearn.model_selection.permutation_test_score``); p = (1 + #{null >= observed}) /
-    (1 + permutations). Permuting stops early once `EXCEEDANCES_TO_STOP` null scores
-    reach the observed one, with the sequential p-value h / L of Besag & Clifford (1991,
-    Biometrika 78:301): a clearly null probe costs a few dozen fits, not ``permutations``.
+    The probe is L2 logistic regression (C=1, ``class_weight="balanced"``) on standardised
+    features; standardisation uses all subjects, which is label-free and so cannot leak the
+    target into the test folds. The null distribution refits the probe on label
+    permutations with stratified folds drawn anew for each (Ojala & Garriga's test 1, as
+    in ``sklearn.model_selection.permutation_test_score``); p = (1 + #{null >= observed}) /
+    (1 + permutations). Permuting stops early once `EXCEEDANCES_TO_STOP` null scores reach
+    the observed one, with the sequential p-value h / L of Besag & Clifford (1991,
+    Biometrika 78:301): a clearly null probe costs a few dozen fits.
 
     Args:
         features: ``(n, F)``.
@@ -95,45 +99,112 @@ def linear_probe(
         folds: stratified folds (shuffled with ``seed``).
         permutations: most label permutations of the test.
         seed: seed of the folds and the permutations.
+        solver: ``batched`` (`xaudit.bias.logistic`, two classes only), ``sklearn``, or
+            ``auto`` (batched for two classes and at most `MAX_FEATURES` features after
+            reducing F > n features to their n-dimensional row space, which leaves the
+            predictions unchanged). Both minimise the same objective.
 
     Returns:
         ``(balanced_accuracy, roc_auc, p_value, null_mean)``; balanced accuracy and AUC
         (one-vs-rest macro for more than two values) are means over the folds.
     """
     _, y = np.unique(np.asarray(target), return_inverse=True)
+    x = _row_space(_standardise(features))
+    binary = int(y.max()) == 1
+    if solver == "batched" and not binary:
+        raise ValueError("the batched solver fits two classes only")
+    batched = solver == "batched" or (solver == "auto" and binary and x.shape[1] <= MAX_FEATURES)
+    score = _batched_scores if batched else _sklearn_scores
     rng = np.random.default_rng(seed)
-    null: list[float] = []
     with threadpool_limits(limits=1), warnings.catch_warnings():
         # tiny fits: BLAS threads only contend; a probe that stops short of full
         # convergence in 2000 steps still measures decodability
         warnings.simplefilter("ignore", ConvergenceWarning)
-        observed, auc = _cross_validated(features, y, folds, seed, with_auc=True)
+        ba, auc = score(x, y[None], folds, [seed], with_auc=True)
+        observed = float(ba[0])
+        null: list[float] = []
         exceed = 0
-        for i in range(permutations):
-            null.append(_cross_validated(features, rng.permutation(y), folds, seed + 1 + i)[0])
-            exceed += null[-1] >= observed
-            if exceed >= EXCEEDANCES_TO_STOP:
-                return observed, auc, exceed / len(null), float(np.mean(null))
+        for start in range(0, permutations, PERMUTATION_BATCH):
+            count = min(PERMUTATION_BATCH, permutations - start)
+            labelings = np.stack([rng.permutation(y) for _ in range(count)])
+            for value in score(x, labelings, folds, [seed + 1 + start + i for i in range(count)])[0]:
+                null.append(float(value))
+                exceed += value >= observed
+                if exceed >= EXCEEDANCES_TO_STOP:
+                    return observed, auc, exceed / len(null), float(np.mean(null))
     p_value = (1 + exceed) / (1 + permutations)
     return observed, auc, float(p_value), float(np.mean(null)) if null else float("nan")
 
 
-def _cross_validated(x: np.ndarray, y: np.ndarray, folds: int, seed: int, with_auc: bool = False) -> tuple[float, float]:
-    """Mean balanced accuracy (and AUC) of the probe over stratified folds."""
-    k = int(y.max()) + 1
-    bas, aucs = [], []
-    for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y):
-        mean, scale = x[train].mean(axis=0), x[train].std(axis=0)
-        scale[scale == 0] = 1.0
-        probe = LogisticRegression(class_weight="balanced", max_iter=2000)
-        probe.fit((x[train] - mean) / scale, y[train])
-        proba = probe.predict_proba((x[test] - mean) / scale)
-        predicted = probe.classes_[proba.argmax(axis=1)]
-        bas.append(np.mean([np.mean(predicted[y[test] == c] == c) for c in np.unique(y[test])]))
+def _standardise(features: np.ndarray) -> np.ndarray:
+    scale = features.std(axis=0)
+    scale[scale == 0] = 1.0
+    return (features - features.mean(axis=0)) / scale
+
+
+def _row_space(x: np.ndarray) -> np.ndarray:
+    """Coordinates of the rows in an orthonormal basis of their span, when F > n.
+
+    The L2-penalised weights lie in the span of the rows (the part orthogonal to every
+    row changes no prediction and only adds penalty), and the basis is orthonormal, so the
+    probe on these <= n coordinates has exactly the same predictions; it is just cheaper.
+    """
+    if x.shape[1] <= x.shape[0]:
+        return x
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    keep = s > s[0] * 1e-10 if s.size and s[0] > 0 else np.zeros(s.shape, bool)
+    return u[:, keep] * s[keep] if keep.any() else x[:, :1] * 0.0
+
+
+def _fold_index(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold number of each row under a shuffled stratified split."""
+    index = np.empty(len(y), dtype=int)
+    for j, (_, test) in enumerate(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(y, y)):
+        index[test] = j
+    return index
+
+
+def _balanced_accuracy(y: np.ndarray, predicted: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """``(B,)`` mean recall over the classes present in each problem's test rows."""
+    recalls = []
+    for c in range(int(y.max()) + 1):
+        member = test & (y == c)
+        count = member.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recalls.append(np.where(count > 0, (member & (predicted == c)).sum(axis=1) / count, np.nan))
+    return np.nanmean(np.stack(recalls), axis=0)
+
+
+def _batched_scores(x, labelings, folds, seeds, with_auc=False) -> tuple[np.ndarray, float]:
+    """Fold-mean balanced accuracy of B binary labelings, all fit at once per fold."""
+    fold_of = np.stack([_fold_index(y, folds, s) for y, s in zip(labelings, seeds)])
+    total, aucs = np.zeros(len(labelings)), []
+    for j in range(folds):
+        test = fold_of == j
+        coef = fit_logistic(x, labelings, balanced_weights(labelings, ~test))
+        z = decision_function(x, coef)
+        total += _balanced_accuracy(labelings, (z > 0).astype(int), test)
         if with_auc:
-            aucs.append(roc_auc_score(y[test], proba[:, 1]) if k == 2 else
-                        roc_auc_score(y[test], proba, multi_class="ovr", labels=np.arange(k)))
-    return float(np.mean(bas)), float(np.mean(aucs)) if with_auc else float("nan")
+            aucs.append(roc_auc_score(labelings[0][test[0]], z[0][test[0]]))
+    return total / folds, float(np.mean(aucs)) if with_auc else float("nan")
+
+
+def _sklearn_scores(x, labelings, folds, seeds, with_auc=False) -> tuple[np.ndarray, float]:
+    """As `_batched_scores`, one ``LogisticRegression`` per labeling and fold (any classes)."""
+    k = int(labelings.max()) + 1
+    total, aucs = np.zeros(len(labelings)), []
+    for b, (y, seed) in enumerate(zip(labelings, seeds)):
+        fold_of = _fold_index(y, folds, seed)
+        for j in range(folds):
+            test = fold_of == j
+            probe = LogisticRegression(class_weight="balanced", max_iter=2000).fit(x[~test], y[~test])
+            proba = probe.predict_proba(x[test])
+            predicted = probe.classes_[proba.argmax(axis=1)]
+            total[b] += _balanced_accuracy(y[None, test], predicted[None], np.ones((1, test.sum()), bool))[0]
+            if with_auc and b == 0:
+                aucs.append(roc_auc_score(y[test], proba[:, 1]) if k == 2 else
+                            roc_auc_score(y[test], proba, multi_class="ovr", labels=np.arange(k)))
+    return total / folds, float(np.mean(aucs)) if with_auc else float("nan")
 
 
 def probe_target(

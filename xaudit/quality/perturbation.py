@@ -170,24 +170,13 @@ def deletion_insertion(
     blocks = _check(inputs, targets, maps, block, steps, baseline)
     if int(random_repeats) < 1:
         raise ConfigError(f"`random_repeats` must be an int in [1, inf). Got {random_repeats!r} instead.")
-    spatial = tuple(inputs.shape[2:])
-    labels, n_blocks = block_labels(spatial, blocks)
-    scores = torch.zeros(inputs.shape[0], n_blocks)
-    scores.index_add_(1, labels.flatten(), maps.detach().float().sum(1).flatten(1).cpu())
+    labels, n_blocks = block_labels(tuple(inputs.shape[2:]), blocks)
     generators = _generators(seed, subject_seeds, inputs.shape[0])
-    orders = [removal_ranks(scores, generators, random_order=False)]
-    orders += [removal_ranks(scores, generators, random_order=True) for _ in range(int(random_repeats))]
-    rank_maps, insert = [], []
-    for ranks in orders:
-        rank_map = ranks.to(torch.int32)[:, labels].to(inputs.device)
-        rank_maps += [rank_map, rank_map]  # deletion and insertion share the order
-        insert += [False, True]
+    rank_maps, insert = _rank_maps(maps, labels, n_blocks, generators, int(random_repeats), inputs.device)
     counts = [round(t * n_blocks / int(steps)) for t in range(int(steps) + 1)]
     base = _baseline(baseline, inputs, float(blur_sigma or max(blocks)), baseline_mean)
     probs = _curves(model, inputs, base, targets, rank_maps, counts, insert, max_batch).numpy()
     xs = np.asarray(counts, dtype=np.float64) / n_blocks
-    random_del = probs[2::2].mean(axis=0)
-    random_ins = probs[3::2].mean(axis=0)
     result = {
         "x": xs.tolist(),
         "block": list(blocks),
@@ -196,9 +185,24 @@ def deletion_insertion(
         "baseline": baseline,
         "deletion": _summary(probs[0], xs),
         "insertion": _summary(probs[1], xs),
-        "random_deletion": _summary(random_del, xs),
-        "random_insertion": _summary(random_ins, xs),
+        "random_deletion": _summary(probs[2::2].mean(axis=0), xs),
+        "random_insertion": _summary(probs[3::2].mean(axis=0), xs),
     }
     result["deletion_gain"] = result["random_deletion"]["mean_auc"] - result["deletion"]["mean_auc"]
     result["insertion_gain"] = result["insertion"]["mean_auc"] - result["random_insertion"]["mean_auc"]
     return result
+
+
+def _rank_maps(maps, labels, n_blocks, generators, repeats, device) -> tuple[list[torch.Tensor], list[bool]]:
+    """Per order (attribution, then ``repeats`` random), the removal rank of every voxel, twice
+    (deletion, insertion), and which of the entries are insertion games."""
+    scores = torch.zeros(maps.shape[0], n_blocks)
+    scores.index_add_(1, labels.flatten(), maps.detach().float().sum(1).flatten(1).cpu())
+    orders = [removal_ranks(scores, generators, random_order=False)]
+    orders += [removal_ranks(scores, generators, random_order=True) for _ in range(repeats)]
+    rank_maps, insert = [], []
+    for ranks in orders:
+        rank_map = ranks.to(torch.int32)[:, labels].to(device)
+        rank_maps += [rank_map, rank_map]  # deletion and insertion share the order
+        insert += [False, True]
+    return rank_maps, insert

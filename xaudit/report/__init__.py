@@ -1,4 +1,52 @@
-def write_report(audit, cohort, config, run_dir):
-    from xaudit.outputs import write_text
-    write_text(run_dir / "report.md", "# TEMP\n")
-    write_text(run_dir / "report.html", "<html>TEMP</html>")
+"""The run's report: ``report.html`` (self-contained) and ``report.md``, plus ``figures/*.png``.
+
+Modules: `document` (the content model both renderers share), `sections`,
+`sections_bias`, `sections_looking`, `sections_rules` (what the report says, in order),
+`figures_maps` and `figures_charts` (the pictures), `plotting` (matplotlib set-up),
+`format` (numbers), `html` and `markdown` (the renderers).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from xaudit.outputs import write_bytes, write_text
+from xaudit.report.document import Document
+from xaudit.report.html import render_html
+from xaudit.report.markdown import render_markdown
+from xaudit.report.sections import build_document
+
+__all__ = ["build_document", "render_html", "render_markdown", "write_report"]
+
+log = logging.getLogger("xaudit")
+
+
+def write_report(audit, cohort, config, run_dir) -> Path:
+    """Write ``report.html``, ``report.md`` and ``figures/*.png`` into the run directory.
+
+    Args:
+        audit: the ``audit.json`` content (verdict, findings, metrics, bias, rules, run).
+        cohort: the run's `xaudit.cohort.Cohort` (maps and images for the figures).
+        config: the run's `xaudit.config.Config` (title, slices, methods, model).
+        run_dir: the `xaudit.outputs.RunDirectory`.
+
+    Returns:
+        The path of ``report.html``.
+    """
+    t0 = time.perf_counter()
+    doc = build_document(audit, cohort, config, run_dir)
+    _write_figures(doc, run_dir)
+    version = (audit.get("run") or {}).get("xaudit_version", "")
+    footer = (f"xaudit {version} · every number in this report is in audit.json; figures are in figures/; "
+              "rules in rules.json; per-subject predictions in predictions.csv.")
+    write_text(run_dir / "report.md", render_markdown(doc, footer))
+    path = write_text(run_dir / "report.html", render_html(doc, footer))
+    log.info("report written in %.1f s: %s", time.perf_counter() - t0, path)
+    return path
+
+
+def _write_figures(doc: Document, run_dir) -> None:
+    for figure in doc.figures:
+        write_bytes(run_dir / f"figures/{figure.name}.png", figure.png)

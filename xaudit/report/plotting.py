@@ -45,7 +45,15 @@ def group_color(k: int) -> str:
     return PALETTE[k % len(PALETTE)]
 
 
-def shorten(text: str, width: int = 28) -> str:
-    """Long manifest values would squeeze the axes; keep labels on one short line."""
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+def label_text(text: str, width: int = 28) -> str:
+    """A manifest value made safe as a matplotlib label: short lines, no mathtext.
+
+    Long values would squeeze the axes, and a ``$`` would switch matplotlib to mathtext
+    (a stray one raises), so each line is shortened and dollars are escaped.
+    """
+    lines = []
+    for line in str(text).split("\n"):
+        line = " ".join(line.split())
+        line = line if len(line) <= width else line[: width - 1] + "…"
+        lines.append(line.replace("$", r"\$"))
+    return "\n".join(lines)

@@ -119,6 +119,7 @@ def _ranked_rules(fit: SurrogateFit, inp: RulesInputs,
     covered = covered[:, order]
     by_group = group_coverage(covered, inp.groups, params.skew_min_v, params.skew_alpha)
     acc, n_lab = label_accuracy(covered, inp.labels, majority[order], k)
+    subject_ids = np.asarray(inp.subject_ids, dtype=object)
     rules = []
     for rank, i in enumerate(order, start=1):
         j = rank - 1
@@ -128,7 +129,9 @@ def _ranked_rules(fit: SurrogateFit, inp: RulesInputs,
             confidence=float(confidence[i]), frequency=int(cands.frequency[i]),
             importance=float(importance[i]), rank=rank, id=f"R{rank}",
             label_accuracy=None if np.isnan(acc[j]) else float(acc[j]),
-            n_labelled=int(n_lab[j]), coverage_by_group=by_group[j]))
+            n_labelled=int(n_lab[j]), coverage_by_group=by_group[j],
+            covered_subjects=(tuple(subject_ids[covered[:, j]]) if rank <= params.top_n
+                              else ())))
     return rules, notes + rank_notes
 
 

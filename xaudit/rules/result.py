@@ -124,6 +124,8 @@ class Rule:
             `predicted_class`; None when none of them has a label.
         n_labelled: covered subjects with a known label.
         coverage_by_group: group column -> breakdown.
+        covered_subjects: ids of the covered subjects, kept for the top-N rules only
+            (empty for the others, to keep rules.json small).
     """
 
     conditions: tuple[Condition, ...]
@@ -138,6 +140,7 @@ class Rule:
     label_accuracy: float | None = None
     n_labelled: int = 0
     coverage_by_group: dict[str, GroupCoverage] = field(default_factory=dict)
+    covered_subjects: tuple[str, ...] = ()
 
     @property
     def length(self) -> int:
@@ -160,6 +163,7 @@ class Rule:
             "importance": self.importance, "frequency": self.frequency,
             "label_accuracy": self.label_accuracy, "n_labelled": self.n_labelled,
             "coverage_by_group": {k: g.to_dict() for k, g in self.coverage_by_group.items()},
+            "covered_subjects": list(self.covered_subjects),
         }
 
     @classmethod
@@ -175,6 +179,7 @@ class Rule:
             n_labelled=int(d["n_labelled"]),
             coverage_by_group={k: GroupCoverage.from_dict(g)
                                for k, g in d["coverage_by_group"].items()},
+            covered_subjects=tuple(str(s) for s in d["covered_subjects"]),
         )
 
 

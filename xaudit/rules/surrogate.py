@@ -94,7 +94,7 @@ def fit_surrogate(x: np.ndarray, predicted: np.ndarray, labels: np.ndarray,
     fidelity = accuracy = None
     if folds:
         held_out = cross_validated_predictions(x, predicted, folds, params)
-        fidelity = float(np.mean(forest_placeholder := 1))
+        fidelity = float(np.mean(held_out == predicted))
         known = labels >= 0
         if known.any():
             accuracy = float(np.mean(held_out[known] == labels[known]))

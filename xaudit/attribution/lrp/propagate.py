@@ -26,7 +26,7 @@ from torch import nn
 from xaudit.attribution.base import select_targets
 from xaudit.attribution.lrp.canonize import fold_batchnorms
 from xaudit.attribution.lrp.composite import LayerRules
-from xaudit.attribution.lrp.rules import InputRule, is_rule_layer, safe_divide
+from xaudit.attribution.lrp.rules import InputRule, is_rule_layer, safe_divide, substitute_gradient
 from xaudit.errors import ConfigError
 
 #: shape-preserving modules whose gradient is not ``f(x)/x``: they pass relevance through as is
@@ -70,17 +70,17 @@ class _InputLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, module, rule, state):
-        ctx.save_for_backward(x)
+        z = module._lrp_original_forward(x)
+        # a copy: an in-place activation after this layer would overwrite the output
+        ctx.save_for_backward(x, z.clone())
         ctx.module, ctx.rule, ctx.state = module, rule, state
-        return module._lrp_original_forward(x)
+        return z
 
     @staticmethod
     def backward(ctx, grad_out):
-        (x,) = ctx.saved_tensors
+        x, z = ctx.saved_tensors
         with torch.no_grad():
-            # recomputed, not saved: an in-place activation may overwrite the output
-            z = ctx.module._lrp_original_forward(x)
-        ctx.state.sink.append(ctx.rule.relevance(ctx.module, x, z * grad_out))
+            ctx.state.sink.append(ctx.rule.relevance(ctx.module, x, z, z * grad_out))
         return None, None, None, None
 
 
@@ -101,11 +101,12 @@ def _rule_forward(module: nn.Module, x: torch.Tensor, *, name: str, rules: Layer
 
 def _pass_forward(module: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """Output ``f(x)``; the gradient ``g f(x) / x`` hands each element its output's relevance."""
-    out = module._lrp_original_forward(x, *args, **kwargs)
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+    with torch.no_grad():
+        # an in-place module would overwrite x, which the backward still needs
+        out = module._lrp_original_forward(x.clone() if getattr(module, "inplace", False) else x, *args, **kwargs)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape or not x.requires_grad:
         return out
-    y = x * safe_divide(out.detach(), x.detach())
-    return y + (out.detach() - y).detach()
+    return substitute_gradient(out, [(safe_divide(out, x.detach()), x)])
 
 
 @dataclass

@@ -65,30 +65,45 @@ def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
 
 
 def safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    """``numerator / denominator`` with 0 where the denominator is 0 (no relevance to share)."""
-    zero = denominator == 0
-    return torch.where(zero, torch.zeros_like(numerator), numerator / torch.where(zero, torch.ones_like(denominator), denominator))
+    """``numerator / denominator`` with 0 where the denominator is 0 (no relevance to share).
+
+    Forward values only: never differentiate through it (the discarded branch holds inf/nan).
+    """
+    return torch.where(denominator == 0, 0.0, numerator / denominator)
 
 
-def substitute_gradient(z: torch.Tensor, terms: list[tuple[float | torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """A tensor equal to ``z`` whose backward is ``sum_c coef_c * J_c^T (g * z / z_c)``.
+class _Substitute(torch.autograd.Function):
+    """Returns ``value``; its backward sends ``g * scale_c`` into each ``z_c``.
+
+    ``value`` and the scales travel in a non-tensor holder: they are constants, and
+    ``value`` is a fresh tensor that becomes the layer's output.
+    """
+
+    @staticmethod
+    def forward(ctx, holder, *z_terms):
+        value, scales = holder
+        ctx.scales = scales
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, *[grad * scale for scale in ctx.scales])
+
+
+def substitute_gradient(value: torch.Tensor, terms: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """A tensor equal to ``value`` whose backward is ``sum_c J_c^T (g * scale_c)``.
 
     Args:
-        z: the layer's true output (its value is returned exactly).
-        terms: ``(coef, z_c)`` pairs, ``z_c`` differentiable with respect to the input;
-            ``coef`` a number or a (constant) tensor broadcastable to ``z``.
+        value: the layer's output, a fresh tensor (no other reference may modify it).
+        terms: ``(scale, z_c)`` pairs: ``z_c`` differentiable with respect to the layer
+            input, ``scale`` a constant tensor broadcastable to it.
 
-    With ``g = R / z`` arriving from above, each term passes ``R / z_c`` through the
-    Jacobian of ``z_c``, which is the generic LRP rule with ``rho`` built into ``z_c``.
+    With ``g = R / z`` arriving from above and ``scale_c = coef_c * z / z_c``, each term
+    passes ``coef_c * R / z_c`` through the Jacobian of ``z_c``: the generic LRP rule
+    with ``rho`` built into ``z_c`` (Montavon et al. 2019, sec. 10.2).
     """
-    y = None
-    for coef, z_c in terms:
-        term = z_c * safe_divide(z.detach(), z_c.detach())
-        if not (isinstance(coef, float) and coef == 1.0):
-            term = term * coef
-        y = term if y is None else y + term
-    # exact forward value whatever the denominators (zero denominators, rounding)
-    return y + (z.detach() - y).detach()
+    scales = [scale for scale, _ in terms]
+    return _Substitute.apply((value, scales), *[z_c for _, z_c in terms])
 
 
 def _split_by_sign(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -116,7 +131,10 @@ class Epsilon(MiddleRule):
 
     def forward(self, module, x):
         z = layer_output(module, x, module.weight, module.bias)
-        return substitute_gradient(z, [(1.0, stabilize(z, self.epsilon))])
+        with torch.no_grad():
+            value = z.detach().clone()
+            scale = safe_divide(value, stabilize(value, self.epsilon))
+        return substitute_gradient(value, [(scale, z)])
 
 
 def signed_parts(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,15 +173,21 @@ class AlphaBeta(MiddleRule):
     def forward(self, module, x):
         z_pos, z_neg = signed_parts(module, x)
         with torch.no_grad():
-            z = z_pos + z_neg if module.bias is None else z_pos + z_neg + _bias_view(module, z_pos)
-            has_pos, has_neg = z_pos != 0, z_neg != 0
-            both = has_pos & has_neg
-            coef_pos = torch.where(both, self.alpha, has_pos.to(z.dtype))
-            coef_neg = torch.where(both, -self.beta, (has_neg & ~has_pos).to(z.dtype))
-        terms = [(coef_pos, z_pos)]
-        if self.beta != 0 or bool((has_neg & ~has_pos).any()):
-            terms.append((coef_neg, z_neg))
-        return substitute_gradient(z, terms)
+            value = z_pos + z_neg if module.bias is None else z_pos + z_neg + _bias_view(module, z_pos)
+            terms = self._scaled_terms(value, z_pos.detach(), z_neg.detach())
+        return substitute_gradient(value, [(scale, z) for scale, z in zip(terms, (z_pos, z_neg)) if scale is not None])
+
+    def _scaled_terms(self, value, z_pos, z_neg) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(scale+, scale-)`` per unit; scale- is None when no unit needs the negative part."""
+        no_pos = z_pos == 0
+        scale_pos = safe_divide(value, z_pos)
+        if self.beta == 0:
+            neg_only = no_pos & (z_neg != 0)
+            if not bool(neg_only.any()):
+                return scale_pos, None
+            return scale_pos, torch.where(neg_only, value / torch.where(neg_only, z_neg, 1.0), 0.0)
+        scale_pos = scale_pos * torch.where(z_neg == 0, 1.0, self.alpha)
+        return scale_pos, safe_divide(value, z_neg) * torch.where(no_pos, 1.0, -self.beta)
 
 
 def _bias_view(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -185,7 +209,8 @@ class Gamma(MiddleRule):
             z = layer_output(module, x, module.weight, module.bias)
         weight = module.weight + self.gamma * module.weight.clamp(min=0)
         bias = None if module.bias is None else module.bias + self.gamma * module.bias.clamp(min=0)
-        return substitute_gradient(z, [(1.0, layer_output(module, x, weight, bias))])
+        z_gamma = layer_output(module, x, weight, bias)
+        return substitute_gradient(z, [(safe_divide(z, z_gamma.detach()), z_gamma)])
 
 
 class InputRule:
@@ -193,16 +218,38 @@ class InputRule:
 
     name: str = ""
 
-    def relevance(self, module: nn.Module, x: torch.Tensor, r_out: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    def relevance(self, module: nn.Module, x: torch.Tensor, z: torch.Tensor, r_out: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """Relevance of ``x`` given the layer's output ``z`` (bias included) and its relevance ``r_out``."""
         raise NotImplementedError
 
 
-def _share(module, inputs: tuple[torch.Tensor, ...], z_of, r_out) -> tuple[torch.Tensor, ...]:
-    """Gradients of ``z_of(*inputs)`` with respect to ``inputs`` for the signal ``r_out / z``."""
-    leaves = tuple(t.detach().requires_grad_(True) for t in inputs)
+_CONV_INPUT_GRAD = {nn.Conv1d: torch.nn.grad.conv1d_input, nn.Conv2d: torch.nn.grad.conv2d_input, nn.Conv3d: torch.nn.grad.conv3d_input}
+
+
+def transpose(module: nn.Module, weight: torch.Tensor, signal: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
+    """``J^T signal`` for the layer with ``weight``: what the layer's backward does, without a forward."""
+    if isinstance(module, nn.Linear):
+        return signal @ weight
+    if module.padding_mode == "zeros" and not isinstance(module.padding, str):
+        grad_input = _CONV_INPUT_GRAD[type(module)]
+        return grad_input(input_shape, weight, signal, module.stride, module.padding, module.dilation, module.groups)
+    # string or non-zero padding: let autograd transpose it (the layer is linear, so any input will do)
+    probe = torch.zeros(input_shape, dtype=signal.dtype, device=signal.device, requires_grad=True)
     with torch.enable_grad():
-        z = z_of(*leaves)
-        return torch.autograd.grad(z, leaves, safe_divide(r_out, z.detach()))
+        (out,) = torch.autograd.grad(layer_output(module, probe, weight, None), probe, signal)
+    return out
+
+
+def ones_output(module: nn.Module, x: torch.Tensor, kind: str, weight: torch.Tensor) -> torch.Tensor:
+    """The layer's output for an all-ones input with ``weight`` (no bias), cached per input shape.
+
+    Input-independent denominators (flat, w-square, the z^B bound terms) are computed once.
+    """
+    cache = module.__dict__.setdefault("_lrp_ones_cache", {})
+    key = (kind, tuple(x.shape[1:]), x.dtype, x.device)
+    if key not in cache:
+        cache[key] = layer_output(module, torch.ones_like(x[:1]), weight, None)
+    return cache[key]
 
 
 @dataclass(frozen=True)
@@ -211,10 +258,10 @@ class Flat(InputRule):
 
     name: str = "flat"
 
-    def relevance(self, module, x, r_out):
+    def relevance(self, module, x, z, r_out):
         ones_w = torch.ones_like(module.weight)
-        (share,) = _share(module, (torch.ones_like(x),), lambda u: layer_output(module, u, ones_w, None), r_out)
-        return share
+        share = safe_divide(r_out, ones_output(module, x, "flat", ones_w))
+        return transpose(module, ones_w, share, x.shape)
 
 
 @dataclass(frozen=True)
@@ -223,10 +270,10 @@ class WSquare(InputRule):
 
     name: str = "wsquare"
 
-    def relevance(self, module, x, r_out):
+    def relevance(self, module, x, z, r_out):
         w_sq = module.weight.detach() ** 2
-        (share,) = _share(module, (torch.ones_like(x),), lambda u: layer_output(module, u, w_sq, None), r_out)
-        return share
+        share = safe_divide(r_out, ones_output(module, x, "wsquare", w_sq))
+        return transpose(module, w_sq, share, x.shape)
 
 
 @dataclass(frozen=True)
@@ -242,22 +289,24 @@ class Box(InputRule):
     name: str = "box"
 
     def bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-element bounds, the sample's min/max where not given."""
+        """Bounds per sample, shaped ``(N, 1, ...)``: the given values, else the sample's min/max."""
         dims = tuple(range(1, x.dim()))
-        low = x.amin(dim=dims, keepdim=True) if self.low is None else torch.full_like(x[:1], self.low)
-        high = x.amax(dim=dims, keepdim=True) if self.high is None else torch.full_like(x[:1], self.high)
-        return low.expand_as(x), high.expand_as(x)
+        shape = (x.shape[0],) + (1,) * (x.dim() - 1)
+        low = x.amin(dim=dims, keepdim=True) if self.low is None else x.new_full(shape, self.low)
+        high = x.amax(dim=dims, keepdim=True) if self.high is None else x.new_full(shape, self.high)
+        return low, high
 
-    def relevance(self, module, x, r_out):
+    def relevance(self, module, x, z, r_out):
         low, high = self.bounds(x)
         w = module.weight.detach()
         w_pos, w_neg = w.clamp(min=0), w.clamp(max=0)
-
-        def z_box(x_, l_, h_):
-            return layer_output(module, x_, w, None) - layer_output(module, l_, w_pos, None) - layer_output(module, h_, w_neg, None)
-
-        c_x, c_low, c_high = _share(module, (x, low, high), z_box, r_out)
-        return x * c_x + low * c_low + high * c_high
+        z_plain = z if module.bias is None else z - _bias_view(module, z)
+        # the bounds are constant per sample, so their terms are bound * (ones through w+/w-)
+        z_box = z_plain - low.view(-1, *([1] * (z.dim() - 1))) * ones_output(module, x, "box+", w_pos)
+        z_box = z_box - high.view(-1, *([1] * (z.dim() - 1))) * ones_output(module, x, "box-", w_neg)
+        share = safe_divide(r_out, z_box)
+        t_pos, t_neg = transpose(module, w_pos, share, x.shape), transpose(module, w_neg, share, x.shape)
+        return x * (t_pos + t_neg) - low * t_pos - high * t_neg
 
 
 #: rule names accepted in ``layer_rules`` and composites

@@ -1,0 +1,72 @@
+"""TCAV: a planted concept direction is significant; a random grouping is not."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xaudit.bias import BiasParams, concept_activation_vector, tcav, tcav_score
+
+CLASSES = ["healthy", "lesion"]
+PARAMS = BiasParams(tcav_random_sets=8)
+
+
+def _cohort(seed: int = 0, n_per_cell: int = 20, dims: int = 8):
+    """Site B shifts activations along e0; the lesion logit's gradient points along e0."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 0, 1, 1], n_per_cell)
+    site = np.tile(np.repeat(["A", "B"], n_per_cell), 2)
+    scanner = rng.choice(["X", "Y"], len(labels))  # unrelated to anything
+    activations = rng.normal(size=(len(labels), dims))
+    activations[:, 0] += 3.0 * (site == "B")
+    gradients = rng.normal(size=(len(labels), dims))
+    gradients[:, 0] += 1.5 * (labels == 1)  # healthy gradients: pure noise
+    return activations, gradients, labels, {"site": site, "scanner": scanner}
+
+
+def test_cav_points_along_the_planted_direction():
+    activations, _, _, groups = _cohort()
+    site = groups["site"]
+    cav = concept_activation_vector(activations, np.flatnonzero(site == "B"), np.flatnonzero(site == "A"))
+    assert cav[0] > 0.9
+    assert np.linalg.norm(cav) == np.float64(1.0) or abs(np.linalg.norm(cav) - 1) < 1e-12
+    assert tcav_score(np.eye(8)[:1], cav) == 1.0
+
+
+def test_planted_concept_is_significant_and_random_grouping_is_not():
+    activations, gradients, labels, groups = _cohort()
+    result = tcav(activations, gradients, labels, labels, groups, CLASSES, PARAMS)
+    by_key = {(s.column, s.value, s.class_name): s for s in result.scores}
+    towards = by_key[("site", "B", "lesion")]
+    away = by_key[("site", "A", "lesion")]
+    assert towards.score_mean > 0.8 and towards.p_adjusted <= PARAMS.tcav_p_value
+    assert away.score_mean < 0.2 and away.p_adjusted <= PARAMS.tcav_p_value
+    assert towards.class_matched
+    ids = {f.id for f in result.findings}
+    assert {"concepts.site.B.lesion", "concepts.site.A.lesion"} <= ids
+    assert not any(i.startswith("concepts.scanner") for i in ids)
+    assert not any(i.endswith(".healthy") for i in ids)  # healthy gradients carry no direction
+    assert result.signature_tests == len(result.scores) == 8
+
+
+def test_confounded_concept_is_reported_as_design_not_signature():
+    activations, gradients, labels, _ = _cohort()
+    site = np.where(labels == 1, "B", "A")
+    activations[:, 0] += 3.0 * (site == "B")
+    result = tcav(activations, gradients, labels, labels, {"site": site}, CLASSES, PARAMS)
+    assert result.findings
+    assert all(not s.class_matched for s in result.scores)
+    assert all(f.points_to == "design" and f.severity == "info" for f in result.findings)
+
+
+def test_identical_gradients_are_skipped_with_a_note():
+    activations, _, labels, groups = _cohort()
+    gradients = np.tile(np.arange(8.0), (len(labels), 1))
+    result = tcav(activations, gradients, labels, labels, groups, CLASSES, PARAMS)
+    assert result.scores == [] and "same for every subject" in result.notes[0]
+
+
+def test_tiny_groups_give_notes():
+    activations, gradients, labels, _ = _cohort(n_per_cell=3)
+    site = np.array(["A"] * (len(labels) - 2) + ["B", "B"])
+    result = tcav(activations, gradients, labels, labels, {"site": site}, CLASSES, PARAMS)
+    assert result.findings == []

