@@ -7,7 +7,7 @@ import numpy as np
 from xaudit.bias import BiasParams, concept_activation_vector, tcav, tcav_score
 
 CLASSES = ["healthy", "lesion"]
-PARAMS = BiasParams(tcav_random_sets=8)
+PARAMS = BiasParams(tcav_random_sets=6)
 
 
 def _cohort(seed: int = 0, n_per_cell: int = 20, dims: int = 8):

@@ -86,7 +86,7 @@ def test_foreground_of_constant_image_is_an_error():
         foreground_from_image(np.ones((4, 4)))
 
 
-def _table(shift: float, n: int = 12, seed: int = 0):
+def _table(shift: float, n: int = 12, seed: int = 0, volume: float = 0.2):
     rng = np.random.default_rng(seed)
     rows = []
     for label in (0, 1):
@@ -94,7 +94,7 @@ def _table(shift: float, n: int = 12, seed: int = 0):
             for _ in range(n):
                 bg = 0.1 + (shift if (label == 1 and site == "B") else 0.0) + rng.uniform(0, 0.05)
                 rows.append({"label": CLASSES[label] if label else 0, "site": site, "method": "ig",
-                             "abs_background": bg, "abs_foreground": 1 - bg, "vol_background": 0.6})
+                             "abs_background": bg, "abs_foreground": 1 - bg, "vol_background": volume})
     return rows
 
 
@@ -110,6 +110,13 @@ def test_share_difference_by_site_within_class_and_background_are_found():
     assert result.signature_tests == 4
 
 
+def test_background_share_no_larger_than_the_background_volume_is_not_a_finding():
+    # 27% of |attribution| outside a foreground that leaves 60% of the volume outside:
+    # less attention per voxel outside than inside, so no background finding
+    result = compare_attribution_shares(_table(shift=0.6, volume=0.6), CLASSES, ["site"], BiasParams())
+    assert "looking.background.ig" not in {f.id for f in result.findings}
+
+
 def test_clean_shares_raise_nothing():
     result = compare_attribution_shares(_table(shift=0.0), CLASSES, ["site"], BiasParams())
     assert result.findings == []
@@ -119,6 +126,9 @@ def test_clean_shares_raise_nothing():
 def test_share_table_problems_are_data_errors():
     with pytest.raises(DataError, match="lacks the label column 'label'"):
         compare_attribution_shares([{"site": "A", "abs_background": 0.1}], CLASSES, ["site"], BiasParams())
+    unknown = compare_attribution_shares([{"label": "", "site": "A", "abs_background": 0.1}], CLASSES, ["site"],
+                                         BiasParams())
+    assert unknown.summary["all"]["abs_background"]["by_class"] == {}
     absent = compare_attribution_shares([{"label": 0, "abs_background": 0.1}], CLASSES, ["site"], BiasParams())
     assert "no column(s) ['site']" in absent.notes[0]
     with pytest.raises(DataError, match="'tumour' is not one of"):

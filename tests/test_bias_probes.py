@@ -101,16 +101,16 @@ def test_batched_logistic_matches_sklearn():
 
 def test_batched_and_sklearn_probes_agree():
     features, labels, site = _cohort(signal=1.0)
-    batched = linear_probe(features, site, folds=3, permutations=19, seed=2, solver="batched")
-    reference = linear_probe(features, site, folds=3, permutations=19, seed=2, solver="sklearn")
+    batched = linear_probe(features, site, folds=3, permutations=9, seed=2, solver="batched")
+    reference = linear_probe(features, site, folds=3, permutations=9, seed=2, solver="sklearn")
     np.testing.assert_allclose(batched, reference, atol=1e-9)
 
 
 def test_three_site_probe_uses_multiclass_path():
     features, labels, site = _cohort(signal=4.0)
     site = np.where(np.arange(len(site)) % 3 == 0, "C", site)
-    ba, auc, p, _ = linear_probe(features, site, folds=3, permutations=19, seed=0)
-    assert 0 <= ba <= 1 and 0 <= auc <= 1 and 1 / 20 <= p <= 1
+    ba, auc, p, _ = linear_probe(features, site, folds=3, permutations=5, seed=0)
+    assert ba > 0.5 and auc > 0.7 and 1 / 6 <= p <= 1
 
 
 def test_row_space_reduction_keeps_predictions():
@@ -119,7 +119,7 @@ def test_row_space_reduction_keeps_predictions():
     from xaudit.bias.probes import _row_space
 
     rng = np.random.default_rng(5)
-    x = rng.normal(size=(20, 50))
+    x = rng.normal(size=(20, 30))
     y = np.repeat([0, 1], 10)
     reduced = _row_space(x)
     assert reduced.shape == (20, 20)

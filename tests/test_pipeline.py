@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -114,3 +115,25 @@ def test_multichannel_input(tmp_path):
     cfg.write_text(yaml.safe_dump(data))
     result = run_audit(load_config(cfg))
     assert result.audit["counts"]["audited"] == 4
+
+
+def test_mean_baseline_uses_the_dataset_mean(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n=4)
+    methods = {"integrated_gradients": {"steps": 8, "baseline": "mean"}}
+    result = run_audit(load_config(make_config(tmp_path, manifest, methods=methods)))
+    checks = result.audit["attribution"]["methods"]["integrated_gradients"]["self_checks"]
+    assert checks["completeness_error"]["n"] == 4
+
+
+def test_submit_with_the_local_executor_equals_a_single_run(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    from xaudit.submit import ClusterOptions, submit_shards
+
+    tests_dir = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", tests_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    manifest = make_cohort(tmp_path / "c", n=6)
+    config_path = make_config(tmp_path, manifest, methods={"saliency": {}})
+    single = run_audit(load_config(config_path), RunOptions(output=tmp_path / "single"))
+    merged = submit_shards(config_path, [], 2, tmp_path / "submitted", ClusterOptions(cluster="local", timeout_min=10))
+    pd.testing.assert_frame_equal(read_predictions(single.run_dir), read_predictions(merged.run_dir))
+    assert (tmp_path / "submitted" / "shards" / "1" / "shard-1-of-2.json").is_file()

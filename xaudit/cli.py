@@ -260,6 +260,40 @@ def merge(
 
 
 @app.command()
+def submit(
+    config: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, help="YAML config"),
+    shards: int = typer.Option(..., "--shards", min=1, help="number of shard jobs (a job array)"),
+    output: Path = typer.Option(..., "-o", "--output", help="merged run directory (shards go to OUT/shards/i)"),
+    set_: list[str] = typer.Option([], "--set", help="override a key"),
+    cluster: str = typer.Option("slurm", help="slurm, or local to run the jobs as local processes"),
+    partition: Optional[str] = typer.Option(None, help="SLURM partition"),
+    timeout_min: int = typer.Option(240, help="time limit per job, minutes"),
+    cpus_per_task: int = typer.Option(4, help="CPUs per job"),
+    gpus_per_node: int = typer.Option(0, help="GPUs per job"),
+    mem_gb: int = typer.Option(16, help="memory per job, GB"),
+    device: Optional[str] = typer.Option(None, help="auto, cpu or cuda (inside each job)"),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="wait for the jobs, then merge"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+) -> None:
+    """Run the shards of an audit as a SLURM job array (submitit), then merge them."""
+    _setup_logging(quiet, False)
+    from xaudit.submit import ClusterOptions, submit_shards
+
+    options = ClusterOptions(cluster=cluster, partition=partition, timeout_min=timeout_min, cpus_per_task=cpus_per_task,
+                             gpus_per_node=gpus_per_node, mem_gb=mem_gb)
+    result = _guard(submit_shards, config, set_, shards, output, options, device, wait)
+    if not wait:
+        typer.echo(json.dumps({"jobs": result}) if as_json else "\n".join(result))
+        return
+    summary = _run_summary(result)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    elif not quiet:
+        _print_summary(summary)
+
+
+@app.command()
 def report(run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="a finished run directory")) -> None:
     """Re-render report.html and report.md from a run's results."""
     _setup_logging(True, False)

@@ -124,6 +124,16 @@ class FeaturesConfig(Section):
     pooling: Literal["avg", "max"] = "avg"
 
 
+class QualityConfig(Section):
+    """Explanation-quality checks on a sample of subjects (each costs extra passes)."""
+
+    subjects: int = Field(4, ge=0, description="subjects sampled for the checks; 0 turns them off")
+    block: int = Field(4, ge=1, description="edge of the perturbed blocks, in model-input voxels")
+    steps: int = Field(10, ge=2, description="points on the deletion/insertion curves")
+    randomisation: bool = Field(True, description="run the cascading parameter-randomisation test")
+    randomisation_steps: int = Field(4, ge=1, description="layer groups randomised, top first")
+
+
 class ReportConfig(Section):
     title: str = "xaudit report"
     slices: int = Field(5, ge=1, le=12)
@@ -136,6 +146,7 @@ class Config(Section):
     features: FeaturesConfig = FeaturesConfig()
     rules: RulesParams = RulesParams()
     bias: BiasParams = BiasParams()
+    quality: QualityConfig = QualityConfig()
     report: ReportConfig = ReportConfig()
     output: Path = Path("runs/xaudit")
     device: str = "auto"

@@ -23,8 +23,12 @@ from xaudit.outputs import SCHEMA_VERSION, RunDirectory, write_json
 log = logging.getLogger("xaudit")
 
 
-def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = None, started: float | None = None, device: str = "") -> dict:
+def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = None, started: float | None = None,
+               device: str = "", setup=None) -> dict:
     """Run metrics, rules, bias, mean maps and the report; write ``audit.json``.
+
+    ``setup`` (the validated model and preprocessing) enables the stages that need the
+    model again: the activation maps of the top rules' features.
 
     Returns:
         The ``audit.json`` content.
@@ -45,13 +49,19 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
     stages = [
         ("metrics", lambda: metrics_stage(cohort)),
         ("attribution", lambda: attribution_stage(cohort, config, run_dir)),
-        ("rules", lambda: rules_stage(cohort, config, run_dir)),
+        ("rules", lambda: rules_stage(cohort, config, run_dir, setup)),
         ("bias", lambda: bias_stage(cohort, config, audit, run_dir)),
     ]
     for name, stage in stages:
         t0 = time.perf_counter()
         audit[name] = stage()
         timings[name] = time.perf_counter() - t0
+    if setup is not None:
+        from xaudit.quality_stage import quality_stage
+
+        t0 = time.perf_counter()
+        audit["attribution"]["quality"] = quality_stage(setup, cohort, config.quality, max(1, config.attribution.max_batch or 8))
+        timings["quality"] = time.perf_counter() - t0
     artifacts.update(audit["attribution"].pop("artifacts", {}))
     artifacts.update(audit["rules"].pop("artifacts", {}) if isinstance(audit["rules"], dict) else {})
     findings = audit["bias"].pop("findings", []) if isinstance(audit["bias"], dict) else []
@@ -121,7 +131,7 @@ def write_mean_maps(cohort: Cohort, run_dir: RunDirectory) -> list[str]:
     return written
 
 
-def rules_stage(cohort: Cohort, config, run_dir: RunDirectory) -> dict:
+def rules_stage(cohort: Cohort, config, run_dir: RunDirectory, setup=None) -> dict:
     """Surrogate forest rules on the layer features (skipped without features)."""
     if cohort.features.shape[1] == 0:
         return {"skipped": "no layer features (TorchScript model, or no linear layer)"}
@@ -136,6 +146,10 @@ def rules_stage(cohort: Cohort, config, run_dir: RunDirectory) -> dict:
     summary["feature_importances"] = feature_importances(summary.get("rules", []))
     summary["rules"] = summary.get("rules", [])[: config.rules.top_n]
     summary["artifacts"] = {"rules_json": "rules.json", "rules_md": "rules.md"}
+    if setup is not None:
+        from xaudit.rule_maps import write_rule_maps
+
+        summary["feature_maps"] = write_rule_maps(setup, cohort, summary["rules"], run_dir)
     return summary
 
 

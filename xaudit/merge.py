@@ -48,10 +48,25 @@ def merge_runs(shard_dirs: list[Path], output: Path):
                 write_text(out.root / name, (first / name).read_text(encoding="utf-8"))
         config = load_run_config(out.root)
         subjects = load_manifest(config.data, config.model.classes, check_files=False)
-        audit = finish_run(out, config, subjects, device=_provenance(first).get("device", ""))
+        setup = _model_setup(config)
+        audit = finish_run(out, config, subjects, device=_provenance(first).get("device", ""), setup=setup)
         return RunResult(out.root, audit, failed=audit["counts"]["failed"])
     finally:
         lock.release()
+
+
+def _model_setup(config):
+    """The model and preprocessing for model-dependent dataset stages, if still loadable."""
+    from xaudit.errors import XauditError
+    from xaudit.validate import validate_setup
+
+    try:
+        return validate_setup(config)
+    except XauditError as exc:
+        import logging
+
+        logging.getLogger("xaudit").warning("model not loadable for merge (%s): rule feature maps skipped", exc)
+        return None
 
 
 def rerender_report(run_dir: Path) -> Path:

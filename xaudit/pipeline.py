@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from xaudit import __version__
+from xaudit.attribution.dataset_mean import dataset_mean_input, needs_dataset_mean
 from xaudit.config import Config, config_from_dict
 from xaudit.outputs import RunDirectory, write_csv, write_json, write_text
 from xaudit.subject_pass import PassSettings, run_subject_pass
@@ -93,6 +94,10 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
             downsample=config.attribution.downsample, batch_size=config.data.batch_size,
             num_workers=config.data.num_workers, on_error=config.data.on_error,
         )
+        if needs_dataset_mean(setup.methods):
+            settings.baseline_mean = dataset_mean_input(setup.subjects, setup.transforms, setup.spatial_dims)
+            if settings.baseline_mean is not None:
+                settings.baseline_mean = settings.baseline_mean.to(setup.device)
         advance = progress(len(todo)) if progress else (lambda n: None)
         t0 = time.perf_counter()
         result = run_subject_pass(todo, setup.transforms, setup.model.module, setup.device, SubjectOutputs(run_dir), settings, advance)
@@ -109,7 +114,7 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
             return RunResult(run_dir.root, summary, failed=len(result.failed), timings=timings)
         from xaudit.finish import finish_run
 
-        audit = finish_run(run_dir, config, setup.all_subjects, timings=timings, started=started, device=str(setup.device))
+        audit = finish_run(run_dir, config, setup.all_subjects, timings=timings, started=started, device=str(setup.device), setup=setup)
         return RunResult(run_dir.root, audit, failed=audit["counts"]["failed"], timings=timings)
     finally:
         logging.getLogger("xaudit").removeHandler(handler)

@@ -15,6 +15,11 @@ One module per check, each a pure function on arrays returning a result with
     spray          spectral clustering of attribution maps (SpRAy)         `spray`
     findings       `Finding`, severities, `verdict`
     run            `run_bias_checks` over `BiasInputs` -> `BiasResult`
+
+Support modules: ``params`` (`BiasParams`, the config's ``bias:`` section), ``inputs``
+(`BiasInputs`, missing-value rules), ``bootstrap`` (stratified percentile intervals),
+``logistic`` (batched L2 logistic regression for the probes' permutation tests),
+``jsonable`` (NaN -> None for ``audit.json``).
 """
 
 from xaudit.bias.bootstrap import Estimate

@@ -21,8 +21,8 @@ from scipy import ndimage
 from scipy.stats import false_discovery_control, kruskal, mannwhitneyu
 from skimage.filters import threshold_otsu
 
-from xaudit.bias.findings import Finding, severity_for
-from xaudit.bias.inputs import group_strings
+from xaudit.bias.findings import Finding, severity_for, severity_rank
+from xaudit.bias.inputs import MISSING_GROUP_VALUES, group_strings
 from xaudit.bias.jsonable import to_jsonable
 from xaudit.bias.mean_maps import MeanMapAccumulator  # noqa: F401 (re-exported: mean maps belong here)
 from xaudit.bias.params import BiasParams
@@ -224,7 +224,9 @@ def _frame(table: Any, class_names: list[str], group_columns: list[str], label_c
                         f"it has {sorted(map(str, frame.columns))}.")
     codes = []
     for row, value in enumerate(frame[label_column].tolist()):
-        if isinstance(value, str) and not value.lstrip("-").isdigit():
+        if isinstance(value, str) and value.strip().lower() in MISSING_GROUP_VALUES:
+            codes.append(-1)  # an unknown label, written as an empty cell
+        elif isinstance(value, str) and not value.lstrip("-").isdigit():
             if value not in class_names:
                 raise DataError(f"attribution share table row {row}: label {value!r} is not one of {class_names}.")
             codes.append(class_names.index(value))
@@ -281,6 +283,14 @@ def _group_tests(rows, method, shares, class_names, columns, params, notes) -> l
     return tests
 
 
+def background_enrichment(share: float, volume: float) -> float:
+    """Attribution per voxel outside the foreground relative to inside (inf if inside is 0)."""
+    if not np.isfinite(volume) or volume <= 0 or volume >= 1:
+        return float("inf") if share > 0 else 0.0
+    inside = (1 - share) / (1 - volume)
+    return float("inf") if inside <= 0 else (share / volume) / inside
+
+
 def _region_findings(rows: pd.DataFrame, method: str, params: BiasParams) -> list[Finding]:
     findings = []
     tag = f".{method}" if method else ""
@@ -288,19 +298,24 @@ def _region_findings(rows: pd.DataFrame, method: str, params: BiasParams) -> lis
     if "abs_background" in rows:
         share = float(rows["abs_background"].mean())
         volume = float(rows["vol_background"].mean()) if "vol_background" in rows else float("nan")
+        enrichment = background_enrichment(share, volume)
         severity = severity_for(share, params.background_share_warning, params.background_share_critical)
-        if severity is not None:
+        by_density = severity_for(enrichment, params.background_enrichment_warning, 2 * params.background_enrichment_warning)
+        if severity is not None and by_density is not None:
+            severity = min(severity, by_density, key=severity_rank)
             findings.append(Finding(
                 id=f"looking.background{tag}", check="looking", severity=severity,
                 title=f"{share:.0%} of |attribution| lies outside the foreground{label}",
                 message=(f"On average {share:.0%} of the absolute attribution falls outside the foreground "
-                         f"mask (the background is {volume:.0%} of the volume), over {len(rows)} subjects. "
+                         f"mask, which is {volume:.0%} of the volume: per voxel, the background draws "
+                         f"{enrichment:.2g}x the attribution of the anatomy, over {len(rows)} subjects. "
                          "The decision draws on image regions that hold no anatomy."),
                 evidence={"mean_share": share, "median_share": float(rows["abs_background"].median()),
-                          "background_volume_share": volume, "n": len(rows),
+                          "background_volume_share": volume, "per_voxel_enrichment": enrichment, "n": len(rows),
                           "subjects_over_warning": int((rows["abs_background"] >= params.background_share_warning).sum())},
                 threshold={"background_share_warning": params.background_share_warning,
-                           "background_share_critical": params.background_share_critical},
+                           "background_share_critical": params.background_share_critical,
+                           "background_enrichment_warning": params.background_enrichment_warning},
                 points_to="signature",
             ))
     if "abs_border" in rows:

@@ -80,6 +80,12 @@ class BiasParams(BaseModel):
     background_share_critical: float = Field(
         0.5, ge=0, le=1, description="Mean share of |attribution| outside the foreground that is critical."
     )
+    background_enrichment_warning: float = Field(
+        1.0, ge=0,
+        description="The background finding also needs the background's |attribution| per voxel "
+        "to be at least this multiple of the foreground's (1 = as much attention per voxel "
+        "outside the anatomy as inside); at twice this value it is critical.",
+    )
     border_share_warning: float = Field(
         0.2, ge=0, le=1,
         description="Mean share of |attribution| in the volume's border shell that raises a "

@@ -157,9 +157,11 @@ def _pooled_source(linear: str, model: nn.Module, trace: LayerTrace, spatial_dim
         raise ConfigError(f"`interrogate.channels`: {name!r}: {linear!r} is not a linear layer of the model (the final one is {last!r})")
     width = modules[linear].in_features
     before = trace.order[: trace.depth(linear)] if linear in trace.order else trace.order
-    for candidate in reversed(before):
-        if trace.is_spatial(candidate, spatial_dims) and trace.shapes[candidate][0] == width:
-            return candidate
+    fitting = [n for n in before if trace.is_spatial(n, spatial_dims) and trace.shapes[n][0] == width]
+    # the map before global pooling, not the pooled 1x1(x1) output: it shows where the channel fires
+    maps = [n for n in fitting if int(np.prod(trace.shapes[n][1:])) > 1]
+    if maps or fitting:
+        return (maps or fitting)[-1]
     raise ConfigError(
         f"`interrogate.channels`: {name!r}: no conv map with {width} channels feeds {linear!r} through pooling;"
         " name a conv layer's channel instead (e.g. 'features.3:ch0')"

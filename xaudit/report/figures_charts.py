@@ -45,8 +45,9 @@ def performance_png(column: str, overall: dict, groups: list[dict], metrics: lis
     series = [("overall", OVERALL_COLOR, [_estimate(overall.get(m)) for m in metrics])]
     series += [(f"{column}={g['value']} (n={g['n']})", group_color(k), [_estimate(g["metrics"].get(m)) for m in metrics])
                for k, g in enumerate(groups)]
-    fig = new_figure(min(9.5, 2.2 + 1.1 * len(metrics) * max(1, len(series)) ** 0.5), 2.9)
-    ax = fig.add_axes((0.08, 0.2, 0.62, 0.7))
+    width = min(10.0, 0.8 + (0.35 + 0.22 * len(series)) * len(metrics))
+    fig = new_figure(width + 2.0, 2.9)
+    ax = fig.add_axes((0.7 / (width + 2.0), 0.2, (width - 0.8) / (width + 2.0), 0.7))
     x = np.arange(len(metrics), dtype=float)
     width = 0.8 / len(series)
     for k, (label, color, estimates) in enumerate(series):
@@ -81,7 +82,7 @@ def shares_png(panels: dict[str, list[ShareBox]], uniform: dict[str, float], thr
     n_boxes = max(len(b) for b in panels.values())
     fig = new_figure(min(11.0, 0.9 + len(panels) * (0.9 + 0.55 * n_boxes)), 3.1)
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.86, bottom=0.3, wspace=0.08)
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.88, bottom=0.2, wspace=0.08)
     rng = np.random.default_rng(0)  # jitter only: fixed so re-renders are identical
     for ax, (method, boxes) in zip(axes, panels.items()):
         data = [b.values[np.isfinite(b.values)] for b in boxes]
@@ -96,13 +97,16 @@ def shares_png(panels: dict[str, list[ShareBox]], uniform: dict[str, float], thr
             ax.axhline(uniform[method], color="#555555", linestyle=":", linewidth=1, label="uniform map (volume share)")
         for (name, value), color in zip(thresholds.items(), ("#d68910", "#c0392b")):
             ax.axhline(value, color=color, linestyle="--", linewidth=1, label=name)
-        ax.set_xticks(range(1, len(boxes) + 1), [label_text(b.label, 18) for b in boxes], rotation=35, ha="right", fontsize=7.5)
+        ax.set_xticks(range(1, len(boxes) + 1), [label_text(b.label, 16) for b in boxes], fontsize=7.5)
         ax.set_title(method, fontsize=9)
         ax.set_ylim(0, 1)
         style_axes(ax)
     axes[0].set_ylabel(ylabel, fontsize=8)
     axes[-1].legend(fontsize=7, frameon=False, loc="upper right")
     return to_png(fig)
+
+
+VARIANT_COLORS = {"full": OVERALL_COLOR, "background_only": "#D55E00", "foreground_only": "#0072B2"}
 
 
 def masked_input_png(variants: dict[str, dict]) -> bytes:
@@ -115,7 +119,7 @@ def masked_input_png(variants: dict[str, dict]) -> bytes:
     values = np.array([e[0] for e in estimates])
     low = np.array([e[1] for e in estimates])
     high = np.array([e[2] for e in estimates])
-    colors = [group_color(k) for k in range(len(names))]
+    colors = [VARIANT_COLORS.get(n, OVERALL_COLOR) for n in names]
     ax.barh(y, np.nan_to_num(values), 0.6, color=colors, alpha=0.8,
             xerr=np.nan_to_num(np.vstack([np.clip(values - low, 0, None), np.clip(high - values, 0, None)])), capsize=2)
     ax.axvline(0.5, color="#999999", linestyle=":", linewidth=1)
@@ -132,8 +136,8 @@ def probes_png(scores: list[dict]) -> bytes:
     labels = [f"{s['target']} ({s['scope']})" for s in scores]
     values = np.array([np.nan if s.get("balanced_accuracy") is None else s["balanced_accuracy"] for s in scores], dtype=float)
     chance = np.array([np.nan if s.get("chance") is None else s["chance"] for s in scores], dtype=float)
-    fig = new_figure(5.6, 0.7 + 0.32 * len(scores))
-    ax = fig.add_axes((0.38, 0.8 / fig.get_figheight(), 0.57, 1 - 1.0 / fig.get_figheight()))
+    fig = new_figure(5.6, 1.2 + 0.32 * len(scores))
+    ax = fig.add_axes((0.38, 0.75 / fig.get_figheight(), 0.57, 1 - 1.1 / fig.get_figheight()))
     y = np.arange(len(scores))[::-1]
     colors = [OVERALL_COLOR if s["target"] == "label" else group_color(1) for s in scores]
     ax.barh(y, np.nan_to_num(values), 0.6, color=colors)
@@ -143,5 +147,5 @@ def probes_png(scores: list[dict]) -> bytes:
     ax.set_xlabel("balanced accuracy of a linear probe on the features (CV)", fontsize=8)
     style_axes(ax)
     ax.grid(axis="x", color="#e5e5e5")
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.legend(fontsize=7, frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.1)
     return to_png(fig)

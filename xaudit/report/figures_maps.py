@@ -1,16 +1,15 @@
 """Attribution maps drawn over anatomy: the "where does the model look" pictures.
 
 Conventions (those of nilearn's ``plot_stat_map``): anatomy in grey underneath; the signed
-attribution in nilearn's ``cold_hot`` map, symmetric about 0, so positive evidence for the
-target class is red-yellow and negative is blue-cyan; one colour scale and one colorbar
-per figure, so rows can be compared. Weak attribution fades to transparent so the anatomy
-stays readable. Volumes are turned to RAS axes with their affine and shown in neurological
-orientation (left on the left, anterior or superior up).
+attribution in a diverging map symmetric about 0 (ColorBrewer ``RdBu_r``), so positive
+evidence for the target class is red and negative is blue; one colour scale and one
+colorbar per figure, so rows can be compared. Weak attribution fades to transparent so
+the anatomy stays readable. Volumes are turned to RAS axes with their affine and shown in
+neurological orientation (left on the left; anterior, or superior, up).
 
-A 3D row shows signed maximum-intensity projections along the three axes (the value of
-largest magnitude on each ray, so a marker in a corner or a ghost in the background cannot
-hide between slices) and then ``slices`` axial slices through the anatomy. A 2D image is
-one panel.
+A 3D row shows a coronal and a sagittal cut through the peak of the figure's mean
+|attribution| (as nilearn places its cuts), then ``slices`` axial slices spread over the
+anatomy. A 2D image is one panel.
 """
 
 from __future__ import annotations
@@ -19,14 +18,21 @@ from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
-from nilearn.plotting.cm import cold_hot
+from matplotlib.colors import ListedColormap, Normalize
+from scipy import ndimage
 
-from xaudit.report.plotting import label_text, new_figure, to_png
+from xaudit.report.plotting import DPI, label_text, new_figure, to_png
 
-PANEL_INCHES = 1.35
-PROJECTIONS = (("axial", 2), ("coronal", 1), ("sagittal", 0))
+# ColorBrewer RdBu_r without its pale middle (that range is transparent anyway, see `_overlay`):
+# saturated blue for negative, red for positive attribution.
+_RDBU = colormaps["RdBu_r"]
+DIVERGING = ListedColormap(np.vstack([_RDBU(np.linspace(0.0, 0.36, 128)), _RDBU(np.linspace(0.64, 1.0, 128))]), "xaudit_rdbu")
+THRESHOLD, OPAQUE = 0.12, 0.5
+PANEL_PX = 112  # longer side of one panel
+GAP_PX = 4
+LABEL_PX = 190  # room for the row labels
 
 
 @dataclass
@@ -68,12 +74,6 @@ def to_ras(volume: np.ndarray, affine: np.ndarray | None) -> tuple[np.ndarray, n
     return np.ascontiguousarray(out), new_zooms
 
 
-def signed_projection(volume: np.ndarray, axis: int) -> np.ndarray:
-    """The value of largest magnitude along ``axis`` (a signed maximum-intensity projection)."""
-    index = np.expand_dims(np.abs(volume).argmax(axis=axis), axis)
-    return np.take_along_axis(volume, index, axis=axis).squeeze(axis)
-
-
 def axial_slices(anatomy: np.ndarray, count: int) -> list[int]:
     """``count`` axial slice indices spread evenly over the extent of the anatomy."""
     depth = anatomy.shape[2]
@@ -84,29 +84,81 @@ def axial_slices(anatomy: np.ndarray, count: int) -> list[int]:
     return sorted({int(round(z)) for z in picks})
 
 
-def _views(anatomy: np.ndarray, attribution: np.ndarray, zooms: np.ndarray, slices: list[int]):
-    """(title, anatomy 2D, map 2D, aspect) of each panel of a row, displayed as ``.T``."""
+def peak_voxel(attribution: np.ndarray) -> tuple[int, ...]:
+    """Where the smoothed |attribution| is largest: the orthogonal cuts go through it."""
+    smooth = ndimage.uniform_filter(np.abs(np.nan_to_num(attribution)), size=3)
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(smooth)), smooth.shape))
+
+
+def _views(anatomy: np.ndarray, attribution: np.ndarray, zooms: np.ndarray, slices: list[int], peak: tuple[int, ...]):
+    """(title, anatomy 2D, map 2D, aspect) of each panel of a row; arrays indexed (horizontal, vertical)."""
     if anatomy.ndim == 2:
         return [("", anatomy, attribution, zooms[1] / zooms[0])]
-    views = []
-    for name, axis in PROJECTIONS:
-        plane = [a for a in range(3) if a != axis]
-        views.append((f"{name} projection", anatomy.mean(axis=axis), signed_projection(attribution, axis),
-                      zooms[plane[1]] / zooms[plane[0]]))
-    for z in slices:
-        views.append((f"axial z={z}", anatomy[:, :, z], attribution[:, :, z], zooms[1] / zooms[0]))
+    x, y, _ = peak
+    views = [(f"coronal y={y}", anatomy[:, y, :], attribution[:, y, :], zooms[2] / zooms[0]),
+             (f"sagittal x={x}", anatomy[x, :, :], attribution[x, :, :], zooms[2] / zooms[1])]
+    views += [(f"axial z={z}", anatomy[:, :, z], attribution[:, :, z], zooms[1] / zooms[0]) for z in slices]
     return views
 
 
 def _overlay(values: np.ndarray, vmax: float) -> np.ndarray:
-    """RGBA of a signed map in ``cold_hot``; transparency rises as |value| falls to 0."""
-    rgba = cold_hot(Normalize(-vmax, vmax, clip=True)(values))
-    rgba[..., 3] = np.clip(np.abs(values) / (0.45 * vmax), 0.0, 1.0) * 0.92
+    """RGBA of a signed map: transparent below `THRESHOLD` x vmax, opaque from `OPAQUE` x vmax.
+
+    Like nilearn's thresholded stat maps: near-zero attribution (mostly noise) leaves the
+    anatomy visible instead of tinting it.
+    """
+    rgba = DIVERGING(Normalize(-vmax, vmax, clip=True)(values))
+    ramp = (np.abs(values) / vmax - THRESHOLD) / (OPAQUE - THRESHOLD)
+    rgba[..., 3] = np.clip(ramp, 0.0, 1.0) * 0.95
     return rgba
+
+
+def render_panel(anatomy: np.ndarray, attribution: np.ndarray, aspect: float, window: tuple[float, float],
+                 vmax: float, size: int) -> np.ndarray:
+    """One panel as an RGB array in display orientation (first axis horizontal, second up).
+
+    Args:
+        anatomy, attribution: 2D arrays of one shape, axes (horizontal, vertical).
+        aspect: physical height / width of a voxel in this view.
+        window: grey level range of the anatomy.
+        vmax: colour scale limit of the map.
+        size: pixels of the panel's longer side.
+    """
+    width, height = anatomy.shape[0], anatomy.shape[1] * aspect
+    scale = size / max(width, height)
+    zoom = (scale, scale * aspect)
+    grey = ndimage.zoom(anatomy.astype(float), zoom, order=1)
+    grey = np.clip((grey - window[0]) / max(window[1] - window[0], 1e-12), 0.0, 1.0)
+    rgba = _overlay(ndimage.zoom(attribution.astype(float), zoom, order=1), vmax)
+    alpha = rgba[..., 3:4]
+    rgb = grey[..., None] * (1.0 - alpha) + rgba[..., :3] * alpha
+    return np.transpose(rgb, (1, 0, 2))[::-1]  # (vertical up, horizontal) -> image rows top-down
+
+
+def _mosaic(panels: list[list[np.ndarray]], gap: int) -> tuple[np.ndarray, list[int], list[int], list[int], list[int]]:
+    """Panels on a white canvas; returns it with column centres/widths and row centres/heights."""
+    n_rows, n_cols = len(panels), max(len(r) for r in panels)
+    widths = [max(r[c].shape[1] for r in panels if c < len(r)) for c in range(n_cols)]
+    heights = [max(p.shape[0] for p in r) for r in panels]
+    canvas = np.ones((sum(heights) + gap * (n_rows - 1), sum(widths) + gap * (n_cols - 1), 3))
+    y = 0
+    for r, row in enumerate(panels):
+        x = 0
+        for c, panel in enumerate(row):
+            top, left = y + (heights[r] - panel.shape[0]) // 2, x + (widths[c] - panel.shape[1]) // 2
+            canvas[top:top + panel.shape[0], left:left + panel.shape[1]] = panel
+            x += widths[c] + gap
+        y += heights[r] + gap
+    col_x = [int(sum(widths[:c]) + gap * c + widths[c] / 2) for c in range(n_cols)]
+    row_y = [int(sum(heights[:r]) + gap * r + heights[r] / 2) for r in range(n_rows)]
+    return canvas, col_x, widths, row_y, heights
 
 
 def map_grid_png(rows: list[MapRow], affine: np.ndarray | None, slices: int, colorbar_label: str) -> bytes:
     """A grid of map panels, one `MapRow` per row (or per column for 2D images).
+
+    All panels are composed into one image and drawn with a single ``imshow``: a figure of
+    one Axes per panel costs matplotlib seconds, this costs milliseconds.
 
     Args:
         rows: the rows, all arrays of one shape.
@@ -117,39 +169,39 @@ def map_grid_png(rows: list[MapRow], affine: np.ndarray | None, slices: int, col
     Returns:
         PNG bytes.
     """
-    reoriented = [(r.label, *to_ras(r.anatomy, affine)[:1], *to_ras(r.attribution, affine)) for r in rows]
-    zooms = reoriented[0][3]
-    values = np.concatenate([np.abs(a[2]).ravel() for a in reoriented])
-    vmax = float(np.percentile(values, 99.5)) if values.size else 0.0
+    oriented = [(r.label, to_ras(r.anatomy, affine)[0], *to_ras(r.attribution, affine)) for r in rows]
+    zooms = oriented[0][3]
+    magnitudes = np.concatenate([np.abs(o[2]).ravel() for o in oriented])
+    magnitudes = magnitudes[np.isfinite(magnitudes)]
+    vmax = float(np.percentile(magnitudes, 99.5)) if magnitudes.size else 0.0
     vmax = vmax if vmax > 0 else 1.0
-    anat_all = np.concatenate([a[1].ravel() for a in reoriented])
-    a_lo, a_hi = np.percentile(anat_all, [1, 99.5])
-    z_picks = axial_slices(np.mean([a[1] for a in reoriented], axis=0), slices) if reoriented[0][1].ndim == 3 else []
-    panels = [_views(anat, amap, zooms, z_picks) for _, anat, amap, _ in reoriented]
-    two_d = reoriented[0][1].ndim == 2
-    n_rows, n_cols = (1, len(panels)) if two_d else (len(panels), len(panels[0]))
-    fig = new_figure(PANEL_INCHES * n_cols + 1.9, PANEL_INCHES * n_rows + 0.55)
-    left, right, top, bottom = 1.6 / fig.get_figwidth(), 1 - 0.75 / fig.get_figwidth(), 1 - 0.3 / fig.get_figheight(), 0.2 / fig.get_figheight()
-    axes = fig.subplots(n_rows, n_cols, squeeze=False)
-    fig.subplots_adjust(left=left if not two_d else 0.02, right=right, top=top, bottom=bottom, wspace=0.04, hspace=0.12)
-    for r, (label, *_rest) in enumerate(reoriented):
-        for c, (title, anat2d, map2d, aspect) in enumerate(panels[r]):
-            ax = axes[0, r] if two_d else axes[r, c]
-            ax.imshow(anat2d.T, cmap="gray", origin="lower", vmin=a_lo, vmax=a_hi, aspect=aspect, interpolation="bilinear")
-            ax.imshow(_overlay(map2d.T, vmax), origin="lower", aspect=aspect, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if two_d:
-                ax.set_title(label_text(label, 34), fontsize=7.5)
-            else:
-                if r == 0:
-                    ax.set_title(title, fontsize=7.5)
-                if c == 0:
-                    ax.set_ylabel(label_text(label, 60), fontsize=7.5, rotation=0, ha="right", va="center", labelpad=4)
-    cax = fig.add_axes((right + 0.15 / fig.get_figwidth(), bottom + 0.1 * (top - bottom), 0.12 / fig.get_figwidth(), 0.8 * (top - bottom)))
-    bar = fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), cold_hot), cax=cax)
+    anatomy_all = np.concatenate([o[1].ravel() for o in oriented])
+    window = tuple(np.percentile(anatomy_all[np.isfinite(anatomy_all)], [1, 99.5]))
+    two_d = oriented[0][1].ndim == 2
+    z_picks = [] if two_d else axial_slices(np.mean([o[1] for o in oriented], axis=0), slices)
+    peak = () if two_d else peak_voxel(np.mean([np.abs(o[2]) for o in oriented], axis=0))
+    views = [_views(np.nan_to_num(anat), np.nan_to_num(amap), zooms, z_picks, peak) for _, anat, amap, _ in oriented]
+    panels = [[render_panel(a, m, aspect, window, vmax, PANEL_PX) for _, a, m, aspect in row] for row in views]
+    if two_d:  # one panel per row: lay the rows out side by side, labelled on top
+        panels = [[p[0] for p in panels]]
+    canvas, col_x, widths, row_y, heights = _mosaic(panels, GAP_PX)
+    left, top, right, bottom = (8 if two_d else LABEL_PX), (44 if two_d else 22), 100, 6
+    fig_w, fig_h = canvas.shape[1] + left + right, canvas.shape[0] + top + bottom
+    fig = new_figure(fig_w / DPI, fig_h / DPI)
+    ax = fig.add_axes((left / fig_w, bottom / fig_h, canvas.shape[1] / fig_w, canvas.shape[0] / fig_h))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    if two_d:
+        for c, (label, *_rest) in enumerate(oriented):
+            ax.text(col_x[c], -4, label_text(label, 26), ha="center", va="bottom", fontsize=7.5)
+    else:
+        for c, (title, *_rest) in enumerate(views[0]):
+            ax.text(col_x[c], -4, title, ha="center", va="bottom", fontsize=7.5)
+        for r, (label, *_rest) in enumerate(oriented):
+            ax.text(-8, row_y[r], label_text(label, 36), ha="right", va="center", fontsize=7.5)
+    cax = fig.add_axes(((left + canvas.shape[1] + 16) / fig_w, (bottom + 0.1 * canvas.shape[0]) / fig_h,
+                        12 / fig_w, 0.8 * canvas.shape[0] / fig_h))
+    bar = fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), DIVERGING), cax=cax)
     bar.ax.tick_params(labelsize=7)
     bar.set_label(colorbar_label, fontsize=7.5)
     return to_png(fig)

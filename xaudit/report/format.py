@@ -82,9 +82,9 @@ def fmt_value(key: str, value: Any) -> str:
     if isinstance(value, dict):
         if {"value", "low", "high"} <= set(value):
             return fmt_ci(value)
-        return ", ".join(f"{k}: {fmt_value(k, v)}" for k, v in value.items())
+        return ", ".join(f"{k}: {fmt_value(f'{key}.{k}', v)}" for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        if len(value) > 8:
+        if len(value) > 8 or any(isinstance(v, dict) for v in value):
             return f"{len(value)} items"
         return ", ".join(fmt_value(key, v) for v in value)
     name = key.lower()
@@ -95,6 +95,18 @@ def fmt_value(key: str, value: Any) -> str:
     return fmt_num(value)
 
 
+METRIC_NAMES = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced accuracy", "roc_auc": "ROC AUC",
+                "sensitivity": "Sensitivity", "specificity": "Specificity"}
+
+
 def humanize(key: str) -> str:
-    """``balanced_accuracy -> balanced accuracy`` for column headers."""
-    return key.replace("_", " ")
+    """``balanced_accuracy -> Balanced accuracy`` (known metrics), else ``a_b -> a b``."""
+    return METRIC_NAMES.get(key, key.replace("_", " "))
+
+
+def fmt_time(iso: Any) -> str:
+    """``2026-11-22T02:47:23.96+00:00 -> 2026-11-22 02:47:23 UTC`` (audit.json keeps the full stamp)."""
+    if not isinstance(iso, str) or len(iso) < 19:
+        return NA if iso is None else str(iso)
+    suffix = " UTC" if iso.endswith(("+00:00", "Z")) else ""
+    return iso[:19].replace("T", " ") + suffix

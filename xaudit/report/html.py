@@ -38,7 +38,7 @@ h2 { font-size: 20px; margin: 36px 0 10px; padding-bottom: 6px; border-bottom: 1
 .finding h3 { font-size: 16px; margin: 0 0 4px; }
 .finding .meta { color: var(--muted); font-size: 12px; margin-left: 6px; }
 .finding p { margin: 4px 0 8px; }
-.kv { display: flex; flex-wrap: wrap; gap: 6px 28px; font-size: 13px; }
+.kv { display: flex; flex-wrap: wrap; align-items: flex-start; gap: 6px 36px; font-size: 13px; }
 .kv table { margin: 0; }
 .kv td { padding: 1px 10px 1px 0; border: 0; }
 .kv th { text-align: left; font-size: 11px; color: var(--muted); text-transform: uppercase; border: 0; padding: 0; }

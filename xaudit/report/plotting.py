@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 
 DPI = 90
 SEVERITY_COLORS = {"critical": "#c0392b", "warning": "#d68910", "info": "#2874a6", "none": "#1e8449"}
@@ -35,9 +38,18 @@ def style_axes(ax) -> None:
 
 
 def to_png(fig: Figure) -> bytes:
-    """Render a figure to PNG bytes (metadata-free, so re-renders are byte-stable)."""
+    """Render a figure to an 8-bit palette PNG.
+
+    A palette of 256 colours is indistinguishable here (flat charts; maps whose colours
+    come from one colormap over grey) and makes the files, and the base64 copies embedded
+    in the HTML, three to four times smaller. No metadata, so re-renders are byte-stable.
+    """
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    rgb = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
+    palette = rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, facecolor="white", metadata={"Software": None})
+    palette.save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xaudit.report.document import Badge, Bullets, Document, FindingCard, Note, Paragraph, Section, Table, Verdict
-from xaudit.report.format import fmt_num, fmt_seconds, fmt_value, humanize
+from xaudit.report.format import fmt_num, fmt_seconds, fmt_time, fmt_value, humanize
 from xaudit.report.sections_bias import (concepts_section, design_section, masked_input_section, performance_section,
                                          probes_section, roles_section, spray_section)
 from xaudit.report.sections_looking import looking_section
@@ -60,8 +60,7 @@ def build_document(audit: dict, cohort, config, run_dir) -> Document:
     ]
     finished = (audit.get("run") or {}).get("finished") or ""
     counts = audit.get("counts") or {}
-    subtitle = [f"{counts.get('audited', cohort.n)} subjects audited · run finished {finished[:19].replace('T', ' ')} UTC"
-                if finished else f"{counts.get('audited', cohort.n)} subjects audited"]
+    subtitle = [f"{counts.get('audited', cohort.n)} subjects audited" + (f" · run finished {fmt_time(finished)}" if finished else "")]
     return Document(title=config.report.title, subtitle=subtitle, sections=sections)
 
 
@@ -143,7 +142,7 @@ def summary_section(audit: dict, config) -> Section:
         ["Seed", fmt_num(run.get("seed", config.seed))],
         ["Config hash", str(run.get("config_hash") or config.digest())],
         ["xaudit version", str(run.get("xaudit_version", ""))],
-        ["Started / finished", f"{run.get('started') or 'n/a'} / {run.get('finished') or 'n/a'}"],
+        ["Started / finished", f"{fmt_time(run.get('started'))} / {fmt_time(run.get('finished'))}"],
         ["Timings", ", ".join(f"{humanize(k)} {fmt_seconds(v)}" for k, v in timings.items()) or "n/a"],
     ]
     return Section("Run summary", "summary").add(Table(["Item", "Value"], rows, numeric=[False, False]))

@@ -35,8 +35,12 @@ def skipped(section: Section, check: dict | None, what: str) -> Section | None:
     return None
 
 
-def notes(check: dict) -> list[Note]:
-    return [Note(str(n)) for n in check.get("notes") or []]
+def notes(check: dict) -> list[Note | Bullets]:
+    """A check's own notes: one line each, or a list under one line when there are many."""
+    items = [str(n) for n in check.get("notes") or []]
+    if len(items) <= 2:
+        return [Note(n) for n in items]
+    return [Note(f"{len(items)} notes from this check:"), Bullets(items)]
 
 
 def safe_figure(name: str, caption: str, draw: Callable[[], bytes]) -> Figure | Note:
@@ -56,8 +60,13 @@ def design_section(check: dict | None) -> Section:
     section.add(Paragraph("If a group (site, scanner) and the label split the subjects the same way, no statistic "
                           "can tell a site signature from pathology. Cramér's V is 0 for independence, 1 for a "
                           "full confound."))
-    for table in check.get("tables") or []:
+    tables = check.get("tables") or []
+    overall = {t.get("column"): t.get("counts") for t in tables if t.get("scope") == "all"}
+    for table in tables:
         counts = table.get("counts") or {}
+        if table.get("scope") != "all" and counts == overall.get(table.get("column")):
+            section.add(Note(f"Split {table.get('scope')}: the same counts as all subjects (the only split audited)."))
+            continue
         classes = list(dict.fromkeys(c for row in counts.values() for c in row))
         rows = [[str(value), *[fmt_num(row.get(c, 0)) for c in classes], fmt_num(sum(row.values()))]
                 for value, row in counts.items()]
@@ -177,8 +186,8 @@ def roles_section(check: dict | None) -> Section:
     features = check.get("features") or []
 
     def group_strength(f: dict) -> float:
-        values = [abs(v) for v in (f.get("group_effect_within_class") or {}).values() if v is not None]
-        return max(values, default=0.0)
+        values = [v for v in (f.get("group_effect_within_class") or {}).values() if v is not None]
+        return max(values, default=float("-inf"))  # a negative epsilon² means no effect: rank it last
 
     top = sorted(features, key=group_strength, reverse=True)[:10]
     if top:

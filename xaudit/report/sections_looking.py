@@ -36,6 +36,11 @@ class Cell:
         where = "" if self.value is None else f" · {self.value}"
         return f"{self.class_name}{where} (n={len(self.index)})"
 
+    @property
+    def stacked_label(self) -> str:
+        """The label on up to three short lines, for chart axes."""
+        return "\n".join([self.class_name, *([] if self.value is None else [self.value]), f"(n={len(self.index)})"])
+
 
 def subject_cells(cohort) -> tuple[str | None, list[Cell], list[str]]:
     """Class x value cells of the first group column (largest values first if too many).
@@ -110,7 +115,7 @@ def _share_figure(cohort, cells: list[Cell], column: str | None, params) -> obje
         if values is None or not np.isfinite(values).any():
             continue
         colors = {v: group_color(k) for k, v in enumerate(sorted({c.value for c in cells}, key=str))}
-        panels[method] = [ShareBox(c.label.replace(" (", "\n("), values[c.index], colors[c.value]) for c in cells]
+        panels[method] = [ShareBox(c.stacked_label, values[c.index], colors[c.value]) for c in cells]
         volume = shares.get("vol_background")
         uniform[method] = float(np.nanmean(volume)) if volume is not None and np.isfinite(volume).any() else float("nan")
     if not panels:
@@ -144,7 +149,8 @@ def _map_figures(cohort, config, cells: list[Cell], column: str | None) -> list:
         rows = [MapRow(c.label, cohort.images_small[c.index].mean(axis=0), maps[c.index].mean(axis=0)) for c in cells]
         blocks.append(safe_figure(f"mean_map_{method}", f"Mean {method} attribution (target: {target}) per class"
                                   + (f" x {column}" if column else "") + ", over the mean anatomy of the same subjects. "
-                                  "Red: evidence for the target class, blue: against it.",
+                                  "Red: evidence for the target class, blue: against it; the coronal and sagittal cuts go through the peak "
+                                  "of the mean |attribution|, the axial slices span the anatomy.",
                                   lambda r=rows, m=method: map_grid_png(r, affine, config.report.slices, f"{m} attribution")))
     method = methods[0]
     rows = []

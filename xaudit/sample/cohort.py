@@ -120,12 +120,21 @@ def lesion_profile(shape: tuple[int, ...], centre: np.ndarray, radii_vox: np.nda
         rng: random generator (for the orientation).
     """
     rotation = _random_rotation(len(shape), rng)
-    offsets = np.indices(shape, dtype=np.float64).reshape(len(shape), -1) - centre[:, None]
+    # evaluate only in a box around the centre: the profile is ~0 two radii away
+    reach = 2.0 * float(radii_vox.max()) + 2.0
+    lower = [max(0, int(np.floor(c - reach))) for c in centre]
+    upper = [min(n, int(np.ceil(c + reach)) + 1) for c, n in zip(centre, shape)]
+    box = tuple(slice(lo, hi) for lo, hi in zip(lower, upper))
+    box_shape = tuple(hi - lo for lo, hi in zip(lower, upper))
+    offsets = (np.indices(box_shape, dtype=np.float64).reshape(len(shape), -1)
+               + np.asarray(lower, dtype=np.float64)[:, None] - centre[:, None])
     local = rotation.T @ offsets
-    distance = np.sqrt(((local / radii_vox[:, None]) ** 2).sum(axis=0)).reshape(shape)
+    distance = np.sqrt(((local / radii_vox[:, None]) ** 2).sum(axis=0)).reshape(box_shape)
     # a logistic edge about one voxel wide: partial-volume blur, as in real lesions
     steepness = 3.0 * float(radii_vox.mean())
-    return 1.0 / (1.0 + np.exp(np.clip((distance - 1.0) * steepness, -50, 50)))
+    profile = np.zeros(shape)
+    profile[box] = 1.0 / (1.0 + np.exp(np.clip((distance - 1.0) * steepness, -50, 50)))
+    return profile
 
 
 def add_lesions(image: np.ndarray, wm: np.ndarray, voxel_mm: float, params: AnatomyParams,
@@ -181,9 +190,10 @@ def synthesize_anatomy(anatomy: Anatomy, has_lesions: bool, params: AnatomyParam
     def warp(volume: np.ndarray) -> np.ndarray:
         return ndimage.map_coordinates(volume, coords, order=1, mode="constant", cval=0.0)
 
-    t1, gm, wm, brain = (warp(v) for v in (anatomy.t1, anatomy.gm, anatomy.wm, anatomy.brain))
-    gain_gm, gain_wm = 1.0 + params.tissue_contrast_sd * rng.standard_normal(2)
-    image = t1 * (1.0 + (gain_gm - 1.0) * gm + (gain_wm - 1.0) * wm)
+    # tissue contrast on the template grid, then one warp for image, WM and brain
+    gain_gm, gain_wm = params.tissue_contrast_sd * rng.standard_normal(2)
+    image = warp(anatomy.t1 * (1.0 + gain_gm * anatomy.gm + gain_wm * anatomy.wm))
+    wm, brain = warp(anatomy.wm), warp(anatomy.brain)
     if has_lesions:
         image, lesion_mask = add_lesions(image, wm, anatomy.voxel_mm, params, rng)
     else:

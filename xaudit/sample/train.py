@@ -31,12 +31,15 @@ class TrainParams:
         batch_size: subjects per step.
         lr: Adam learning rate.
         weight_decay: L2 penalty (Adam's, not decoupled).
+        flip: augment by mirroring a random half of each batch left-right (the first,
+            R-L axis), which doubles the lesion positions a model sees.
     """
 
     epochs: int = 12
     batch_size: int = 16
     lr: float = 3e-3
     weight_decay: float = 1e-4
+    flip: bool = True
 
 
 def preprocessing(transforms: dict[str, Any]):
@@ -115,7 +118,12 @@ def train_classifier(inputs: torch.Tensor, labels: torch.Tensor, params: TrainPa
             if len(batch) < 2:  # BatchNorm cannot train on a single sample
                 continue
             optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(model(inputs[batch].to(device)), labels[batch].to(device))
+            batch_inputs = inputs[batch]
+            if params.flip:
+                mirrored = torch.rand(len(batch), generator=order) < 0.5
+                batch_inputs = torch.where(mirrored.view(-1, *[1] * (inputs.ndim - 1)),
+                                           batch_inputs.flip(2), batch_inputs)
+            loss = loss_fn(model(batch_inputs.to(device)), labels[batch].to(device))
             loss.backward()
             optimiser.step()
     recalibrate_batchnorm(model, inputs, params.batch_size, device)

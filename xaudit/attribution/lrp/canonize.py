@@ -4,9 +4,9 @@ LRP rules are defined for linear layers followed by element-wise activations. A
 BatchNorm in eval mode is an affine map per channel; right after a convolution it can
 be merged into it (``W' = W gamma / sigma``, ``b' = (b - mu) gamma / sigma + beta``)
 without changing the function, so the merged layer gets one well-defined rule
-(Montavon et al. 2019, sec. 10.3; Guillemot et al. 2020, "Breaking batch normalization
-for better explainability of deep neural networks through layer-wise relevance
-propagation"). BatchNorms that do not follow a linear layer (DenseNet's pre-activation
+(the "canonizers" of Zennit, Anders et al. 2021; Guillemot et al. 2020, "Breaking
+batch normalization for better explainability of deep neural networks through
+layer-wise relevance propagation"). BatchNorms that do not follow a linear layer (DenseNet's pre-activation
 ``norm1`` after a concatenation) stay and pass relevance through unchanged.
 
 "Directly follows" is read from one probe forward pass, not from the model's source:

@@ -1,7 +1,7 @@
 """LRP composites: which rule each layer of a network gets.
 
 A composite assigns rules by a layer's position and kind, as recommended by Montavon
-et al. (2019, sec. 10.1) and Kohlbrenner et al. (2020, "Towards best practice in
+et al. (2019) and Kohlbrenner et al. (2020, "Towards best practice in
 explaining neural network decisions with LRP"): near the output, dense layers take
 LRP-epsilon (with a tiny epsilon, LRP-0: they are few and entangled little);
 the many convolutional layers in the middle take z+ (alpha=1, beta=0), alpha-beta or

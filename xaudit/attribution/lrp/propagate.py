@@ -104,7 +104,7 @@ def _pass_forward(module: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.
     with torch.no_grad():
         # an in-place module would overwrite x, which the backward still needs
         out = module._lrp_original_forward(x.clone() if getattr(module, "inplace", False) else x, *args, **kwargs)
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape or not x.requires_grad:
+    if not isinstance(out, torch.Tensor) or out is x or out.shape != x.shape or not x.requires_grad:
         return out
     return substitute_gradient(out, [(safe_divide(out, x.detach()), x)])
 

@@ -2,7 +2,7 @@
 
 Every rule redistributes the relevance ``R_k`` of a layer's outputs onto its inputs
 ``x_j``. The generic form (Montavon et al. 2019, "Layer-wise relevance propagation: an
-overview", eq. 3) is ``R_j = sum_k x_j rho(w_jk) / (eps + sum_j' x_j' rho(w_j'k)) R_k``.
+overview") is ``R_j = sum_k x_j rho(w_jk) / (eps + sum_j' x_j' rho(w_j'k)) R_k``.
 
 Relevance travels backwards as ``g = R / x`` (relevance divided by activation), so
 that ``R = x * g`` at every tensor ("gradient x input"). Element-wise ReLU, max pooling,

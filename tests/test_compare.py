@@ -1,0 +1,344 @@
+"""`xaudit compare`: differences between runs, their uncertainty, regressions, refusals."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from importlib.resources import files
+from pathlib import Path
+
+import jsonschema
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from torch import nn
+
+from conftest import make_cohort, make_config
+from xaudit.compare import CompareParams, IncompatibleRunsError, compare_runs, parse_thresholds, regressions
+from xaudit.compare.attribution_diff import holm, share_test
+from xaudit.compare.bootstrap import metric_samples, resample_counts
+from xaudit.compare.cli_impl import compare_command_impl
+from xaudit.compare.findings_diff import compare_findings, new_critical
+from xaudit.compare.load import safe_file_id
+from xaudit.compare.metrics_diff import point_metrics
+from xaudit.compare.rules_diff import compare_rules, rule_signature
+from xaudit.config import load_config
+from xaudit.errors import XauditUsageError
+from xaudit.metrics import classification_metrics
+from xaudit.pipeline import RunOptions, run_audit
+
+FAST = CompareParams(bootstrap=200, permutations=199)
+
+
+def threshold_net(spatial_dims: int = 3, level: float = 1.5) -> nn.Module:
+    """Predicts ``lesion`` when some voxel exceeds ``level + 1`` (raw intensities).
+
+    On `make_cohort` images (body ~1, lesion blob +2, site-B corner +3) level 1.5 calls
+    every subject but site-A healthy ones lesion (accuracy 0.75); level 3.5 calls every
+    subject healthy (accuracy 0.5). Its predictions vary, so rules are extracted.
+    """
+    conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+    pool = nn.AdaptiveMaxPool3d if spatial_dims == 3 else nn.AdaptiveMaxPool2d
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(conv(1, 1, 1), nn.ReLU(), conv(1, 2, 1), nn.Identity())
+            self.pool = pool(1)
+            self.head = nn.Linear(2, 2)
+            with torch.no_grad():
+                self.features[0].weight.fill_(1.0)
+                self.features[0].bias.fill_(-level)
+                self.features[2].weight.copy_(torch.tensor([-1.0, 1.0]).view(2, 1, *([1] * spatial_dims)))
+                self.features[2].bias.copy_(torch.tensor([0.5, -0.5]))
+                self.head.weight.copy_(torch.eye(2))
+                self.head.bias.zero_()
+
+        def forward(self, x):
+            return self.head(self.pool(self.features(x)).flatten(1))
+
+    return Net().eval()
+
+
+def _run(root: Path, manifest: Path, name: str, level: float = 1.5, methods=None, classes=("healthy", "lesion"),
+         model=None, intensity: str = "none") -> Path:
+    root = root / name
+    root.mkdir()
+    model = model or {"factory": {"function": "test_compare:threshold_net", "args": {"level": level}}}
+    cfg = make_config(root, manifest, methods=methods or {"saliency": {}, "gradcam": {}},
+                      model={**model, "classes": list(classes), "layer": "features.3"},
+                      data__transforms={"intensity": intensity})
+    return run_audit(load_config(cfg), RunOptions(output=root / "run")).run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Small real runs on one cohort: good model, worse model, other methods, other classes."""
+    root = tmp_path_factory.mktemp("compare")
+    manifest = make_cohort(root / "cohort", n=12)
+    three = {"factory": {"function": "tiny_nets:build", "args": {"classes": 3}}}
+    return {
+        "good": _run(root, manifest, "good", level=1.5),
+        "worse": _run(root, manifest, "worse", level=3.5),
+        "saliency_only": _run(root, manifest, "saliency_only", methods={"saliency": {}}),
+        "three_classes": _run(root, manifest, "three_classes", model=three, classes=("healthy", "lesion", "other")),
+        "zscore": _run(root, manifest, "zscore", intensity="zscore"),
+    }
+
+
+def _schema() -> dict:
+    return json.loads(files("xaudit").joinpath("schemas/compare.schema.json").read_text())
+
+
+# ---------------------------------------------------------------- end to end on real runs
+
+
+@pytest.mark.slow
+def test_result_validates_and_files_are_written(runs, tmp_path):
+    result = compare_runs([runs["good"], runs["worse"]], tmp_path / "cmp", FAST)
+    jsonschema.validate(result, _schema())
+    on_disk = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    jsonschema.validate(on_disk, _schema())
+    assert on_disk["comparisons"] == result["comparisons"]
+    assert (tmp_path / "cmp" / "compare.md").read_text().startswith("# xaudit comparison")
+    assert "<table>" in (tmp_path / "cmp" / "compare.html").read_text()
+    maps = [m for m in result["comparisons"][0]["attribution"]["maps"] if "path" in m]
+    assert {m["method"] for m in maps} == {"saliency", "gradcam"}
+    diff = nib.load(str(tmp_path / "cmp" / maps[0]["path"])).get_fdata()
+    ref = nib.load(str(runs["good"] / "maps" / maps[0]["method"] / f"mean_{maps[0]['class']}.nii.gz")).get_fdata()
+    other = nib.load(str(runs["worse"] / "maps" / maps[0]["method"] / f"mean_{maps[0]['class']}.nii.gz")).get_fdata()
+    np.testing.assert_allclose(diff, other - ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_accuracy_difference_matches_predictions_csv(runs, tmp_path):
+    result = compare_runs([runs["good"], runs["worse"]], tmp_path / "cmp", FAST)
+    good = pd.read_csv(runs["good"] / "predictions.csv")
+    worse = pd.read_csv(runs["worse"] / "predictions.csv")
+    expected = worse["correct"].mean() - good["correct"].mean()
+    assert expected == pytest.approx(-0.25)  # the planted drop (0.75 -> 0.5)
+    overall = result["comparisons"][0]["metrics"]["overall"]
+    assert overall["accuracy"]["difference"] == pytest.approx(expected)
+    assert overall["accuracy"]["ci_low"] <= expected <= overall["accuracy"]["ci_high"]
+    site_b = good[good["site"] == "B"]["correct"].mean(), worse[worse["site"] == "B"]["correct"].mean()
+    by_group = result["comparisons"][0]["metrics"]["by_group"]["site"]["B"]["accuracy"]
+    assert by_group["difference"] == pytest.approx(site_b[1] - site_b[0])
+    assert result["comparisons"][0]["metrics"]["pairing"] == "paired"
+    counts = result["comparisons"][0]["predictions"]["predicted_counts"]
+    assert counts["other"] == {"healthy": 12, "lesion": 0}
+    assert result["comparisons"][0]["predictions"]["changes"]["n_changed"] == 9
+
+
+@pytest.mark.slow
+def test_a_run_compared_with_itself_shows_no_difference(runs, tmp_path):
+    result = compare_runs([runs["good"], runs["good"]], tmp_path / "self", FAST)
+    comp = result["comparisons"][0]
+    for entry in [comp["metrics"]["overall"], *comp["metrics"]["by_group"]["site"].values()]:
+        for metric in ("accuracy", "balanced_accuracy", "roc_auc"):
+            assert entry[metric]["difference"] == 0.0
+            assert entry[metric]["ci_low"] == entry[metric]["ci_high"] == 0.0
+    assert comp["findings"]["appearing"] == [] and comp["findings"]["disappearing"] == []
+    assert all(f["change"] == "same" for f in comp["findings"]["persisting"])
+    assert comp["rules"]["n_reference"] > 0  # rules exist, so "none changed" is a real statement
+    assert comp["rules"]["appearing"] == [] and comp["rules"]["disappearing"] == []
+    assert comp["rules"]["feature_jaccard"] == 1.0
+    assert comp["roles"]["n_changed"] == 0
+    for shares in comp["attribution"]["shares"].values():
+        for entry in shares.values():
+            assert entry["difference"] == 0.0 and entry["p_value"] == 1.0
+    for m in comp["attribution"]["maps"]:
+        assert m["mean_abs_difference"] == 0.0
+    assert comp["predictions"]["changes"]["n_changed"] == 0
+    assert result["regressions"] == []
+
+
+@pytest.mark.slow
+def test_regressions_and_exit_codes(runs, tmp_path):
+    out = io.StringIO()
+    code = compare_command_impl([runs["good"], runs["worse"]], tmp_path / "a", fail_on_regression="accuracy:0.05",
+                                quiet=True, stdout=out, console=_NullConsole())
+    assert code == 1
+    assert out.getvalue().strip() == str((tmp_path / "a").resolve())
+    result = json.loads((tmp_path / "a" / "compare.json").read_text())
+    metric = [r for r in result["regressions"] if r["kind"] == "metric"]
+    assert [r["metric"] for r in metric] == ["accuracy"] and metric[0]["drop"] == pytest.approx(0.25)
+    assert regressions(result, {"accuracy": 0.3}) == [r for r in result["regressions"] if r["kind"] == "finding"]
+    # improvements are not regressions: the same pair the other way round
+    code = compare_command_impl([runs["worse"], runs["good"]], tmp_path / "b", fail_on_regression="accuracy:0.05,roc_auc:0.05",
+                                quiet=True, stdout=io.StringIO(), console=_NullConsole())
+    back = json.loads((tmp_path / "b" / "compare.json").read_text())
+    assert [r for r in back["regressions"] if r["kind"] != "finding"] == []
+    assert code == (1 if back["regressions"] else 0)
+    # without --fail-on-regression the exit code stays 0 whatever changed
+    assert compare_command_impl([runs["good"], runs["worse"]], tmp_path / "c", quiet=True, stdout=io.StringIO(),
+                                console=_NullConsole()) == 0
+
+
+@pytest.mark.slow
+def test_json_on_stdout(runs, tmp_path):
+    out = io.StringIO()
+    assert compare_command_impl([runs["good"], runs["good"]], tmp_path / "j", as_json=True, stdout=out,
+                                console=_NullConsole()) == 0
+    jsonschema.validate(json.loads(out.getvalue()), _schema())
+
+
+@pytest.mark.slow
+def test_different_classes_are_refused_with_what_differs(runs, tmp_path):
+    with pytest.raises(IncompatibleRunsError, match=r"classes differ.*only in three_classes-run: \['other'\]") as info:
+        compare_runs([runs["good"], runs["three_classes"]], tmp_path / "x", FAST)
+    assert "--allow-partial" in str(info.value)
+    assert info.value.exit_code == 2
+    assert not (tmp_path / "x").exists()  # nothing written on refusal
+    partial = compare_runs([runs["good"], runs["three_classes"]], tmp_path / "p", FAST.model_copy(update={"allow_partial": True}))
+    jsonschema.validate(partial, _schema())
+    assert partial["comparisons"][0]["metrics"] is None
+    assert [d["part"] for d in partial["scope"]["left_out"]] == ["metrics and prediction shift"]
+    unevaluated = regressions(partial, {"accuracy": 0.05})
+    assert [r["kind"] for r in unevaluated if r["kind"] != "finding"] == ["unevaluated"]  # a gate never passes silently
+
+
+@pytest.mark.slow
+def test_different_methods_partial_lists_left_out_methods(runs, tmp_path):
+    with pytest.raises(IncompatibleRunsError, match=r"only in good-run: \['gradcam'\]"):
+        compare_runs([runs["good"], runs["saliency_only"]], tmp_path / "x", FAST)
+    partial = compare_runs([runs["good"], runs["saliency_only"]], tmp_path / "p", FAST.model_copy(update={"allow_partial": True}))
+    assert partial["scope"]["methods"] == ["saliency"]
+    assert partial["scope"]["left_out"] == [{"part": "attribution method gradcam", "runs": ["good-run"], "reason": "only in good-run"}]
+    assert list(partial["comparisons"][0]["attribution"]["shares"]) == ["saliency"]
+    assert partial["comparisons"][0]["metrics"]["overall"]["accuracy"]["difference"] == 0.0
+    assert "Left out: attribution method gradcam" in (tmp_path / "p" / "compare.md").read_text()
+
+
+@pytest.mark.slow
+def test_different_preprocessing_is_refused_and_partial_skips_maps(runs, tmp_path):
+    with pytest.raises(IncompatibleRunsError, match=r"preprocessing \(data.transforms\) differs: intensity: 'none' \(good-run\) vs 'zscore'"):
+        compare_runs([runs["good"], runs["zscore"]], tmp_path / "x", FAST)
+    partial = compare_runs([runs["good"], runs["zscore"]], tmp_path / "p", FAST.model_copy(update={"allow_partial": True}))
+    assert partial["comparisons"][0]["attribution"]["maps"] is None
+    assert partial["comparisons"][0]["metrics"] is not None
+    assert not (tmp_path / "p" / "maps").exists()
+
+
+@pytest.mark.slow
+def test_three_runs_and_default_output(runs):
+    result = compare_runs([runs["good"], runs["worse"], runs["good"]], None, FAST)
+    assert [c["other"] for c in result["comparisons"]] == [r["name"] for r in result["runs"][1:]]
+    assert len({r["name"] for r in result["runs"]}) == 3
+    out = Path(result["output"])
+    assert out.parent == runs["good"].resolve().parent and out.name.startswith("compare-")
+    assert (out / "compare.json").is_file()
+    shutil.rmtree(out)
+
+
+def test_not_a_run_is_a_usage_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(XauditUsageError, match="not a finished xaudit run"):
+        compare_runs([tmp_path / "empty", tmp_path / "empty"], tmp_path / "o", FAST)
+    with pytest.raises(XauditUsageError, match="at least two"):
+        compare_runs([tmp_path / "empty"], tmp_path / "o", FAST)
+
+
+# ---------------------------------------------------------------- units
+
+
+def test_point_metrics_equal_audit_metrics():
+    rng = np.random.default_rng(1)
+    for k in (2, 3):
+        labels = rng.integers(0, k, 60)
+        probs = rng.dirichlet(np.ones(k), 60)
+        probs[:5] = probs[5]  # ties in the scores
+        labels[:3] = -1  # unlabelled subjects are left out
+        ours, theirs = point_metrics(labels, probs), classification_metrics(labels, probs)
+        for m in ("n", "accuracy", "balanced_accuracy", "roc_auc"):
+            assert ours[m] == pytest.approx(theirs[m]), (k, m)
+
+
+def test_bootstrap_rows_equal_metrics_of_the_resampled_subjects():
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 40)
+    probs = rng.dirichlet([1, 1], 40).round(1)  # many ties
+    draws = rng.integers(0, 40, (5, 40))
+    samples = metric_samples(resample_counts(40, draws), labels, probs)
+    for b in range(5):
+        y, p = labels[draws[b]], probs[draws[b]]
+        assert samples["accuracy"][b] == pytest.approx((p.argmax(1) == y).mean())
+        assert samples["balanced_accuracy"][b] == pytest.approx(balanced_accuracy_score(y, p.argmax(1)))
+        assert samples["roc_auc"][b] == pytest.approx(roc_auc_score(y, p[:, 1]))
+
+
+def test_parse_thresholds():
+    assert parse_thresholds("accuracy:0.05, roc_auc:0.1") == {"accuracy": 0.05, "roc_auc": 0.1}
+    assert parse_thresholds("findings") == {}
+    with pytest.raises(XauditUsageError, match="Valid metrics are .*Did you mean 'accuracy'"):
+        parse_thresholds("acuracy:0.05")
+    for bad in ("accuracy", "accuracy:x", "", "accuracy:-1"):
+        with pytest.raises(XauditUsageError):
+            parse_thresholds(bad)
+
+
+def test_findings_status_and_new_critical():
+    ref = [{"id": "a", "severity": "warning", "title": "A"}, {"id": "b", "severity": "critical", "title": "B"}]
+    other = [{"id": "a", "severity": "critical", "title": "A2"}, {"id": "c", "severity": "critical", "title": "C"},
+             {"id": "d", "severity": "info", "title": "D"}]
+    diff = compare_findings(ref, other)
+    assert [f["id"] for f in diff["appearing"]] == ["c", "d"]
+    assert [f["id"] for f in diff["disappearing"]] == ["b"]
+    assert diff["persisting"][0]["change"] == "escalated"
+    assert [(f["id"], f["was"]) for f in new_critical(diff)] == [("c", None), ("a", "warning")]
+    assert new_critical(compare_findings(other, other)) == []
+
+
+class _Rules:
+    def __init__(self, name, rules, fidelity=0.9):
+        self.name, self.rules, self.rules_fidelity, self.rules_note = name, rules, fidelity, ""
+
+
+def _rule(rank, cls, *conds):
+    conditions = [{"feature": f, "op": op, "threshold": t, "index": 0} for f, op, t in conds]
+    return {"rank": rank, "predicted_class": cls, "conditions": conditions, "text": f"R{rank}", "importance": 1.0, "support": 0.5}
+
+
+def test_rules_match_by_signature_not_threshold():
+    ref = _Rules("a", [_rule(1, "lesion", ("f1", ">", 0.3)), _rule(2, "healthy", ("f2", "<=", 1.0), ("f3", ">", 0.0))])
+    other = _Rules("b", [_rule(1, "lesion", ("f1", ">", 0.7)), _rule(2, "lesion", ("f4", ">", 2.0))], fidelity=0.8)
+    diff = compare_rules(ref, other, top_n=10)
+    assert [r["signature"] for r in diff["persisting"]] == ["lesion <- f1 >"]
+    assert [r["signature"] for r in diff["appearing"]] == ["lesion <- f4 >"]
+    assert [r["signature"] for r in diff["disappearing"]] == [rule_signature(ref.rules[1])]
+    assert diff["feature_jaccard"] == pytest.approx(1 / 4)  # {f1} of {f1, f2, f3, f4}
+    assert diff["fidelity"]["difference"] == pytest.approx(-0.1)
+    assert compare_rules(ref, other, top_n=1)["disappearing"] == []  # rank 2 is outside the top 1
+    assert "skipped" in compare_rules(_Rules("c", None), other, 10)
+
+
+def test_share_permutation_test_detects_a_shift_and_not_noise():
+    rng = np.random.default_rng(3)
+    ids_a, ids_b = np.array([f"a{i}" for i in range(40)]), np.array([f"b{i}" for i in range(40)])
+    a = rng.normal(0.3, 0.05, 40)
+    shifted = share_test(ids_a, a, ids_b, rng.normal(0.4, 0.05, 40), FAST, "k")
+    same = share_test(ids_a, a, ids_b, rng.normal(0.3, 0.05, 40), FAST, "k")
+    assert shifted["p_value"] < 0.01 and same["p_value"] > 0.01
+    assert shifted["test"] == "two-sample permutation"
+    paired = share_test(ids_a, a, ids_a[::-1], (a + 0.01)[::-1], FAST, "k")  # same subjects, other order
+    assert paired["test"].startswith("sign-flip") and paired["p_value"] < 0.01
+    assert paired["difference"] == pytest.approx(0.01)
+
+
+def test_holm_adjustment():
+    assert holm([0.01, 0.04, None, 0.03]) == pytest.approx([0.03, 0.06, None, 0.06], nan_ok=True)
+
+
+def test_safe_file_id_matches_the_run_writer():
+    from xaudit.data.manifest import safe_file_id as writer
+
+    for sid in ("sub-001", "a/b c", "..x", "ü:1", "x" * 200, ""):
+        assert safe_file_id(sid) == writer(sid)
+
+
+class _NullConsole:
+    def print(self, *args, **kwargs):
+        pass

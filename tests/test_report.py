@@ -1,0 +1,248 @@
+"""The report: self-contained HTML, verdict first, escaping, numbers from audit.json, 2D, gaps.
+
+Two tiny pipeline runs (3D, and 2D with hostile manifest strings) are shared by the
+module; the other tests re-render their results with `write_report` into fresh
+directories, after changing the audit or the cohort on purpose.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import csv
+import dataclasses
+import io
+import json
+import re
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import make_cohort, make_config
+from xaudit.cohort import load_cohort
+from xaudit.config import load_config
+from xaudit.data import load_manifest
+from xaudit.outputs import RunDirectory
+from xaudit.pipeline import load_run_config, run_audit
+from xaudit.report import write_report
+from xaudit.report.figures_maps import MapRow, map_grid_png, to_ras
+from xaudit.report.format import fmt_ci, fmt_num, fmt_p, fmt_pct
+from xaudit.report.markdown import md_escape
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+@dataclasses.dataclass
+class Run:
+    root: Path
+    audit: dict
+    config: object
+    cohort: object
+
+    @property
+    def html(self) -> str:
+        return (self.root / "report.html").read_text(encoding="utf-8")
+
+    @property
+    def md(self) -> str:
+        return (self.root / "report.md").read_text(encoding="utf-8")
+
+
+def _load(root: Path) -> Run:
+    config = load_run_config(root)
+    run = RunDirectory(root)
+    features = json.loads((root / "features.json").read_text())["names"] if (root / "features.json").is_file() else []
+    cohort = load_cohort(run, load_manifest(config.data, config.model.classes, check_files=False), config.model.classes, features)
+    return Run(root, json.loads((root / "audit.json").read_text()), config, cohort)
+
+
+@pytest.fixture(scope="module")
+def run3d(tmp_path_factory) -> Run:
+    root = tmp_path_factory.mktemp("report3d")
+    manifest = make_cohort(root / "cohort", n=8, shape=(14, 16, 12))
+    result = run_audit(load_config(make_config(root, manifest)))
+    return _load(Path(result.run_dir))
+
+
+@pytest.fixture(scope="module")
+def run2d_hostile(tmp_path_factory) -> Run:
+    """A 2D run whose manifest and config carry HTML/Markdown in ids, groups, classes and the title."""
+    root = tmp_path_factory.mktemp("report2d")
+    manifest = make_cohort(root / "cohort", n=8, spatial_dims=2, shape=(20, 24))
+    rows = list(csv.DictReader(open(manifest, newline="")))
+    rows[0]["subject_id"] = HOSTILE
+    for row in rows:
+        row["site"] = {"A": "<b>A|1</b>", "B": "B & $x$"}[row["site"]]
+        row["label"] = {"lesion": HOSTILE}.get(row["label"], row["label"])
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    path = make_config(root, manifest, spatial_dims=2, methods={"saliency": {}, "gradcam": {}})
+    raw = yaml.safe_load(path.read_text())
+    raw["model"]["classes"] = ["healthy", HOSTILE]
+    raw["report"] = {"title": f"{HOSTILE} audit", "slices": 3}
+    path.write_text(yaml.safe_dump(raw))
+    result = run_audit(load_config(path))
+    return _load(Path(result.run_dir))
+
+
+def rerender(run: Run, root: Path, audit: dict | None = None, cohort=None) -> Run:
+    """Render the report of ``run`` (or a changed audit/cohort) into ``root``."""
+    out = RunDirectory(root)
+    write_report(audit if audit is not None else run.audit, cohort if cohort is not None else run.cohort, run.config, out)
+    return Run(root, audit or run.audit, run.config, cohort or run.cohort)
+
+
+def embedded_pngs(html: str) -> list[bytes]:
+    return [base64.b64decode(data) for data in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
+
+
+def test_html_is_self_contained(run3d):
+    html = run3d.html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
+    assert "<link" not in html.lower() and "<script" not in html.lower() and "@import" not in html
+    images = embedded_pngs(html)
+    files = sorted((run3d.root / "figures").glob("*.png"))
+    assert len(images) == len(files) == html.count("<img ") >= 6
+    assert all(img.startswith(b"\x89PNG\r\n\x1a\n") for img in images)
+    assert {f.read_bytes() for f in files} == set(images)
+    # Markdown references the same files, and they exist
+    referenced = re.findall(r"\]\((figures/[^)]+\.png)\)", run3d.md)
+    assert sorted(referenced) == sorted(f"figures/{f.name}" for f in files)
+
+
+def test_verdict_opens_both_reports(run3d):
+    sentence = run3d.audit["verdict"]["sentence"]
+    html, md = run3d.html, run3d.md
+    where = html.index(escape(sentence))
+    for anchor in ("summary", "design", "performance", "looking", "rules", "errors"):
+        assert where < html.index(f'id="{anchor}"')
+    severity = run3d.audit["bias"]["max_severity"] or "none"
+    assert html.index('class="verdict"') < html.index('id="summary"') and severity in html[:where]
+    assert md.index(md_escape(sentence)) < md.index("## 2. ")
+    for finding in run3d.audit["verdict"]["top_findings"]:
+        assert escape(finding["title"]) in html and escape(finding["message"]) in html
+
+
+def test_numbers_match_audit(run3d):
+    html, audit = run3d.html, run3d.audit
+    overall = audit["metrics"]["overall"]
+    assert f"<td class=\"num\">{overall['balanced_accuracy']:#.3g}</td>" in html
+    checks = audit["bias"]["checks"]
+    for group in checks["group_metrics"]["groups"]:
+        est = group["metrics"]["balanced_accuracy"]
+        assert fmt_ci(est) in html and f"{est['value']:#.3g}" in fmt_ci(est)
+    ig = audit["attribution"]["methods"]["integrated_gradients"]["self_checks"]["completeness_error"]
+    assert f"<td class=\"num\">{fmt_num(ig['mean'])}</td>" in html
+    looking = checks["looking"]["summary"]["saliency"]["abs_background"]
+    assert f"{100 * looking['mean']:.1f}%" in html
+    table = checks["design"]["tables"][0]
+    assert f"Cramér&#x27;s V {fmt_num(table['cramers_v'])}" in html
+    assert run3d.audit["run"]["config_hash"] in html and run3d.audit["run"]["config_hash"] in run3d.md
+
+
+def test_numbers_come_from_audit_not_recomputed(run3d, tmp_path):
+    audit = copy.deepcopy(run3d.audit)
+    audit["metrics"]["overall"]["balanced_accuracy"] = 0.123456
+    audit["verdict"]["sentence"] = "Planted verdict sentence."
+    audit["verdict"]["top_findings"][0]["evidence"] = {"mean_share": 0.98765, "p_value": 0.0004321}
+    out = rerender(run3d, tmp_path, audit=audit)
+    for text in (out.html, out.md):
+        assert "0.123" in text and "Planted verdict sentence." in text
+        assert "98.8%" in text and "p value: <0.001" in text.replace("\\<", "<")
+
+
+def test_hostile_strings_are_escaped(run2d_hostile):
+    html, md = run2d_hostile.html, run2d_hostile.md
+    assert "<script" not in html.lower()
+    assert "<b>" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the ids and classes are shown, as text
+    assert "&lt;b&gt;A|1&lt;/b&gt;" in html and "B &amp; $x$" in html
+    assert "<title>&lt;script&gt;" in html
+    # Markdown: no unescaped '<' anywhere, and '|' inside cells cannot split a row
+    assert not re.search(r"(?<!\\)<", md)
+    assert "\\<b\\>A\\|1\\</b\\>" in md
+    for line in md.splitlines():
+        if line.startswith("| ") and "A\\|1" in line:
+            assert len(re.findall(r"(?<!\\)\|", line)) == line.count(" | ") + 2
+
+
+def test_2d_cohort_renders_maps(run2d_hostile):
+    assert run2d_hostile.cohort.maps["saliency"].ndim == 3  # (n, H, W)
+    names = {p.name for p in (run2d_hostile.root / "figures").glob("*.png")}
+    assert {"mean_map_saliency.png", "mean_map_gradcam.png", "examples_saliency.png"} <= names
+    img = np.asarray(Image.open(run2d_hostile.root / "figures" / "mean_map_saliency.png").convert("RGB")).astype(int)
+    assert img.std() > 20  # not blank
+    assert len(embedded_pngs(run2d_hostile.html)) == len(names)
+
+
+def test_missing_sections_render_with_a_note(run3d, tmp_path):
+    audit = copy.deepcopy(run3d.audit)
+    audit["rules"] = {"skipped": "no layer features (TorchScript model, or no linear layer)"}
+    audit["bias"]["checks"] = {"design": {"skipped": "no group columns given"}}
+    audit["verdict"] = None
+    audit["attribution"]["methods"] = {}
+    cohort = dataclasses.replace(run3d.cohort, maps={}, shares={})
+    out = rerender(run3d, tmp_path, audit=audit, cohort=cohort)
+    html = out.html
+    assert "Rule extraction was skipped: no layer features" in html
+    assert "No verdict: the bias checks did not run" in html
+    assert "The design check was skipped: no group columns given." in html
+    for what in ("The probes", "SpRAy", "TCAV", "The masked-input test"):
+        assert f"{what} did not run" in html
+    assert "No attribution maps on a common grid" in html
+    assert "<img" not in html or embedded_pngs(html)  # only charts that still have data
+    assert "## 11. Rules that imitate the network" in out.md
+
+
+def test_failed_subjects_are_listed(run3d, tmp_path):
+    with open(tmp_path / "errors.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["subject_id", "manifest_line", "stage", "reason"],
+                                  ["sub-bad", "9", "load", "cannot read image <x>.nii.gz | truncated"]])
+    out = rerender(run3d, tmp_path)
+    assert "1 subject(s) failed" in out.html
+    assert "cannot read image &lt;x&gt;.nii.gz | truncated" in out.html
+    assert "cannot read image \\<x\\>.nii.gz \\| truncated" in out.md
+
+
+def test_formatters():
+    assert fmt_num(0.75) == "0.750" and fmt_num(1.0) == "1.00" and fmt_num(12) == "12" and fmt_num(None) == "n/a"
+    assert fmt_num(0.000123456) == "0.000123" and fmt_num(float("nan")) == "n/a"
+    assert fmt_pct(0.5996) == "60.0%" and fmt_p(0.0004) == "<0.001" and fmt_p(0.0123) == "0.012"
+    assert fmt_ci({"value": 0.5, "low": 0.25, "high": 0.75}) == "0.500 [0.250, 0.750]"
+    assert fmt_ci({"value": 0.5, "low": None, "high": None}) == "0.500"
+    assert md_escape("a|b <i>*x*</i>\nnext") == "a\\|b \\<i\\>\\*x\\*\\</i\\> next"
+
+
+def _colours(png: bytes) -> tuple[float, float]:
+    """Shares of clearly red and clearly blue pixels of an image."""
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    return float(np.mean((r > g + 60) & (r > b + 60))), float(np.mean((b > r + 60) & (b > g + 20)))
+
+
+@pytest.mark.parametrize("shape", [(12, 14, 10), (20, 24)])
+def test_positive_attribution_is_red_negative_blue(shape):
+    anatomy = np.ones(shape)
+    blob = np.zeros(shape)
+    blob[tuple(slice(s // 2 - 2, s // 2 + 2) for s in shape)] = 1.0
+    red, blue = _colours(map_grid_png([MapRow("pos", anatomy, blob)], np.eye(len(shape) + 1), 3, "a"))
+    assert red > 0.005 and blue < 0.0005  # the colorbar holds a little blue
+    red_neg, blue_neg = _colours(map_grid_png([MapRow("neg", anatomy, -blob)], np.eye(len(shape) + 1), 3, "a"))
+    assert blue_neg > 0.005 and blue_neg > 5 * red_neg
+
+
+def test_volumes_are_shown_in_ras_orientation():
+    volume = np.arange(24, dtype=float).reshape(2, 3, 4)
+    lps = np.diag([-1.0, -1.0, 2.0, 1.0])
+    out, zooms = to_ras(volume, lps)
+    np.testing.assert_array_equal(out, volume[::-1, ::-1, :])
+    np.testing.assert_array_equal(zooms, [1.0, 1.0, 2.0])
+    swapped = np.array([[0, 3.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # axis 0 runs A, axis 1 runs R
+    out, zooms = to_ras(volume, swapped)
+    assert out.shape == (3, 2, 4) and list(zooms) == [3.0, 1.0, 1.0]

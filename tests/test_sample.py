@@ -1,0 +1,222 @@
+"""Tests of the sample cohort generator (`xaudit.sample`), mostly on its quick variant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from xaudit.errors import ConfigError
+from xaudit.sample import generate_sample_data
+from xaudit.sample.anatomy import grid_affine
+from xaudit.sample.design import (FULL_DESIGN, MAJORITY_SITE, MANIFEST_COLUMNS, QUICK_DESIGN,
+                                  subject_table)
+from xaudit.sample.generate import FULL_COHORTS, QUICK_COHORTS
+from xaudit.sample.nets import GRADCAM_LAYER, build_network, network_spec
+from xaudit.sample.shortcut import cell_accuracy, shortcut_verdict
+
+REPO = Path(__file__).resolve().parents[1]
+COHORTS = {spec.name: spec for spec in QUICK_COHORTS}
+
+
+@pytest.fixture(scope="module")
+def quick_data(tmp_path_factory):
+    """One quick generation shared by the module: (out_dir, summary, progress lines)."""
+    out = tmp_path_factory.mktemp("sample")
+    lines: list[str] = []
+    summary = generate_sample_data(out, seed=0, quick=True, progress=lines.append)
+    return out, summary, lines
+
+
+def _manifest(out: Path, cohort: str) -> pd.DataFrame:
+    return pd.read_csv(out / cohort / "manifest.csv")
+
+
+@pytest.mark.parametrize("cohort", ["cohort3d", "cohort2d"])
+def test_manifest_columns_and_relative_paths(quick_data, cohort):
+    out, _, _ = quick_data
+    table = _manifest(out, cohort)
+    assert list(table.columns) == MANIFEST_COLUMNS
+    assert set(table["label"]) == {"healthy", "lesion"}
+    assert table["subject_id"].is_unique
+    for column in ("image", "mask", "lesion_mask"):
+        for path in table[column]:
+            assert not Path(path).is_absolute()
+            assert (out / cohort / path).is_file(), path
+
+
+@pytest.mark.parametrize("cohort", ["cohort3d", "cohort2d"])
+def test_images_have_grid_affine_and_float32(quick_data, cohort):
+    out, _, _ = quick_data
+    spec = COHORTS[cohort]
+    for path in _manifest(out, cohort)["image"][:5]:
+        image = nib.load(out / cohort / path)
+        assert image.shape == spec.shape
+        assert image.get_data_dtype() == np.float32
+        np.testing.assert_allclose(image.affine, grid_affine(spec.shape, spec.voxel_mm))
+        assert nib.aff2axcodes(image.affine) == ("R", "A", "S")
+        assert np.isfinite(image.get_fdata()).all()
+
+
+@pytest.mark.parametrize("cohort", ["cohort3d", "cohort2d"])
+def test_masks_binary_and_lesions_only_in_lesion_subjects(quick_data, cohort):
+    out, _, _ = quick_data
+    for row in _manifest(out, cohort).itertuples():
+        brain = np.asarray(nib.load(out / cohort / row.mask).dataobj)
+        lesion = np.asarray(nib.load(out / cohort / row.lesion_mask).dataobj)
+        assert set(np.unique(brain)) <= {0, 1} and brain.sum() > 0
+        assert set(np.unique(lesion)) <= {0, 1}
+        assert (lesion.sum() > 0) == (row.label == "lesion"), row.subject_id
+        assert (lesion & brain).sum() >= 0.9 * lesion.sum()
+
+
+def test_splits_confounded_control_and_balanced_test(quick_data):
+    out, _, _ = quick_data
+    table = _manifest(out, "cohort3d")
+    cells = table.groupby(["split", "label", "site"]).size()
+    assert cells["test"].nunique() == 1 and len(cells["test"]) == 4
+    assert cells["train_control"].nunique() == 1 and len(cells["train_control"]) == 4
+    train = table[table["split"] == "train"]
+    for label, site in MAJORITY_SITE.items():
+        of_class = train[train["label"] == label]
+        assert (of_class["site"] == site).mean() == pytest.approx(QUICK_DESIGN.confound)
+    # the 2D cohort shares the subject table
+    pd.testing.assert_frame_equal(
+        table.drop(columns=["image", "mask", "lesion_mask"]),
+        _manifest(out, "cohort2d").drop(columns=["image", "mask", "lesion_mask"]))
+
+
+def test_full_design_counts():
+    table = subject_table(FULL_DESIGN, seed=0)
+    assert table.groupby("split").size().to_dict() == {"test": 80, "train": 120,
+                                                       "train_control": 120}
+    train = table[table["split"] == "train"]
+    assert pd.crosstab(train["label"], train["site"]).to_dict() == {
+        "site_A": {"healthy": 54, "lesion": 6}, "site_B": {"healthy": 6, "lesion": 54}}
+    assert set(table["sex"]) == {"F", "M"}
+    assert table["scanner"].nunique() == table["site"].nunique()
+
+
+@pytest.mark.parametrize("cohort", ["cohort3d", "cohort2d"])
+def test_checkpoints_load_weights_only_into_configured_network(quick_data, cohort):
+    out, _, _ = quick_data
+    spatial_dims = len(COHORTS[cohort].shape)
+    for kind in ("confounded", "control"):
+        state = torch.load(out / cohort / f"model_{kind}.pth", weights_only=True)
+        network = build_network(spatial_dims)
+        network.load_state_dict(state, strict=True)
+        assert GRADCAM_LAYER in dict(network.named_modules())
+        with torch.no_grad():
+            logits = network.eval()(torch.zeros(2, 1, *COHORTS[cohort].shape))
+        assert logits.shape == (2, 2)
+
+
+def test_summary_and_shortcut_check_file(quick_data):
+    out, summary, lines = quick_data
+    assert lines and summary["quick"] is True
+    for cohort in ("cohort3d", "cohort2d"):
+        check = json.loads((out / cohort / "shortcut_check.json").read_text())
+        assert check["verdict"] == summary[cohort]["shortcut"]
+        for kind in ("confounded", "control"):
+            cells = check["models"][kind]["cells"]
+            assert set(cells) == {"healthy/site_A", "healthy/site_B", "lesion/site_A",
+                                  "lesion/site_B"}
+            assert sum(c["n"] for c in cells.values()) == 4 * QUICK_DESIGN.test_per_cell
+
+
+def test_rerun_skips_complete_parts(quick_data):
+    out, _, _ = quick_data
+    image = out / "cohort3d" / _manifest(out, "cohort3d")["image"][0]
+    before = image.stat().st_mtime_ns
+    summary = generate_sample_data(out, seed=0, quick=True)
+    for cohort in ("cohort3d", "cohort2d"):
+        assert summary[cohort]["generated"] is False and summary[cohort]["trained"] is False
+    assert image.stat().st_mtime_ns == before
+
+
+def test_same_seed_same_data_other_seed_other_data(quick_data, tmp_path):
+    out, _, _ = quick_data
+    again = generate_sample_data(tmp_path / "again", seed=0, quick=True)
+    assert again["cohort3d"]["generated"] is True
+    for cohort in ("cohort3d", "cohort2d"):
+        first = (out / cohort / "manifest.csv").read_bytes()
+        assert first == (tmp_path / "again" / cohort / "manifest.csv").read_bytes()
+        for path in _manifest(out, cohort)["image"][:4]:
+            a = nib.load(out / cohort / path).get_fdata()
+            b = nib.load(tmp_path / "again" / cohort / path).get_fdata()
+            np.testing.assert_array_equal(a, b)
+        for kind in ("confounded", "control"):
+            a = torch.load(out / cohort / f"model_{kind}.pth", weights_only=True)
+            b = torch.load(tmp_path / "again" / cohort / f"model_{kind}.pth", weights_only=True)
+            assert all(torch.equal(a[key], b[key]) for key in a)
+    other = subject_table(QUICK_DESIGN, seed=1)
+    assert not other.equals(subject_table(QUICK_DESIGN, seed=0))
+
+
+@pytest.mark.parametrize("bad", [0, 6, -4, 4.0, True])
+def test_invalid_n_test_raises_config_error(tmp_path, bad):
+    with pytest.raises(ConfigError, match="n_test"):
+        generate_sample_data(tmp_path, n_test=bad, quick=True)
+    assert not any(tmp_path.iterdir())
+
+
+def test_invalid_seed_raises_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="seed"):
+        generate_sample_data(tmp_path, seed=-1, quick=True)
+
+
+def _cells(predict_lesion) -> dict:
+    """cell_accuracy of a rule `predict_lesion(label, site) -> bool` on a balanced split."""
+    rows = pd.DataFrame([(label, site) for label in ("healthy", "lesion")
+                         for site in ("site_A", "site_B") for _ in range(5)],
+                        columns=["label", "site"])
+    predictions = np.array([int(predict_lesion(r.label, r.site)) for r in rows.itertuples()])
+    return cell_accuracy(rows, predictions)
+
+
+def test_shortcut_verdict_separates_site_reader_from_lesion_reader():
+    site_reader = _cells(lambda label, site: site == "site_B")
+    lesion_reader = _cells(lambda label, site: label == "lesion")
+    assert site_reader["healthy/site_B"]["accuracy"] == 0.0
+    assert site_reader["healthy/site_A"]["diagonal"] is True
+    assert shortcut_verdict(site_reader, lesion_reader)["holds"] is True
+    assert shortcut_verdict(lesion_reader, lesion_reader)["holds"] is False
+    assert shortcut_verdict(site_reader, site_reader)["holds"] is False
+
+
+@pytest.mark.parametrize("name, cohort, checkpoint", [
+    ("demo.yaml", "cohort3d", "model_confounded.pth"),
+    ("demo_control.yaml", "cohort3d", "model_control.pth"),
+    ("demo2d.yaml", "cohort2d", "model_confounded.pth"),
+])
+def test_demo_configs_match_the_generated_data(name, cohort, checkpoint):
+    config_path = REPO / "configs" / name
+    config = yaml.safe_load(config_path.read_text())
+    spec = next(s for s in FULL_COHORTS if s.name == cohort)
+    data, model = config["data"], config["model"]
+    assert (config_path.parent / data["manifest"]).resolve() == \
+        (REPO / "sample_data" / cohort / "manifest.csv").resolve()
+    assert data["split"] == "test" and data["roi_columns"] == ["lesion_mask"]
+    assert {k: v for k, v in data["transforms"].items()} == spec.transforms
+    expected = network_spec(len(spec.shape), checkpoint="")
+    assert model["monai"]["network"] == expected["network"]
+    assert model["monai"]["args"] == expected["args"]
+    assert (config_path.parent / model["monai"]["checkpoint"]).resolve() == \
+        (REPO / "sample_data" / cohort / checkpoint).resolve()
+    assert model["classes"] == ["healthy", "lesion"] and model["layer"] == GRADCAM_LAYER
+
+
+@pytest.mark.slow
+def test_full_size_generation_shows_the_shortcut(tmp_path):
+    """The demo's premise, at full size: the confounded model fails off the diagonal."""
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    summary = generate_sample_data(tmp_path, seed=0)
+    for cohort in ("cohort3d", "cohort2d"):
+        verdict = summary[cohort]["shortcut"]
+        assert verdict["holds"], (cohort, verdict)

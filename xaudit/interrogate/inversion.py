@@ -1,0 +1,142 @@
+"""Representation inversion: the input that a layer cannot tell apart from the subject's.
+
+Mahendran & Vedaldi (2015, "Understanding deep image representations by inverting them",
+CVPR) find, for a representation ``phi_L(x0)``,
+
+    x* = argmin_x  ||phi_L(x) - phi_L(x0)||^2 / ||phi_L(x0)||^2
+                   + lambda_alpha R_alpha(x) + lambda_TV R_TV(x)
+
+What survives in ``x*`` is what layer L keeps of the subject; what it discarded comes back
+as the prior's smooth guess. Here the image is optimised as ``x = mu + B z`` (``mu`` the
+subject's mean, ``B`` its largest deviation from it), so the priors act on ``z`` in
+``[-1, 1]`` whatever the intensity scale. The whole volume is optimised by default, so a
+background or border artefact can survive too; `xaudit.interrogate.retention` then asks
+region by region what did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from xaudit.interrogate.layers import LayerReader
+from xaudit.interrogate.optimise import OptimisationRun, run_adam
+from xaudit.interrogate.params import InterrogateParams
+from xaudit.interrogate.priors import alpha_norm, total_variation
+
+EPS = 1e-8
+
+
+@dataclass
+class Inversion:
+    """The inversions of one batch at one layer.
+
+    Attributes:
+        images: ``(N, C, *S)`` the optimised inputs ``x*`` (on the batch's device).
+        representation_loss_initial: ``(N,)`` normalised feature distance at the start.
+        representation_loss_final: ``(N,)`` the same at the end.
+        run: steps, early stop, time, loss history.
+    """
+
+    images: torch.Tensor
+    representation_loss_initial: torch.Tensor
+    representation_loss_final: torch.Tensor
+    run: OptimisationRun
+
+
+def image_scale(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample mean ``mu`` and range ``B = max |x - mu|``, shaped to broadcast over ``x``."""
+    view = (-1,) + (1,) * (x.ndim - 1)
+    mu = x.flatten(1).mean(1).view(view)
+    scale = (x - mu).abs().flatten(1).amax(1).clamp_min(EPS).view(view)
+    return mu, scale
+
+
+def starting_point(x0: torch.Tensor, start: str, generator: torch.Generator) -> torch.Tensor:
+    """``z`` at step 0: noise with the subjects' own spread, or their voxel-wise mean image.
+
+    The noise is drawn on the CPU from ``generator`` so that a seed gives the same start on
+    any device.
+    """
+    mu, scale = image_scale(x0)
+    z_data = (x0 - mu) / scale
+    if start == "mean":
+        mean = x0.mean(0, keepdim=True).expand_as(x0)
+        return ((mean - mu) / scale).detach().clone()
+    spread = z_data.flatten(1).std(1).view((-1,) + (1,) * (x0.ndim - 1))
+    noise = torch.randn(tuple(x0.shape), generator=generator).to(x0.device, x0.dtype)
+    return (noise * spread).detach().clone()
+
+
+def representation_distance(phi: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``||phi - target||^2 / ||target||^2`` per sample."""
+    num = (phi - target).pow(2).flatten(1).sum(1)
+    return num / target.pow(2).flatten(1).sum(1).clamp_min(EPS)
+
+
+def invert(
+    model: torch.nn.Module,
+    layer: str,
+    x0: torch.Tensor,
+    params: InterrogateParams,
+    deadline: float,
+    generator: torch.Generator,
+    foreground: torch.Tensor | None = None,
+) -> Inversion:
+    """Invert layer ``layer``'s representation of every image of the batch ``x0``.
+
+    Args:
+        model: the classifier in eval mode (parameters need no gradient).
+        layer: module path whose output is matched.
+        x0: ``(N, C, *S)`` preprocessed inputs, on the model's device.
+        params: weights of the priors, steps, learning rate, start.
+        deadline: ``time.perf_counter()`` value after which optimisation stops.
+        generator: CPU generator for the starting noise.
+        foreground: ``(N, *S)`` bool; with ``params.restrict_to_foreground`` the voxels
+            outside it are held at the subject's background value (its median there).
+
+    Returns:
+        `Inversion` with ``x*`` and the representation loss before and after.
+    """
+    reader = LayerReader(model, layer)
+    with torch.no_grad():
+        target = reader(x0).detach()
+    mu, scale = image_scale(x0)
+    outside, held = _held_region(x0, foreground, params.restrict_to_foreground)
+
+    def compose(z: torch.Tensor) -> torch.Tensor:
+        x = mu + scale * z
+        return x if outside is None else torch.where(outside, held, x)
+
+    def objective(z: torch.Tensor, _step: int) -> torch.Tensor:
+        x = compose(z)
+        loss = representation_distance(reader(x), target)
+        zc = (x - mu) / scale
+        if params.tv_weight > 0:
+            loss = loss + params.tv_weight * total_variation(zc, params.tv, params.tv_beta)
+        if params.norm_weight > 0:
+            loss = loss + params.norm_weight * alpha_norm(zc, params.alpha)
+        return loss
+
+    z = starting_point(x0, params.start, generator).requires_grad_(True)
+    with torch.no_grad():
+        initial = representation_distance(reader(compose(z)), target)
+    with torch.enable_grad():
+        run = run_adam(z, objective, params.steps, params.lr, deadline)
+    with torch.no_grad():
+        images = compose(z.detach())
+        final = representation_distance(reader(images), target)
+    return Inversion(images=images, representation_loss_initial=initial, representation_loss_final=final, run=run)
+
+
+def _held_region(x0: torch.Tensor, foreground: torch.Tensor | None, restrict: bool):
+    """The mask of held voxels ``(N, 1, *S)`` and their value, or ``(None, None)``."""
+    if not restrict or foreground is None:
+        return None, None
+    outside = ~foreground.bool().unsqueeze(1)
+    held = torch.stack([
+        x0[i][outside[i].expand_as(x0[i])].median() if bool(outside[i].any()) else x0[i].amin()
+        for i in range(x0.shape[0])
+    ]).view((-1,) + (1,) * (x0.ndim - 1))
+    return outside, held
