@@ -187,6 +187,20 @@ def test_json_on_stdout(runs, tmp_path):
 
 
 @pytest.mark.slow
+def test_reports_escape_text_from_the_runs(runs, tmp_path):
+    from xaudit.compare.render import render_html, render_markdown
+
+    result = compare_runs([runs["good"], runs["good"]], tmp_path / "e", FAST)
+    assert [r["name"] for r in result["runs"]] == ["good-run", "good-run-2"]
+    result["comparisons"][0]["findings"]["appearing"] = [
+        {"id": "x", "check": "c", "severity": "critical", "title": "<script>alert(1)</script> a|b"}]
+    page = render_html(result)
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    row = next(line for line in render_markdown(result).splitlines() if "alert(1)" in line)
+    assert "a\\|b" in row and row.count(" | ") == 3  # the pipe stays inside its cell
+
+
+@pytest.mark.slow
 def test_different_classes_are_refused_with_what_differs(runs, tmp_path):
     with pytest.raises(IncompatibleRunsError, match=r"classes differ.*only in three_classes-run: \['other'\]") as info:
         compare_runs([runs["good"], runs["three_classes"]], tmp_path / "x", FAST)
@@ -268,6 +282,49 @@ def test_bootstrap_rows_equal_metrics_of_the_resampled_subjects():
         assert samples["accuracy"][b] == pytest.approx((p.argmax(1) == y).mean())
         assert samples["balanced_accuracy"][b] == pytest.approx(balanced_accuracy_score(y, p.argmax(1)))
         assert samples["roc_auc"][b] == pytest.approx(roc_auc_score(y, p[:, 1]))
+
+
+def _run_data(prefix: str, n: int, sites: list[str], accuracy: float, seed: int):
+    from xaudit.compare.load import RunData
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    correct = rng.random(n) < accuracy
+    p1 = np.where(labels == 1, 0.7, 0.3)
+    p1 = np.where(correct, p1, 1 - p1) + rng.normal(0, 0.05, n)
+    ids = np.array([f"{prefix}{i}" for i in range(n)], dtype=object)
+    groups = {"site": np.array([sites[i % len(sites)] for i in range(n)], dtype=object)}
+    return RunData(Path(prefix), prefix, {}, {}, ["healthy", "lesion"], {}, ids, labels, np.c_[1 - p1, p1], groups)
+
+
+def test_independent_cohorts_site_a_vs_site_b():
+    from xaudit.compare.metrics_diff import compare_metrics
+
+    ref = _run_data("a", 200, ["A"], 0.9, 0)
+    other = _run_data("b", 150, ["B"], 0.6, 1)
+    out = compare_metrics(ref, other, ["healthy", "lesion"], CompareParams(bootstrap=500), "k")
+    assert out["pairing"] == "independent"
+    acc = out["overall"]["accuracy"]
+    expected = (other.probs.argmax(1) == other.labels).mean() - (ref.probs.argmax(1) == ref.labels).mean()
+    assert acc["difference"] == pytest.approx(expected)
+    assert acc["ci_low"] < expected < acc["ci_high"] < 0 and acc["significant"]
+    # binomial standard error of the difference ~ sqrt(.9*.1/200 + .6*.4/150) = 0.046
+    assert 0.12 < acc["ci_high"] - acc["ci_low"] < 0.24
+    assert out["by_group"] == {} and out["unmatched"] == {"site": {"reference_only": ["A"], "other_only": ["B"]}}
+    again = compare_metrics(ref, other, ["healthy", "lesion"], CompareParams(bootstrap=500), "k")
+    assert again == out  # seeded
+
+
+def test_paired_resampling_is_used_only_for_the_same_subjects():
+    from xaudit.compare.metrics_diff import compare_metrics
+
+    ref = _run_data("a", 100, ["A", "B"], 0.8, 0)
+    paired = compare_metrics(ref, ref, ["healthy", "lesion"], CompareParams(bootstrap=300), "k")
+    independent = compare_metrics(ref, ref, ["healthy", "lesion"], CompareParams(bootstrap=300, pairing="independent"), "k")
+    assert paired["pairing"] == "paired" and independent["pairing"] == "independent"
+    assert paired["overall"]["accuracy"]["ci_low"] == paired["overall"]["accuracy"]["ci_high"] == 0.0
+    assert independent["overall"]["accuracy"]["ci_low"] < -0.05 and independent["overall"]["accuracy"]["ci_high"] > 0.05
+    assert set(paired["by_group"]["site"]) == {"A", "B"}
 
 
 def test_parse_thresholds():

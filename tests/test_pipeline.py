@@ -137,3 +137,17 @@ def test_submit_with_the_local_executor_equals_a_single_run(tmp_path, monkeypatc
     merged = submit_shards(config_path, [], 2, tmp_path / "submitted", ClusterOptions(cluster="local", timeout_min=10))
     pd.testing.assert_frame_equal(read_predictions(single.run_dir), read_predictions(merged.run_dir))
     assert (tmp_path / "submitted" / "shards" / "1" / "shard-1-of-2.json").is_file()
+
+
+def test_lime_over_an_atlas_writes_region_tables(tmp_path):
+    from conftest import OBLIQUE_AFFINE, write_nifti
+
+    manifest = make_cohort(tmp_path / "c", n=4)
+    atlas = np.zeros((12, 14, 10), np.float32)
+    atlas[:6], atlas[6:] = 1, 2
+    write_nifti(tmp_path / "atlas.nii.gz", atlas, OBLIQUE_AFFINE)
+    cfg = make_config(tmp_path, manifest, methods={"lime": {"regions": "atlas", "samples": 16}},
+                      attribution__atlas=str(tmp_path / "atlas.nii.gz"))
+    result = run_audit(load_config(cfg))
+    table = pd.read_csv(result.run_dir / "attributions" / "lime" / "sub-000_regions.csv")
+    assert set(table["region"]) <= {0, 1, 2} and {1, 2} <= set(table["region"])

@@ -154,7 +154,8 @@ def test_numbers_come_from_audit_not_recomputed(run3d, tmp_path):
     out = rerender(run3d, tmp_path, audit=audit)
     for text in (out.html, out.md):
         assert "0.123" in text and "Planted verdict sentence." in text
-        assert "98.8%" in text and "p value: <0.001" in text.replace("\\<", "<")
+    assert "<td>mean share</td><td>98.8%</td>" in out.html and "<td>p value</td><td>&lt;0.001</td>" in out.html
+    assert "mean share: 98.8%" in out.md and "p value: \\<0.001" in out.md
 
 
 def test_hostile_strings_are_escaped(run2d_hostile):
@@ -175,7 +176,8 @@ def test_hostile_strings_are_escaped(run2d_hostile):
 def test_2d_cohort_renders_maps(run2d_hostile):
     assert run2d_hostile.cohort.maps["saliency"].ndim == 3  # (n, H, W)
     names = {p.name for p in (run2d_hostile.root / "figures").glob("*.png")}
-    assert {"mean_map_saliency.png", "mean_map_gradcam.png", "examples_saliency.png"} <= names
+    first = next(iter(run2d_hostile.config.attribution.methods))
+    assert {"mean_map_saliency.png", "mean_map_gradcam.png", f"examples_{first}.png"} <= names
     img = np.asarray(Image.open(run2d_hostile.root / "figures" / "mean_map_saliency.png").convert("RGB")).astype(int)
     assert img.std() > 20  # not blank
     assert len(embedded_pngs(run2d_hostile.html)) == len(names)
@@ -196,7 +198,7 @@ def test_missing_sections_render_with_a_note(run3d, tmp_path):
     for what in ("The probes", "SpRAy", "TCAV", "The masked-input test"):
         assert f"{what} did not run" in html
     assert "No attribution maps on a common grid" in html
-    assert "<img" not in html or embedded_pngs(html)  # only charts that still have data
+    assert "<img" not in html  # every figure lacked its data
     assert "## 11. Rules that imitate the network" in out.md
 
 
@@ -232,9 +234,9 @@ def test_positive_attribution_is_red_negative_blue(shape):
     blob = np.zeros(shape)
     blob[tuple(slice(s // 2 - 2, s // 2 + 2) for s in shape)] = 1.0
     red, blue = _colours(map_grid_png([MapRow("pos", anatomy, blob)], np.eye(len(shape) + 1), 3, "a"))
-    assert red > 0.005 and blue < 0.0005  # the colorbar holds a little blue
+    assert red > 0.005 and red > 3 * blue  # the colorbar holds as much blue as red; the blob adds red
     red_neg, blue_neg = _colours(map_grid_png([MapRow("neg", anatomy, -blob)], np.eye(len(shape) + 1), 3, "a"))
-    assert blue_neg > 0.005 and blue_neg > 5 * red_neg
+    assert blue_neg > 0.005 and blue_neg > 3 * red_neg
 
 
 def test_volumes_are_shown_in_ras_orientation():

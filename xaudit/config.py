@@ -109,7 +109,7 @@ class AttributionConfig(Section):
     max_batch: int | None = Field(None, ge=1, description="cap on samples per forward+backward")
     memory_fraction: float = Field(0.5, gt=0, le=1, description="share of free device memory to use")
     downsample: int = Field(32, ge=4, description="largest side of the per-subject maps kept for dataset statistics")
-    amp: bool = Field(False, description="mixed precision (bf16/fp16 on CUDA)")
+    atlas: Path | None = Field(None, description="integer label map (NIfTI, world space) for region methods (lime regions: atlas)")
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -291,6 +291,8 @@ def _check_methods(config: Config) -> None:
                     problems.append(f"unknown key `{key}`.{did_you_mean(err['loc'][-1], known)} Valid keys here: {known}")
                 else:
                     problems.append(f"`{key}`: {err['msg'].rstrip('.')}. Got {err.get('input')!r} instead.")
+        if params.get("regions") == "atlas" and config.attribution.atlas is None:
+            problems.append(f"`attribution.methods.{name}.regions` is 'atlas': set `attribution.atlas` to a label map NIfTI.")
         if cls.needs_layer and config.model.layer is None:
             problems.append(f"`model.layer` is required by method {name!r}: name the module, e.g. a late conv block.")
     if config.attribution.target not in ("predicted", "label", *config.model.classes):
@@ -317,7 +319,7 @@ def _resolve_paths(config: Config, base_dir: Path) -> Config:
         model_update["factory"] = factory.model_copy(update={"checkpoint": resolve(factory.checkpoint)})
     model = config.model.model_copy(update=model_update)
     methods = {name: get_method(name).Params(**params).model_dump(mode="json") for name, params in config.attribution.methods.items()}
-    attribution = config.attribution.model_copy(update={"methods": methods})
+    attribution = config.attribution.model_copy(update={"methods": methods, "atlas": resolve(config.attribution.atlas)})
     return config.model_copy(
         update={"data": data, "model": model, "attribution": attribution, "output": resolve(config.output)}
     )

@@ -1,4 +1,6 @@
-"""Foreground (brain/body) masks: from the manifest when given, otherwise estimated.
+"""Foreground (brain/body) masks and atlas labels on the model-input grid.
+
+Masks come from the manifest when given, otherwise are estimated.
 
 Used to ask where the model looks (inside the anatomy, or in the background and borders
 where scanner artefacts live) and for the masked-input tests.
@@ -23,3 +25,14 @@ def preprocessed_foreground(subject: Subject, loaded: LoadedImage, spatial_dims:
         mask = torch.from_numpy(read_mask(subject.mask, spatial_dims).astype(np.float32))
         return resample_between_grids(mask, mask_affine, loaded.affine, shape, mode="nearest") > 0.5
     return torch.from_numpy(foreground_from_image(loaded.tensor[0].numpy()))
+
+
+def atlas_on_grid(atlas_path, loaded: LoadedImage, spatial_dims: int) -> torch.Tensor:
+    """An integer label map (world space) on the subject's model-input grid (nearest)."""
+    atlas_affine, _shape, image = native_grid(atlas_path, spatial_dims)
+    labels = np.asarray(image.dataobj)
+    while labels.ndim > spatial_dims and labels.shape[-1] == 1:
+        labels = labels[..., 0]
+    volume = torch.from_numpy(np.rint(labels).astype(np.float32))
+    shape = tuple(loaded.tensor.shape[1:])
+    return resample_between_grids(volume, atlas_affine, loaded.affine, shape, mode="nearest").round().long()

@@ -25,7 +25,7 @@ from xaudit.data.manifest import Subject
 from xaudit.data.native import downsample_volumes
 from xaudit.errors import OutputError, XauditError
 from xaudit.features import FeatureSpec, capture
-from xaudit.foreground import preprocessed_foreground
+from xaudit.foreground import atlas_on_grid, preprocessed_foreground
 from xaudit.subject_outputs import SubjectOutputs, write_subject
 
 log = logging.getLogger("xaudit")
@@ -49,6 +49,7 @@ class PassSettings:
     num_workers: int
     on_error: str
     baseline_mean: torch.Tensor | None = None
+    atlas: str | None = None
 
 
 @dataclass
@@ -61,10 +62,11 @@ class PassResult:
 class SubjectDataset(Dataset):
     """Loads and preprocesses one subject per item; failures become items, not crashes."""
 
-    def __init__(self, subjects: list[Subject], transforms, spatial_dims: int):
+    def __init__(self, subjects: list[Subject], transforms, spatial_dims: int, atlas=None):
         self.subjects = subjects
         self.transforms = transforms
         self.spatial_dims = spatial_dims
+        self.atlas = atlas
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -74,7 +76,10 @@ class SubjectDataset(Dataset):
         try:
             loaded = load_subject(subject, self.transforms, self.spatial_dims)
             foreground = preprocessed_foreground(subject, loaded, self.spatial_dims)
-            return {"index": index, "image": loaded.tensor, "affine": loaded.affine, "foreground": foreground}
+            item = {"index": index, "image": loaded.tensor, "affine": loaded.affine, "foreground": foreground}
+            if self.atlas is not None:
+                item["regions"] = atlas_on_grid(self.atlas, loaded, self.spatial_dims)
+            return item
         except XauditError as exc:
             return {"index": index, "error": str(exc), "stage": "load"}
         except Exception as exc:  # noqa: BLE001 - isolate any per-subject failure
@@ -105,7 +110,7 @@ def run_subject_pass(
     """
     result = PassResult()
     loader = DataLoader(
-        SubjectDataset(subjects, transforms, settings.spatial_dims),
+        SubjectDataset(subjects, transforms, settings.spatial_dims, settings.atlas),
         batch_size=settings.batch_size,
         num_workers=settings.num_workers,
         collate_fn=_as_list,
@@ -180,9 +185,10 @@ def _process_batch(group, batch_subjects, model, device, settings: PassSettings,
     targets = forward["targets"]
     fg = torch.stack([i["foreground"] for i in group]).to(device)
     masked = _masked_probs(model, x, fg)
+    regions = torch.stack([i["regions"] for i in group]).to(device) if "regions" in group[0] else None
     ctx = make_context(
         settings.concept_layer, settings.layer_name, settings.max_batch, settings.seed,
-        settings.baseline_mean, [s.subject_id for s in batch_subjects], foreground=fg,
+        settings.baseline_mean, [s.subject_id for s in batch_subjects], foreground=fg, regions=regions,
     )
     maps, stats, regions = {}, {}, {}
     for run in settings.methods:

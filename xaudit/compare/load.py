@@ -117,13 +117,25 @@ def load_run(path: Path | str, name: str) -> RunData:
 
 
 def run_names(paths: list[Path]) -> list[str]:
-    """Short unique labels: the directory names, with parents added until they differ."""
-    parts = [Path(p).resolve().parts for p in paths]
+    """Short unique labels: directory names, with parents added until distinct runs differ.
+
+    The same directory given twice (e.g. a run compared with itself) gets ``-2``, ``-3``...
+    """
+    resolved = [Path(p).resolve() for p in paths]
+    distinct = list(dict.fromkeys(resolved))
+    parts = [p.parts for p in distinct]
+    names = [p.name or "root" for p in distinct]
     for depth in range(1, max(len(p) for p in parts) + 1):
         names = ["-".join(p[-depth:]).lstrip("/-") or "root" for p in parts]
         if len(set(names)) == len(names):
-            return names
-    return [f"{n}-{i}" for i, n in enumerate(names)]
+            break
+    by_path = dict(zip(distinct, names))
+    seen: dict[Path, int] = {}
+    out = []
+    for path in resolved:
+        seen[path] = seen.get(path, 0) + 1
+        out.append(by_path[path] + (f"-{seen[path]}" if seen[path] > 1 else ""))
+    return out
 
 
 def _read_json(path: Path) -> dict:

@@ -81,6 +81,8 @@ def interrogate_run(run_dir: Path, params: InterrogateParams | None = None, devi
     trace = trace_layers(model, batches[0][0].image[None].to(device))
     layers = check_layers(params.layers, trace, spatial_dims) if params.layers else auto_layers(model, trace, spatial_dims, params.auto_layers)
     targets = _channel_targets(params, run_dir, model, trace, spatial_dims, notes)
+    # the first optimiser built in a process imports torch internals (seconds on a busy CPU): not optimisation time
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
     budget = TimeBudget(params.time_budget_s, len(layers) * len(batches) + len({t.layer for t in targets}))
     out = run_dir / FOLDER
     t_opt = time.perf_counter()

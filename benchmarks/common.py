@@ -1,0 +1,149 @@
+"""What every benchmarked system shares: the modes, the synthetic cohort and the seeded model.
+
+The model is built by `build_model`, which is also the ``model.factory`` of the xaudit
+configs (``benchmarks.common:build_model``), so xaudit, the peer script and MONAI all
+run exactly the same network with the same weights. The cohort is gzip NIfTI on an
+oblique, anisotropic grid, so xaudit's native-space code path is the one users hit.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+#: voxel-to-world affine of every synthetic volume: rotated 15 degrees about z, anisotropic, shifted
+OBLIQUE_AFFINE = np.array(
+    [
+        [1.2 * np.cos(np.pi / 12), -1.0 * np.sin(np.pi / 12), 0.0, -38.0],
+        [1.2 * np.sin(np.pi / 12), 1.0 * np.cos(np.pi / 12), 0.0, -31.5],
+        [0.0, 0.0, 1.5, -45.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One benchmark size: data, network and method parameters shared by every system."""
+
+    name: str
+    size: int
+    volumes: int
+    arch: str
+    widen_factor: float
+    methods: dict
+    rss_sizes: tuple[int, int]
+    rss_methods: dict = field(default_factory=lambda: {"saliency": {}})
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
+    layer: str = "layer4"
+
+    @property
+    def model_args(self) -> dict:
+        return {"arch": self.arch, "widen_factor": self.widen_factor}
+
+
+MODES = {
+    # the target workload: a MONAI 3D ResNet-18 at 64^3 (hours on 2 CPU cores)
+    "full": Mode(
+        name="full", size=64, volumes=8, arch="resnet18", widen_factor=1.0,
+        methods={
+            "saliency": {}, "integrated_gradients": {"steps": 32}, "gradcam": {},
+            "smoothgrad": {"samples": 16, "noise_level": 0.1}, "occlusion": {"window": 16},
+        },
+        rss_sizes=(32, 256),
+    ),
+    # the same pipeline, small enough to finish in minutes on 2 shared CPU cores
+    "quick": Mode(
+        name="quick", size=32, volumes=4, arch="resnet18", widen_factor=0.25,
+        methods={
+            "saliency": {}, "integrated_gradients": {"steps": 8}, "gradcam": {},
+            "smoothgrad": {"samples": 8, "noise_level": 0.1}, "occlusion": {"window": 16},
+        },
+        rss_sizes=(8, 32), batch_sizes=(1, 4, 8, 16),
+    ),
+    # only checks that the harness runs end to end (tests); its numbers mean nothing
+    "micro": Mode(
+        name="micro", size=16, volumes=4, arch="tiny", widen_factor=1.0,
+        methods={
+            "saliency": {}, "integrated_gradients": {"steps": 2}, "gradcam": {},
+            "smoothgrad": {"samples": 2, "noise_level": 0.1}, "occlusion": {"window": 8},
+        },
+        rss_sizes=(2, 4), batch_sizes=(1, 4),
+    ),
+}
+
+
+def build_model(arch: str = "resnet18", widen_factor: float = 1.0, seed: int = 0, num_classes: int = 2) -> torch.nn.Module:
+    """The seeded MONAI 3D ResNet every system runs (also the xaudit ``model.factory``).
+
+    Args:
+        arch: ``resnet18``, ``resnet10`` or ``tiny`` (one basic block per stage, 4-32 channels).
+        widen_factor: channel multiplier of MONAI's ResNet (0.25 = a quarter of the channels).
+        seed: seeds the random weights without touching the caller's RNG state.
+        num_classes: logits returned.
+    """
+    from monai.networks.nets import ResNet, resnet10, resnet18
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        common = {"spatial_dims": 3, "n_input_channels": 1, "num_classes": num_classes, "widen_factor": widen_factor}
+        if arch == "resnet18":
+            net = resnet18(**common)
+        elif arch == "resnet10":
+            net = resnet10(**common)
+        elif arch == "tiny":
+            net = ResNet(block="basic", layers=[1, 1, 1, 1], block_inplanes=[4, 8, 16, 32], conv1_t_size=3, **common)
+        else:
+            raise ValueError(f"arch must be resnet18, resnet10 or tiny. Got {arch!r} instead.")
+    return net.eval()
+
+
+def synthetic_volume(size: int, label: int, site: str, rng: np.random.Generator) -> np.ndarray:
+    """An ellipsoid "body" with texture, a bright blob for label 1, a corner artefact at site B."""
+    grid = np.indices((size, size, size), dtype=np.float32) / (size - 1) - 0.5
+    body = ((grid / np.array([0.42, 0.38, 0.4], np.float32).reshape(3, 1, 1, 1)) ** 2).sum(0) < 1
+    volume = np.where(body, 100.0, 5.0).astype(np.float32)
+    volume += rng.normal(0, 8, volume.shape).astype(np.float32)
+    if label:
+        centre = rng.uniform(-0.15, 0.15, 3).astype(np.float32).reshape(3, 1, 1, 1)
+        volume += 60.0 * (((grid - centre) ** 2).sum(0) < 0.1**2)
+    if site == "B":
+        volume[: size // 8, : size // 8, : size // 8] += 80.0
+    return volume
+
+
+def write_cohort(root: Path, n: int, size: int, seed: int = 0) -> Path:
+    """``n`` gzip NIfTI volumes of ``size``^3 on `OBLIQUE_AFFINE` and their manifest; returns the manifest."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        label, site = i % 2, "AB"[(i // 2) % 2]
+        path = root / f"sub-{i:04d}.nii.gz"
+        image = nib.Nifti1Image(synthetic_volume(size, label, site, rng), OBLIQUE_AFFINE)
+        image.set_sform(OBLIQUE_AFFINE, 1)
+        image.set_qform(OBLIQUE_AFFINE, 1)
+        nib.save(image, str(path))
+        rows.append([f"sub-{i:04d}", path.name, label, site])
+    manifest = root / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["subject_id", "image", "label", "site"])
+        writer.writerows(rows)
+    return manifest
+
+
+def read_manifest(manifest: Path) -> list[Path]:
+    """The image paths of a manifest written by `write_cohort`."""
+    with manifest.open() as handle:
+        return [manifest.parent / row["image"] for row in csv.DictReader(handle)]
+
+
+def noise_stdev(x: torch.Tensor, noise_level: float) -> float:
+    """SmoothGrad's noise sigma as xaudit defines it: a fraction of the input's range."""
+    return float(noise_level * (x.max() - x.min()))
