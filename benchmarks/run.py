@@ -48,7 +48,7 @@ TARGETS = {"efficiency": 0.85, "speedup_vs_peer": 1.5, "rss_growth_pct": 20.0}
 
 # ---------------------------------------------------------------- the limit
 def pass_rate(model, size: int, batch: int, backward: bool, reps: int) -> float:
-    """Samples/s of forward(+backward to the input) at one batch size: the median of ``reps``."""
+    """Samples/s of forward(+backward to the input) at one batch size, over ``reps`` passes."""
     x = torch.randn(batch, 1, size, size, size, generator=torch.Generator().manual_seed(1))
     times = []
     for _ in range(reps):
@@ -60,7 +60,7 @@ def pass_rate(model, size: int, batch: int, backward: bool, reps: int) -> float:
             with torch.no_grad():
                 model(x)
         times.append(time.perf_counter() - t0)
-    return batch / sorted(times)[len(times) // 2]
+    return batch * len(times) / sum(times)
 
 
 def sweep_limit(model, mode: Mode) -> dict:
@@ -76,8 +76,8 @@ def probe(model, mode: Mode, sweep: dict, label: str) -> dict:
     """A short re-measurement of the best rates, taken between system runs (the load drifts)."""
     return {
         "label": label, "time": time.time(), "load": os.getloadavg()[0],
-        "fb": pass_rate(model, mode.size, sweep["best_batch_fb"], True, 1),
-        "fwd": pass_rate(model, mode.size, sweep["best_batch_fwd"], False, 1),
+        "fb": pass_rate(model, mode.size, sweep["best_batch_fb"], True, 2),
+        "fwd": pass_rate(model, mode.size, sweep["best_batch_fwd"], False, 2),
     }
 
 
@@ -226,7 +226,7 @@ def rss_child(config_path: str) -> None:
 
 def measure_rss(manifest: Path, n: int, mode: Mode, work: Path, threads: int) -> dict:
     """Peak RSS of a whole xaudit run (all stages) over the first ``n`` subjects, in a fresh process."""
-    subset = work / f"manifest_{n}.csv"
+    subset = manifest.parent / f"manifest_{n}.csv"  # image paths are relative to the manifest
     lines = manifest.read_text().splitlines()
     subset.write_text("\n".join(lines[: n + 1]) + "\n")
     config = xaudit_config(subset, mode, mode.rss_methods, work / f"rss_{n}")

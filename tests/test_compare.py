@@ -191,7 +191,7 @@ def test_reports_escape_text_from_the_runs(runs, tmp_path):
     from xaudit.compare.render import render_html, render_markdown
 
     result = compare_runs([runs["good"], runs["good"]], tmp_path / "e", FAST)
-    assert [r["name"] for r in result["runs"]] == ["good-run", "good-run-2"]
+    assert [r["name"] for r in result["runs"]] == ["run", "run-2"]  # the same directory twice
     result["comparisons"][0]["findings"]["appearing"] = [
         {"id": "x", "check": "c", "severity": "critical", "title": "<script>alert(1)</script> a|b"}]
     page = render_html(result)

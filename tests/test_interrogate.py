@@ -26,7 +26,7 @@ from xaudit.bias.looking import border_shell
 from xaudit.errors import ConfigError
 from xaudit.interrogate import InterrogateParams, interrogate_run
 from xaudit.interrogate.inversion import invert
-from xaudit.interrogate.layers import auto_layers, check_layers, resolve_channels, trace_layers
+from xaudit.interrogate.layers import LayerReader, auto_layers, check_layers, resolve_channels, trace_layers
 from xaudit.interrogate.maximisation import maximise
 from xaudit.interrogate.optimise import TimeBudget, run_adam
 from xaudit.interrogate.priors import laplacian_energy, total_variation
@@ -201,12 +201,19 @@ def test_restricted_inversion_holds_the_outside():
 
 
 def test_maximisation_raises_the_channel_above_real_data():
+    torch.manual_seed(0)
     net = _frozen(TinyCNN(3))
     x0, _body = _volumes(2)
-    result = maximise(net, "features.3", [1, 5], x0, InterrogateParams(**FAST), time.perf_counter() + 60, torch.Generator().manual_seed(0))
-    assert result.images.shape == (2, 1, 12, 14, 10)
-    gain = result.activation_final - torch.maximum(result.activation_initial, result.activation_real)
-    assert float(gain.min()) > 0.5
+    channels = [0, 1, 5, 6]
+    result = maximise(net, "features.3", channels, x0, InterrogateParams(**FAST), time.perf_counter() + 60, torch.Generator().manual_seed(0))
+    assert result.images.shape == (4, 1, 12, 14, 10) and torch.isfinite(result.images).all()
+    with torch.no_grad():
+        best_real = LayerReader(net, "features.3")(x0).flatten(2).mean(2)[:, channels].amax(0)
+    # every channel responds more to its preimage than to the start and to any real input
+    assert float((result.activation_final - torch.maximum(result.activation_initial, best_real)).min()) > 0
+    assert float((result.activation_final - best_real).mean()) > 0.1
+    # the box constraint keeps the image within the real inputs' intensity range
+    assert float(result.images.max()) <= float(x0.max()) + 1e-4 and float(result.images.min()) >= float(x0.min()) - 1e-4
 
 
 @pytest.mark.parametrize("keep, fires", [("border", True), ("interior", False)])
@@ -324,7 +331,10 @@ def test_run_level_outputs_land_in_native_space(runs):
         assert np.corrcoef(data.ravel(), original.ravel())[0, 1] > 0.95
     # activation maximisation: on the model-input grid, with its affine
     (entry,) = result["maximisation"]
-    assert entry["layer"] == "features" and entry["activation_final"] > entry["activation_real_mean"]
+    assert entry["layer"] == "features" and entry["activation_final"] > 2 * entry["activation_real_mean"] > 0
+    # the detector channel is flat on noise, so it restarts from a subject with the corner (site B)
+    site_b = {s["subject_id"] for s in result["subjects"] if s["group"] == "site=B"}
+    assert entry["started_from"] in site_b
     volume = nib.load(str(run / entry["volume"]))
     record = np.load(run / "subjects" / f"{result['subjects'][0]['subject_id']}.npz")
     assert volume.shape == tuple(record["input_shape"])

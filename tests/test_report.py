@@ -233,10 +233,12 @@ def test_positive_attribution_is_red_negative_blue(shape):
     anatomy = np.ones(shape)
     blob = np.zeros(shape)
     blob[tuple(slice(s // 2 - 2, s // 2 + 2) for s in shape)] = 1.0
-    red, blue = _colours(map_grid_png([MapRow("pos", anatomy, blob)], np.eye(len(shape) + 1), 3, "a"))
-    assert red > 0.005 and red > 3 * blue  # the colorbar holds as much blue as red; the blob adds red
-    red_neg, blue_neg = _colours(map_grid_png([MapRow("neg", anatomy, -blob)], np.eye(len(shape) + 1), 3, "a"))
-    assert blue_neg > 0.005 and blue_neg > 3 * red_neg
+    eye = np.eye(len(shape) + 1)
+    red0, blue0 = _colours(map_grid_png([MapRow("zero", anatomy, 0 * blob)], eye, 3, "a"))  # colorbar only
+    red, blue = _colours(map_grid_png([MapRow("pos", anatomy, blob)], eye, 3, "a"))
+    assert red - red0 > 0.003 and abs(blue - blue0) < 0.0005
+    red, blue = _colours(map_grid_png([MapRow("neg", anatomy, -blob)], eye, 3, "a"))
+    assert blue - blue0 > 0.003 and abs(red - red0) < 0.0005
 
 
 def test_volumes_are_shown_in_ras_orientation():

@@ -241,6 +241,23 @@ def rules(
 
 
 @app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., exists=True, file_okay=False, help="finished runs; the first is the reference"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="default: <first run>/../compare-<a>-vs-<b>"),
+    as_json: bool = typer.Option(False, "--json", help="print compare.json on stdout"),
+    fail_on_regression: Optional[str] = typer.Option(
+        None, "--fail-on-regression",
+        help="e.g. 'accuracy:0.05,roc_auc:0.05' or 'findings'; exit 1 on a larger drop or a new critical finding"),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="compare the common part of runs with different classes, methods or preprocessing"),
+    quiet: bool = typer.Option(False, "-q", "--quiet"),
+) -> None:
+    """Compare finished runs with the first: metric differences with intervals, findings, rules, attribution."""
+    from xaudit.compare.cli_impl import compare_command_impl
+
+    raise typer.Exit(_guard(compare_command_impl, run_dirs, output, as_json, fail_on_regression, allow_partial, quiet))
+
+
+@app.command()
 def merge(
     shard_dirs: list[Path] = typer.Argument(..., exists=True, file_okay=False, help="shard run directories"),
     output: Path = typer.Option(..., "-o", "--output", help="merged run directory"),

@@ -232,6 +232,7 @@ def _maximise_channels(model, targets: list[ChannelTarget], batch: list[SubjectI
                 "name": target.name, "layer": layer, "channel": target.channel,
                 "activation_initial": float(result.activation_initial[k]), "activation_final": float(result.activation_final[k]),
                 "activation_real_mean": float(result.activation_real[k]), "volume": str(path.relative_to(out.parent)),
+                "started_from": None if result.starts[k] is None else batch[result.starts[k]].subject.subject_id,
             })
         figure = out / "figures" / f"maximisation_{safe_file_id(layer)}.png"
         write_bytes(figure, maximisation_figure(shown))

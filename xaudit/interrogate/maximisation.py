@@ -38,6 +38,8 @@ class Maximisation:
         activation_final: ``(K,)`` the same for the result (no jitter).
         activation_real: ``(K,)`` the channel's mean activation over the real subjects.
         run: steps, early stop, time, loss history.
+        starts: per channel, the reference input it started from (a channel flat on the
+            starting noise), or None.
     """
 
     images: torch.Tensor
@@ -45,6 +47,7 @@ class Maximisation:
     activation_final: torch.Tensor
     activation_real: torch.Tensor
     run: OptimisationRun
+    starts: list[int | None]
 
 
 def channel_means(activation: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
@@ -86,6 +89,7 @@ def maximise(
         activation_real = real.mean(dim=tuple(i for i in range(real.ndim) if i != 1))[index]
     mu, scale = image_scale(reference)
     mu, scale = mu.mean(), scale.mean()
+    lo, hi = float((reference.min() - mu) / scale), float((reference.max() - mu) / scale)
     shape = (len(channels), *reference.shape[1:])
     dims = reference.ndim - 2
 
@@ -101,16 +105,46 @@ def maximise(
             loss = loss + params.frequency_weight * laplacian_energy(z)
         return loss
 
-    z = _start(reference, shape, params.start, generator, mu, scale).requires_grad_(True)
+    z = _start(reference, shape, params.start, generator, mu, scale)
+    z.clamp_(lo, hi)
+    starts = _revive_dead_channels(reader, z, real, index, reference, mu, scale)
     with torch.no_grad():
         initial = channel_means(reader(mu + scale * z), index)
+    z.requires_grad_(True)
     with torch.enable_grad():
-        run = run_adam(z, objective, params.steps, params.lr, deadline)
+        # a box constraint: the image stays within the real inputs' intensity range
+        run = run_adam(z, objective, params.steps, params.lr, deadline, project=lambda t: t.clamp_(lo, hi))
     with torch.no_grad():
         images = mu + scale * z.detach()
         final = channel_means(reader(images), index)
     return Maximisation(images=images, activation_initial=initial, activation_final=final,
-                        activation_real=activation_real, run=run)
+                        activation_real=activation_real, run=run, starts=starts)
+
+
+def _revive_dead_channels(reader, z, real, index, reference, mu, scale) -> list[int | None]:
+    """Restart channels with no gradient at the start from the real input that drives them most.
+
+    A channel behind a ReLU that is zero all over the starting image has zero gradient
+    there, so Adam could never move it; the real subject with the highest mean activation
+    of that channel is a start inside its active region (the "top activating example").
+
+    Returns:
+        Per channel, the index of the reference input it now starts from, or None.
+    """
+    with torch.enable_grad():
+        probe = z.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(channel_means(reader(mu + scale * probe), index).sum(), probe)
+    per_subject = real.flatten(2).mean(2)[:, index]  # (N, K)
+    starts: list[int | None] = []
+    with torch.no_grad():
+        for k in range(z.shape[0]):
+            best = int(per_subject[:, k].argmax())
+            if float(grad[k].abs().max()) == 0.0 and float(per_subject[best, k]) > 0:
+                z[k] = (reference[best] - mu) / scale
+                starts.append(best)
+            else:
+                starts.append(None)
+    return starts
 
 
 def _start(reference, shape, start: str, generator, mu, scale) -> torch.Tensor:

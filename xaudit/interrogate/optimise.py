@@ -61,6 +61,7 @@ def run_adam(
     steps: int,
     lr: float,
     deadline: float,
+    project: Callable[[torch.Tensor], object] | None = None,
 ) -> OptimisationRun:
     """Minimise ``objective(z, step).sum()`` over ``z`` in place with Adam (Kingma & Ba 2015).
 
@@ -73,6 +74,7 @@ def run_adam(
         steps: the step cap.
         lr: Adam's learning rate.
         deadline: ``time.perf_counter()`` value after which no new step starts.
+        project: optional in-place projection of ``z`` after each step (a box constraint).
 
     Returns:
         The run's record (steps, early stop, time, loss history).
@@ -92,6 +94,9 @@ def run_adam(
         loss = objective(z, step).sum()
         loss.backward()
         optimiser.step()
+        if project is not None:
+            with torch.no_grad():
+                project(z)
         record.steps = step + 1
         if step % every == 0 or step == steps - 1:
             record.history.append((step, float(loss.detach()) / max(z.shape[0], 1)))

@@ -39,8 +39,8 @@ class InterrogateParams(BaseModel):
     )
     max_subjects: int = Field(16, ge=1, description="Cap on the subjects inverted (all in one batch per layer).")
     steps: int = Field(100, ge=1, description="Adam steps per layer (and per maximisation batch), at most.")
-    lr: float = Field(0.05, gt=0.0, description="Adam learning rate, in units of the image's intensity range.")
-    tv_weight: float = Field(0.02, ge=0.0, description="Weight of the total-variation prior.")
+    lr: float = Field(0.1, gt=0.0, description="Adam learning rate, in units of the image's intensity range.")
+    tv_weight: float = Field(0.3, ge=0.0, description="Weight of the total-variation prior.")
     tv: Literal["isotropic", "anisotropic"] = Field(
         "isotropic", description="TV of the gradient magnitude (isotropic) or of each axis' difference."
     )

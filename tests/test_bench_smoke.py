@@ -1,0 +1,50 @@
+"""The benchmark harness runs end to end in its micro mode and writes valid JSON (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_micro(tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--micro", "--threads", "1", "--out", str(out),
+         "--workdir", str(tmp_path / "work"), *extra],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "seconds per volume" in proc.stdout
+    return json.loads(out.read_text())
+
+
+def test_micro_bench_writes_results(tmp_path):
+    result = run_micro(tmp_path, "--skip", "per-method,monai,rss")
+    assert result["mode"] == "micro"
+    assert {"cpu_count", "torch_threads", "torch", "device", "load_start", "load_end"} <= set(result["machine"])
+    row = result["rows"]["all"]
+    assert row["limit_s"] > 0 and row["xaudit_s"] > 0 and row["peer_s"] > 0
+    assert row["efficiency"] > 0 and row["peer_over_xaudit"] > 0
+    run = result["systems"]["xaudit:all"]
+    assert run["failed"] == 0
+    # xaudit evaluated at least the passes the limit counts (gradient samples per volume)
+    assert run["forward_samples"]["grad"] >= result["volumes"] * (2 + 2 + 1)
+    written = sorted(p.name for p in (tmp_path / "work" / "xaudit_all" / "attributions").iterdir())
+    assert written == sorted(result["methods"])
+
+
+@pytest.mark.slow
+def test_micro_bench_full_harness(tmp_path):
+    result = run_micro(tmp_path)
+    assert set(result["rows"]) == set(result["methods"]) | {"all"}
+    assert all("efficiency" in row for row in result["rows"].values())
+    assert "monai_s" in result["rows"]["smoothgrad"] and "monai_s" not in result["rows"]["integrated_gradients"]
+    sizes = [r["subjects"] for r in result["rss"]["runs"]]
+    assert sizes == [2, 4] and all(r["peak"]["run_mib"] > 0 for r in result["rss"]["runs"])
+    assert "growth_pct" in result["rss"] and "skipped" in result["amp"] or "max_abs_logit_diff" in result["amp"]
