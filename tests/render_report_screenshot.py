@@ -9,7 +9,8 @@ It renders the page exactly as a reader's browser would (offline: the page may l
 nothing external), writes the PNG, and checks that
 
   * the HTML holds the verdict sentence of ``audit.json`` before any other section,
-  * every ``figures/*.png`` is embedded as a data URI and nothing is loaded from the net,
+  * every figure of ``report.md`` exists in ``figures/`` and is embedded in the HTML as a
+    data URI, and nothing is loaded from the network,
   * the screenshot is not blank (enough non-white pixels, some in colour), and the
     verdict banner's colour appears in its top part.
 
@@ -65,9 +66,11 @@ def check_html(run_dir: Path, text: str) -> list[str]:
         elif where > text.find('id="summary"') > 0:
             problems.append("the verdict comes after the run summary")
     embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
-    figures = sorted((run_dir / "figures").glob("*.png"))
-    if len(embedded) < len(figures) or not embedded:
-        problems.append(f"{len(embedded)} embedded images for {len(figures)} files in figures/")
+    md = run_dir / "report.md"
+    figures = re.findall(r"\]\((figures/[^)]+\.png)\)", md.read_text(encoding="utf-8")) if md.is_file() else []
+    if len(embedded) != len(figures) or not embedded:
+        problems.append(f"{len(embedded)} embedded images, {len(figures)} figures referenced by report.md")
+    problems += [f"{name} is missing" for name in figures if not (run_dir / name).is_file()]
     for data in embedded:
         if not base64.b64decode(data).startswith(b"\x89PNG"):
             problems.append("an embedded image is not a PNG")

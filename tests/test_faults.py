@@ -148,3 +148,17 @@ def test_hostile_subject_ids_stay_inside_the_run(tmp_path):
     run_files = {p.resolve() for p in (tmp_path / "run").rglob("*")}
     assert all(str(p).startswith(str((tmp_path / "run").resolve())) for p in run_files)
     assert "<script>" not in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_a_run_makes_no_network_access(tmp_path, monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("xaudit tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4), methods={"saliency": {}, "gradcam": {}})
+    result = runner.invoke(app, ["run", str(config), "-q"])
+    assert result.exit_code == 0, result.output

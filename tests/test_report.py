@@ -154,8 +154,8 @@ def test_numbers_come_from_audit_not_recomputed(run3d, tmp_path):
     out = rerender(run3d, tmp_path, audit=audit)
     for text in (out.html, out.md):
         assert "0.123" in text and "Planted verdict sentence." in text
-    assert "<td>mean share</td><td>98.8%</td>" in out.html and "<td>p value</td><td>&lt;0.001</td>" in out.html
-    assert "mean share: 98.8%" in out.md and "p value: \\<0.001" in out.md
+    assert "<td>mean share</td><td>98.8%</td>" in out.html and "<td>p value</td><td>0.00043</td>" in out.html
+    assert "mean share: 98.8%" in out.md and "p value: 0.00043" in out.md
 
 
 def test_hostile_strings_are_escaped(run2d_hostile):
@@ -166,8 +166,8 @@ def test_hostile_strings_are_escaped(run2d_hostile):
     assert "&lt;b&gt;A|1&lt;/b&gt;" in html and "B &amp; $x$" in html
     assert "<title>&lt;script&gt;" in html
     # Markdown: no unescaped '<' anywhere, and '|' inside cells cannot split a row
-    assert not re.search(r"(?<!\\)<", md)
-    assert "\\<b\\>A\\|1\\</b\\>" in md
+    assert not re.search(r"(?<!\\)<[A-Za-z/!?]", md)
+    assert "\\<b>A\\|1\\</b>" in md
     for line in md.splitlines():
         if line.startswith("| ") and "A\\|1" in line:
             assert len(re.findall(r"(?<!\\)\|", line)) == line.count(" | ") + 2
@@ -209,16 +209,18 @@ def test_failed_subjects_are_listed(run3d, tmp_path):
     out = rerender(run3d, tmp_path)
     assert "1 subject(s) failed" in out.html
     assert "cannot read image &lt;x&gt;.nii.gz | truncated" in out.html
-    assert "cannot read image \\<x\\>.nii.gz \\| truncated" in out.md
+    assert "cannot read image \\<x>.nii.gz \\| truncated" in out.md
 
 
 def test_formatters():
     assert fmt_num(0.75) == "0.750" and fmt_num(1.0) == "1.00" and fmt_num(12) == "12" and fmt_num(None) == "n/a"
     assert fmt_num(0.000123456) == "0.000123" and fmt_num(float("nan")) == "n/a"
-    assert fmt_pct(0.5996) == "60.0%" and fmt_p(0.0004) == "<0.001" and fmt_p(0.0123) == "0.012"
+    assert fmt_pct(0.5996) == "60.0%" and fmt_pct(0.000412) == "0.041%"
+    assert fmt_p(0.00498) == "0.00498" and fmt_p(1.1e-06) == "1.1e-06" and fmt_p(0.0123) == "0.0123"
     assert fmt_ci({"value": 0.5, "low": 0.25, "high": 0.75}) == "0.500 [0.250, 0.750]"
     assert fmt_ci({"value": 0.5, "low": None, "high": None}) == "0.500"
-    assert md_escape("a|b <i>*x*</i>\nnext") == "a\\|b \\<i\\>\\*x\\*\\</i\\> next"
+    assert md_escape("a|b <i>*x*</i>\nnext <= 2") == "a\\|b \\<i>\\*x\\*\\</i> next <= 2"
+    assert md_escape("> quoted") == "\\> quoted" and md_escape("<!-- c -->") == "\\<!-- c -->"
 
 
 def _colours(png: bytes) -> tuple[float, float]:

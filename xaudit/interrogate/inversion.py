@@ -26,6 +26,8 @@ from xaudit.interrogate.params import InterrogateParams
 from xaudit.interrogate.priors import alpha_norm, total_variation
 
 EPS = 1e-8
+import os
+NOISE_FRACTION = float(os.environ.get("NF", "1"))
 
 
 @dataclass
@@ -66,7 +68,7 @@ def starting_point(x0: torch.Tensor, start: str, generator: torch.Generator) -> 
         return ((mean - mu) / scale).detach().clone()
     spread = z_data.flatten(1).std(1).view((-1,) + (1,) * (x0.ndim - 1))
     noise = torch.randn(tuple(x0.shape), generator=generator).to(x0.device, x0.dtype)
-    return (noise * spread).detach().clone()
+    return (NOISE_FRACTION * noise * spread).detach().clone()
 
 
 def representation_distance(phi: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -33,31 +33,35 @@ def _bars_with_ci(ax, x: np.ndarray, estimates: list[tuple[float, float, float]]
            error_kw={"elinewidth": 0.9, "ecolor": "#333333"})
 
 
-def performance_png(column: str, overall: dict, groups: list[dict], metrics: list[str]) -> bytes:
-    """Grouped bars: each metric, overall (grey) and per value of ``column``, 95% CIs.
+def performance_png(panels: list[tuple[str, list[dict]]], overall: dict, metrics: list[str]) -> bytes:
+    """Grouped bars per group column: each metric, overall (grey) and per value, 95% CIs.
 
     Args:
-        column: the group column.
+        panels: (group column, its ``bias.checks.group_metrics.groups`` rows), one panel each.
         overall: metric -> estimate dict (``value``, ``low``, ``high``).
-        groups: ``bias.checks.group_metrics.groups`` rows of this column.
         metrics: the metrics to show, in order.
     """
-    series = [("overall", OVERALL_COLOR, [_estimate(overall.get(m)) for m in metrics])]
-    series += [(f"{column}={g['value']} (n={g['n']})", group_color(k), [_estimate(g["metrics"].get(m)) for m in metrics])
-               for k, g in enumerate(groups)]
-    width = min(10.0, 0.8 + (0.35 + 0.22 * len(series)) * len(metrics))
-    fig = new_figure(width + 2.0, 2.9)
-    ax = fig.add_axes((0.7 / (width + 2.0), 0.2, (width - 0.8) / (width + 2.0), 0.7))
+    most = max(len(groups) for _, groups in panels) + 1
+    width = min(10.0, 0.8 + (0.35 + 0.22 * most) * len(metrics))
+    fig = new_figure(width + 2.2, 0.4 + 2.3 * len(panels))
     x = np.arange(len(metrics), dtype=float)
-    width = 0.8 / len(series)
-    for k, (label, color, estimates) in enumerate(series):
-        _bars_with_ci(ax, x - 0.4 + width * (k + 0.5), estimates, width, color, label_text(label, 30))
-    ax.axhline(0.5, color="#999999", linestyle=":", linewidth=1)
-    ax.set_xticks(x, [METRIC_LABELS.get(m, m) for m in metrics])
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("metric (95% CI)", fontsize=8)
-    style_axes(ax)
-    ax.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    for row, (column, groups) in enumerate(panels):
+        top = 1 - (0.15 + 2.3 * row) / fig.get_figheight()
+        ax = fig.add_axes((0.7 / (width + 2.2), top - 1.75 / fig.get_figheight(), (width - 0.8) / (width + 2.2),
+                           1.6 / fig.get_figheight()))
+        series = [("overall", OVERALL_COLOR, [_estimate(overall.get(m)) for m in metrics])]
+        series += [(f"{g['value']} (n={g['n']})", group_color(k), [_estimate(g["metrics"].get(m)) for m in metrics])
+                   for k, g in enumerate(groups)]
+        bar = 0.8 / len(series)
+        for k, (label, color, estimates) in enumerate(series):
+            _bars_with_ci(ax, x - 0.4 + bar * (k + 0.5), estimates, bar, color, label_text(label, 30))
+        ax.axhline(0.5, color="#999999", linestyle=":", linewidth=1)
+        ax.set_xticks(x, [METRIC_LABELS.get(m, m) for m in metrics])
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(label_text(column, 20), fontsize=8.5)
+        style_axes(ax)
+        ax.legend(fontsize=7.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), title=label_text(column, 24),
+                  title_fontsize=7.5)
     return to_png(fig)
 
 
@@ -148,4 +152,39 @@ def probes_png(scores: list[dict]) -> bytes:
     style_axes(ax)
     ax.grid(axis="x", color="#e5e5e5")
     ax.legend(fontsize=7, frameon=False, loc="lower right", bbox_to_anchor=(1.0, 1.0), borderaxespad=0.1)
+    return to_png(fig)
+
+
+def quality_png(methods: dict[str, dict]) -> bytes:
+    """Per method: deletion and insertion curves against random deletion; then randomisation."""
+    with_random = [m for m, q in methods.items() if q.get("randomisation")]
+    n_panels = len(methods) + (1 if with_random else 0)
+    fig = new_figure(min(12.0, 0.6 + 2.6 * n_panels), 2.7)
+    axes = fig.subplots(1, n_panels, squeeze=False)[0]
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.86, bottom=0.2, wspace=0.3)
+    for ax, (name, q) in zip(axes, methods.items()):
+        x = np.asarray(q.get("x") or [], dtype=float)
+        for key, style, label in (("deletion_curve", "-", "deletion"), ("insertion_curve", "--", "insertion"),
+                                  ("random_deletion_curve", ":", "random deletion")):
+            y = np.asarray(q.get(key) or [], dtype=float)
+            if len(y) == len(x) and len(x):
+                ax.plot(x, y, style, color=OVERALL_COLOR if key.startswith("random") else group_color(0), label=label)
+        ax.set_title(label_text(name, 30), fontsize=9)
+        ax.set_xlabel("fraction of the image changed", fontsize=8)
+        ax.set_ylim(-0.02, 1.02)
+        style_axes(ax)
+    axes[0].set_ylabel("target probability", fontsize=8)
+    axes[0].legend(fontsize=7, frameon=False)
+    if with_random:
+        ax = axes[-1]
+        for k, name in enumerate(with_random):
+            steps = methods[name]["randomisation"]
+            ax.plot([s.get("step") for s in steps], [np.nan if s.get("spearman_abs") is None else s["spearman_abs"] for s in steps],
+                    "o-", color=group_color(k), label=label_text(name, 24), markersize=3)
+        ax.set_title("randomisation test", fontsize=9)
+        ax.set_xlabel("cascading randomisation step", fontsize=8)
+        ax.set_ylabel("Spearman |map| vs original", fontsize=8)
+        ax.set_ylim(-0.05, 1.05)
+        style_axes(ax)
+        ax.legend(fontsize=7, frameon=False)
     return to_png(fig)

@@ -30,7 +30,8 @@ from xaudit.report.plotting import DPI, label_text, new_figure, to_png
 _RDBU = colormaps["RdBu_r"]
 DIVERGING = ListedColormap(np.vstack([_RDBU(np.linspace(0.0, 0.36, 128)), _RDBU(np.linspace(0.64, 1.0, 128))]), "xaudit_rdbu")
 THRESHOLD, OPAQUE = 0.12, 0.5
-PANEL_PX = 112  # longer side of one panel
+PANEL_PX = 124  # longer side of one panel
+PANEL_PX_2D = 210  # a 2D image is a single panel per row: draw it larger
 GAP_PX = 4
 LABEL_PX = 190  # room for the row labels
 
@@ -181,19 +182,23 @@ def map_grid_png(rows: list[MapRow], affine: np.ndarray | None, slices: int, col
     z_picks = [] if two_d else axial_slices(np.mean([o[1] for o in oriented], axis=0), slices)
     peak = () if two_d else peak_voxel(np.mean([np.abs(o[2]) for o in oriented], axis=0))
     views = [_views(np.nan_to_num(anat), np.nan_to_num(amap), zooms, z_picks, peak) for _, anat, amap, _ in oriented]
-    panels = [[render_panel(a, m, aspect, window, vmax, PANEL_PX) for _, a, m, aspect in row] for row in views]
+    size = PANEL_PX_2D if two_d else PANEL_PX
+    panels = [[render_panel(a, m, aspect, window, vmax, size) for _, a, m, aspect in row] for row in views]
     if two_d:  # one panel per row: lay the rows out side by side, labelled on top
         panels = [[p[0] for p in panels]]
     canvas, col_x, widths, row_y, heights = _mosaic(panels, GAP_PX)
-    left, top, right, bottom = (8 if two_d else LABEL_PX), (44 if two_d else 22), 100, 6
+    # narrow 2D columns: one part of each label per line, and room above for the longest
+    stacked = [label_text(o[0].replace(" · ", "\n").replace(" (", "\n("), 30) for o in oriented] if two_d else []
+    top = 10 + 11 * max(s.count("\n") + 1 for s in stacked) if two_d else 22
+    left, right, bottom = (8 if two_d else LABEL_PX), 100, 6
     fig_w, fig_h = canvas.shape[1] + left + right, canvas.shape[0] + top + bottom
     fig = new_figure(fig_w / DPI, fig_h / DPI)
     ax = fig.add_axes((left / fig_w, bottom / fig_h, canvas.shape[1] / fig_w, canvas.shape[0] / fig_h))
     ax.imshow(canvas, interpolation="nearest")
     ax.set_axis_off()
     if two_d:
-        for c, (label, *_rest) in enumerate(oriented):
-            ax.text(col_x[c], -4, label_text(label, 26), ha="center", va="bottom", fontsize=7.5)
+        for c, text in enumerate(stacked):
+            ax.text(col_x[c], -4, text, ha="center", va="bottom", fontsize=7.5, linespacing=1.1)
     else:
         for c, (title, *_rest) in enumerate(views[0]):
             ax.text(col_x[c], -4, title, ha="center", va="bottom", fontsize=7.5)
@@ -203,5 +208,5 @@ def map_grid_png(rows: list[MapRow], affine: np.ndarray | None, slices: int, col
                         12 / fig_w, 0.8 * canvas.shape[0] / fig_h))
     bar = fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), DIVERGING), cax=cax)
     bar.ax.tick_params(labelsize=7)
-    bar.set_label(colorbar_label, fontsize=7.5)
+    bar.set_label(label_text(colorbar_label, 40), fontsize=7.5)
     return to_png(fig)

@@ -44,21 +44,23 @@ def fmt_num(value: Any) -> str:
 
 
 def fmt_pct(value: Any) -> str:
-    """A fraction as a percentage with one decimal (``0.5996 -> 60.0%``)."""
+    """A fraction as a percentage with one decimal (``0.5996 -> 60.0%``); two digits below 1%."""
     number = _finite(value)
     if number is None:
         return NA
+    if 0 < abs(number) < 0.01:  # a small ROI's share must not read as 0.0%
+        return f"{100 * number:.2g}%"
     return f"{100 * number:.1f}%"
 
 
 def fmt_p(value: Any) -> str:
-    """A p-value: two significant digits, ``<0.001`` below that."""
+    """A p-value: three significant digits (as the findings quote them), two below 0.001."""
     number = _finite(value)
     if number is None:
         return NA
-    if number < 0.001:
-        return "<0.001"
-    return f"{number:#.2g}".rstrip(".")
+    if 0 < number < 0.001:
+        return f"{number:.2g}"
+    return fmt_num(number)
 
 
 def fmt_ci(estimate: Any) -> str:

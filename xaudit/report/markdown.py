@@ -8,18 +8,28 @@ text in every renderer and ``|`` cannot break a table row.
 
 from __future__ import annotations
 
+import re
+
 from xaudit.report.document import (Badge, Bullets, Cell, Document, Figure, FindingCard, Note, Paragraph, Section, Table,
                                     Verdict)
 
-_SPECIAL = "\\`*[]<>|"  # `_` and `#` stay: intraword `_` is literal, our lines never start with user text
+_SPECIAL = "\\`*[]|"
+# `<` is escaped only where it could open a tag, comment or autolink (`<b`, `</`, `<!`, `<?`),
+# so comparisons such as `ch3 <= 0.5` stay readable in a terminal.
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 
 
 def md_escape(text: str) -> str:
-    """Backslash-escape Markdown/HTML punctuation and fold newlines (one line per cell or item)."""
-    out = []
-    for ch in " ".join(str(text).splitlines()):
-        out.append("\\" + ch if ch in _SPECIAL else ch)
-    return "".join(out)
+    """Neutralise Markdown and HTML in one line of text from the manifest, config or a check.
+
+    Backslash-escapes Markdown punctuation (so ``|`` cannot split a table row) and every
+    ``<`` that could start HTML; folds newlines into spaces (one line per cell or item);
+    a leading ``>`` or ``#`` is escaped so text cannot become a quote or a heading.
+    """
+    flat = " ".join(str(text).splitlines())
+    out = "".join("\\" + ch if ch in _SPECIAL else ch for ch in flat)
+    out = _TAG_START.sub(r"\\<", out)
+    return "\\" + out if out[:1] in (">", "#") else out
 
 
 def _cell(cell: Cell) -> str:

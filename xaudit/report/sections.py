@@ -14,23 +14,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from xaudit.report.document import Badge, Bullets, Document, FindingCard, Note, Paragraph, Section, Table, Verdict
+from xaudit.report.document import Badge, Document, FindingCard, Note, Paragraph, Section, Table, Verdict
 from xaudit.report.format import fmt_num, fmt_seconds, fmt_time, fmt_value, humanize
+from xaudit.report.sections_checks import self_checks_section
 from xaudit.report.sections_bias import (concepts_section, design_section, masked_input_section, performance_section,
                                          probes_section, roles_section, spray_section)
 from xaudit.report.sections_looking import looking_section
 from xaudit.report.sections_rules import rules_section
 
 log = logging.getLogger("xaudit")
-
-SELF_CHECKS = {
-    "completeness_error": "|sum of attribution - (f(x) - f(baseline))| / |f(x) - f(baseline)|; 0 when completeness "
-                          "holds exactly, above ~0.05 suggests too few integration steps",
-    "conservation_error": "|sum of relevance - target logit| / |target logit|; relevance lost or absorbed by biases",
-    "relevance_sum": "sum of the relevance map (compare with the target logit)",
-    "surrogate_r2": "R² of LIME's local linear surrogate; low values mean the explanation fits the model poorly",
-}
-
 
 def build_document(audit: dict, cohort, config, run_dir) -> Document:
     """All sections of the report, numbered, with their figures rendered.
@@ -146,31 +138,6 @@ def summary_section(audit: dict, config) -> Section:
         ["Timings", ", ".join(f"{humanize(k)} {fmt_seconds(v)}" for k, v in timings.items()) or "n/a"],
     ]
     return Section("Run summary", "summary").add(Table(["Item", "Value"], rows, numeric=[False, False]))
-
-
-def self_checks_section(audit: dict) -> Section:
-    """Per-method self-check statistics (e.g. IG completeness error), and each method's parameters."""
-    section = Section("Explanation self-checks", "self-checks")
-    methods = (audit.get("attribution") or {}).get("methods") or {}
-    if not methods:
-        return section.add(Note("No attribution method ran."))
-    rows, without = [], []
-    for name, entry in methods.items():
-        checks = entry.get("self_checks") or {}
-        if not checks:
-            without.append(name)
-        for stat, summary in checks.items():
-            rows.append([name, stat, fmt_num(summary.get("n")), fmt_num(summary.get("mean")), fmt_num(summary.get("median")),
-                         fmt_num(summary.get("p95")), fmt_num(summary.get("max"))])
-    if rows:
-        section.add(Table(["Method", "Check", "n", "Mean", "Median", "95th pct", "Max"], rows,
-                          numeric=[False, False, True, True, True, True, True]))
-        used = sorted({r[1] for r in rows})
-        section.add(Bullets([f"{stat}: {SELF_CHECKS[stat]}" for stat in used if stat in SELF_CHECKS]))
-    if without:
-        section.add(Note("No self-check statistic for " + ", ".join(without)
-                         + " (only methods with an axiom to verify, such as completeness, report one)."))
-    return section
 
 
 def read_errors(run_dir) -> list[dict[str, str]]:

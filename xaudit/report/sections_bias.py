@@ -105,30 +105,39 @@ def performance_section(metrics: dict, check: dict | None) -> Section:
     names = list(overall) or ["accuracy", "balanced_accuracy", "roc_auc"]
     section.add(Paragraph(f"Bootstrap 95% confidence intervals, evaluated on {check.get('evaluated', 'the labelled subjects')}. "
                           "A model that leans on a site signature performs worse where the signature and the label disagree."))
-    rows = [["overall", "", *[fmt_ci(overall.get(m)) for m in names]]]
+    rows = [["overall", fmt_num((metrics.get("overall") or {}).get("n")), *[fmt_ci(overall.get(m)) for m in names]]]
     by_column: dict[str, list[dict]] = {}
     for g in check.get("groups") or []:
         by_column.setdefault(str(g.get("column")), []).append(g)
         rows.append([f"{g.get('column')}={g.get('value')}", fmt_num(g.get("n")), *[fmt_ci((g.get("metrics") or {}).get(m)) for m in names]])
     section.add(Table(["Subjects", "n", *[humanize(m) for m in names]], rows))
-    for column, groups in by_column.items():
-        section.add(safe_figure(f"performance_{column}", f"Metrics by {column} with 95% bootstrap CIs (grey: all subjects; "
-                                "dotted line: 0.5).", lambda c=column, g=groups: performance_png(c, overall, g, names)))
+    if by_column:
+        panels = list(by_column.items())
+        section.add(safe_figure("performance_by_group", f"Metrics by {', '.join(by_column)} with 95% bootstrap CIs "
+                                "(grey: all subjects; dotted line: 0.5).", lambda: performance_png(panels, overall, names)))
     cells = check.get("cells") or []
     if cells:
-        rows = [[f"{c.get('column')}={c.get('value')}", str(c.get("class_name")), fmt_num(c.get("n")), fmt_num(c.get("n_train")),
-                 fmt_ci(c.get("accuracy"))] for c in cells]
-        section.add(Table(["Group", "Class", "n", "n in training split", "Recall (95% CI)"], rows,
-                          caption="Recall per class within each group value: the off-diagonal cells of a confounded "
-                                  "training set (rare in training) are where a shortcut fails.",
-                          numeric=[False, False, True, True, True]))
-    disparities = check.get("disparities") or []
+        section.add(_cells_table(cells))
+    disparities = sorted(check.get("disparities") or [], key=lambda d: -((d.get("difference") or {}).get("value") or 0.0))
     if disparities:
         rows = [[str(d.get("column")), humanize(str(d.get("metric"))), str(d.get("class_name") or "all"), str(d.get("best")),
                  str(d.get("worst")), fmt_ci(d.get("difference"))] for d in disparities]
         section.add(Table(["Column", "Metric", "Class", "Best", "Worst", "Difference (95% CI)"], rows,
-                          numeric=[False] * 5 + [True]))
+                          caption="Best minus worst group value of each metric, largest first.", numeric=[False] * 5 + [True]))
     return section.add(*notes(check))
+
+
+def _cells_table(cells: list[dict]) -> Table:
+    """Recall per class x group value, with the cell's size in the training split when it was audited."""
+    with_train = any(c.get("n_train") for c in cells)
+    rows = [[f"{c.get('column')}={c.get('value')}", str(c.get("class_name")), fmt_num(c.get("n")),
+             *([fmt_num(c.get("n_train"))] if with_train else []), fmt_ci(c.get("accuracy"))] for c in cells]
+    caption = ("Recall per class within each group value: the cells that were rare in a confounded training set are "
+               "where a shortcut fails.")
+    if not with_train:
+        caption += " (The training split was not audited, so how rare each cell was in training is not shown.)"
+    return Table(["Group", "Class", "n", *(["n in training split"] if with_train else []), "Recall (95% CI)"], rows,
+                 caption=caption, numeric=[False, False] + [True] * (3 if with_train else 2))
 
 
 def masked_input_section(check: dict | None) -> Section:
@@ -256,7 +265,7 @@ def spray_section(check: dict | None, method: str | None, cohort, config) -> Sec
         if rows:
             section.add(safe_figure("spray_representatives", f"{method} map of each cluster's representative subject "
                                     "(the member closest to the cluster centre).",
-                                    lambda: map_grid_png(rows, cohort.input_affines[0], config.report.slices, f"{method} attribution")))
+                                    lambda: map_grid_png(rows, cohort.input_affines[0], config.report.slices, f"{method}\nattribution")))
     return section.add(*notes(check))
 
 

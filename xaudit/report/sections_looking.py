@@ -20,6 +20,7 @@ from xaudit.report.plotting import group_color
 from xaudit.report.sections_bias import _maps_usable, notes, safe_figure
 
 MAX_VALUES = 6  # group values per figure; more would make the map grids unreadable
+MAX_TESTS = 12  # rows of the share-test table; methods x shares x columns x classes runs to hundreds
 REGIONS = ("foreground", "background", "border")
 
 
@@ -68,9 +69,7 @@ def subject_cells(cohort) -> tuple[str | None, list[Cell], list[str]]:
 
 
 def _share_tables(summary: dict, uniform: dict[str, dict[str, float]], class_names: list[str], columns: list[str]) -> list[Table]:
-    group_cols = [(c, v) for c in columns
-                  for v in sorted({v for e in summary.values() for v in ((e.get("abs_background") or {}).get(f"by_{c}") or {})})]
-    header = ["Method", "Region", "Uniform map", "All", *class_names, *[f"{c}={v}" for c, v in group_cols]]
+    header = ["Method", "Region", "Uniform map", "All subjects", *class_names]
     rows = []
     for method, entry in summary.items():
         for region in [*REGIONS] + sorted(k[4:] for k in entry if k.startswith("abs_roi_")):
@@ -78,8 +77,7 @@ def _share_tables(summary: dict, uniform: dict[str, dict[str, float]], class_nam
             if not isinstance(stats, dict):
                 continue
             rows.append([method, region, fmt_pct(uniform.get(method, {}).get(region)), fmt_pct(stats.get("mean")),
-                         *[fmt_pct((stats.get("by_class") or {}).get(c)) for c in class_names],
-                         *[fmt_pct((stats.get(f"by_{c}") or {}).get(v)) for c, v in group_cols]])
+                         *[fmt_pct((stats.get("by_class") or {}).get(c)) for c in class_names]])
     tables = [Table(header, rows, caption="Mean share of |attribution| in each region; 'uniform map' is the region's "
                                           "share of the voxels, what attribution spread evenly would give.",
                     numeric=[False, False] + [True] * (len(header) - 2))] if rows else []
@@ -97,15 +95,22 @@ def _share_tables(summary: dict, uniform: dict[str, dict[str, float]], class_nam
     return tables
 
 
-def _tests_table(tests: list[dict]) -> Table | None:
-    if not tests:
-        return None
+def _tests_table(tests: list[dict]) -> list:
+    """The within-class comparisons of absolute shares, most significant first (all in audit.json)."""
+    kept = sorted((t for t in tests if str(t.get("share", "")).startswith("abs_")),
+                  key=lambda t: (1.0 if t.get("q_value") is None else t["q_value"], -(t.get("eta2_h") or 0)))
+    if not kept:
+        return []
+    significant = sum(1 for t in kept if t.get("q_value") is not None and t["q_value"] < 0.05)
+    shown = kept[:MAX_TESTS]
     rows = [[str(t.get("method")), str(t.get("share")), str(t.get("column")), str(t.get("class_name")), str(t.get("test")),
              fmt_p(t.get("p_value")), fmt_p(t.get("q_value")), fmt_num(t.get("eta2_h")),
-             ", ".join(f"{k}: {fmt_pct(v)}" for k, v in (t.get("means") or {}).items())] for t in tests]
-    return Table(["Method", "Share", "Column", "Class", "Test", "p", "q (BH)", "eta² (H)", "Means"], rows,
-                 caption="Do the shares differ between group values within a class?",
-                 numeric=[False] * 5 + [True] * 3 + [False])
+             ", ".join(f"{k}: {fmt_pct(v)}" for k, v in (t.get("means") or {}).items())] for t in shown]
+    caption = (f"Do the shares of |attribution| differ between group values within a class? {significant} of "
+               f"{len(kept)} comparisons have q < 0.05 (Benjamini-Hochberg)"
+               + (f"; the {len(shown)} most significant are shown, all are in audit.json." if len(shown) < len(kept) else "."))
+    return [Table(["Method", "Share", "Column", "Class", "Test", "p", "q (BH)", "eta² (H)", "Means"], rows, caption=caption,
+                  numeric=[False] * 5 + [True] * 3 + [False])]
 
 
 def _share_figure(cohort, cells: list[Cell], column: str | None, params) -> object | None:
@@ -144,14 +149,15 @@ def _map_figures(cohort, config, cells: list[Cell], column: str | None) -> list:
     affine = cohort.input_affines[0] if len(cohort.input_affines) else None
     target = config.attribution.target
     blocks = []
+    cuts = ("; the coronal and sagittal cuts go through the peak of the mean |attribution|, the axial slices span "
+            "the anatomy" if cohort.images_small.ndim == 4 else "")
     for method in methods:
         maps = cohort.maps[method]
         rows = [MapRow(c.label, cohort.images_small[c.index].mean(axis=0), maps[c.index].mean(axis=0)) for c in cells]
         blocks.append(safe_figure(f"mean_map_{method}", f"Mean {method} attribution (target: {target}) per class"
                                   + (f" x {column}" if column else "") + ", over the mean anatomy of the same subjects. "
-                                  "Red: evidence for the target class, blue: against it; the coronal and sagittal cuts go through the peak "
-                                  "of the mean |attribution|, the axial slices span the anatomy.",
-                                  lambda r=rows, m=method: map_grid_png(r, affine, config.report.slices, f"{m} attribution")))
+                                  f"Red: evidence for the target class, blue: against it{cuts}.",
+                                  lambda r=rows, m=method: map_grid_png(r, affine, config.report.slices, f"{m}\nattribution")))
     method = methods[0]
     rows = []
     for c in cells:
@@ -163,7 +169,7 @@ def _map_figures(cohort, config, cells: list[Cell], column: str | None) -> list:
                            cohort.images_small[i], cohort.maps[method][i]))
     blocks.append(safe_figure(f"examples_{method}", f"One typical subject per class" + (f" x {column}" if column else "")
                               + f" (the map closest to its cell's mean), {method}.",
-                              lambda: map_grid_png(rows, affine, config.report.slices, f"{method} attribution")))
+                              lambda: map_grid_png(rows, affine, config.report.slices, f"{method}\nattribution")))
     return blocks
 
 
@@ -181,9 +187,7 @@ def looking_section(audit: dict, cohort, config) -> Section:
         uniform = {m: {k[4:]: v.get("mean") for k, v in (e.get("shares") or {}).items() if k.startswith("vol_")}
                    for m, e in methods.items()}
         section.add(*_share_tables(check["summary"], uniform, cohort.classes, list(cohort.groups)))
-        table = _tests_table(check.get("tests") or [])
-        if table:
-            section.add(table)
+        section.add(*_tests_table(check.get("tests") or []))
     else:
         reason = check.get("skipped") if isinstance(check, dict) else "no result in audit.json"
         section.add(Note(f"The attribution-share check was skipped: {reason}."))

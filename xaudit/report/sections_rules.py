@@ -55,7 +55,9 @@ def rules_section(rules: dict | None) -> Section:
     section.add(Paragraph("A random forest is fit to the network's predictions from the layer features; its paths "
                           "become IF-THEN rules, ranked by RuleFit importance. Coverage shows, per group value, how "
                           "many of its subjects a rule covers: a rule skewed to one site is a site-specific decision path."))
-    section.add(Paragraph(fidelity_text(rules.get("surrogate") or {})))
+    surrogate = rules.get("surrogate") or {}
+    if surrogate.get("fidelity") is not None or surrogate.get("fidelity_train") is not None:
+        section.add(Paragraph(fidelity_text(surrogate)))
     section.add(*[Note(str(n)) for n in rules.get("notes") or []])
     top = rules.get("rules") or []
     if not top:
