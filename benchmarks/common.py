@@ -1,4 +1,4 @@
-"""What every benchmarked system shares: the modes, the synthetic cohort and the seeded model.
+"""What every benchmarked system shares: the modes, the synthetic cohort, the seeded model, the limit.
 
 The model is built by `build_model`, which is also the ``model.factory`` of the xaudit
 configs (``benchmarks.common:build_model``), so xaudit, the peer script and MONAI all
@@ -9,6 +9,8 @@ oblique, anisotropic grid, so xaudit's native-space code path is the one users h
 from __future__ import annotations
 
 import csv
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +42,8 @@ class Mode:
     rss_sizes: tuple[int, int]
     rss_methods: dict = field(default_factory=lambda: {"saliency": {}})
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
+    monai_volumes: int = 4
+    probe_reps: int = 2
     layer: str = "layer4"
 
     @property
@@ -55,7 +59,7 @@ MODES = {
             "saliency": {}, "integrated_gradients": {"steps": 32}, "gradcam": {},
             "smoothgrad": {"samples": 16, "noise_level": 0.1}, "occlusion": {"window": 16},
         },
-        rss_sizes=(32, 256),
+        rss_sizes=(32, 256), monai_volumes=2,
     ),
     # the same pipeline, small enough to finish in minutes on 2 shared CPU cores
     "quick": Mode(
@@ -64,7 +68,7 @@ MODES = {
             "saliency": {}, "integrated_gradients": {"steps": 8}, "gradcam": {},
             "smoothgrad": {"samples": 8, "noise_level": 0.1}, "occlusion": {"window": 16},
         },
-        rss_sizes=(8, 32), batch_sizes=(1, 4, 8, 16),
+        rss_sizes=(8, 32), batch_sizes=(1, 4, 16), monai_volumes=1, probe_reps=1,
     ),
     # only checks that the harness runs end to end (tests); its numbers mean nothing
     "micro": Mode(
@@ -73,7 +77,7 @@ MODES = {
             "saliency": {}, "integrated_gradients": {"steps": 2}, "gradcam": {},
             "smoothgrad": {"samples": 2, "noise_level": 0.1}, "occlusion": {"window": 8},
         },
-        rss_sizes=(2, 4), batch_sizes=(1, 4),
+        rss_sizes=(2, 4), batch_sizes=(1, 4), monai_volumes=2,
     ),
 }
 
@@ -147,3 +151,79 @@ def read_manifest(manifest: Path) -> list[Path]:
 def noise_stdev(x: torch.Tensor, noise_level: float) -> float:
     """SmoothGrad's noise sigma as xaudit defines it: a fraction of the input's range."""
     return float(noise_level * (x.max() - x.min()))
+
+
+#: methods served by one forward+backward of the input itself: together they need a single pass,
+#: whose forward also gives the prediction
+GRADIENT_ON_INPUT = ("saliency", "input_x_gradient", "gradcam", "gradcam_plus_plus")
+
+
+def pass_rate(model, size: int, batch: int, backward: bool, reps: int) -> float:
+    """Samples/s of forward(+backward to the input) at one batch size, over ``reps`` passes."""
+    x = torch.randn(batch, 1, size, size, size, generator=torch.Generator().manual_seed(1))
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        if backward:
+            xx = x.clone().requires_grad_(True)
+            torch.autograd.grad(model(xx)[:, 0].sum(), xx)
+        else:
+            with torch.no_grad():
+                model(x)
+        times.append(time.perf_counter() - t0)
+    return batch * len(times) / sum(times)
+
+
+def sweep_limit(model, mode: Mode) -> dict:
+    """Throughput at every batch size of the mode; the best batch size of each pass kind."""
+    pass_rate(model, mode.size, 1, True, 1)  # warm-up
+    fb = {b: pass_rate(model, mode.size, b, True, 2) for b in mode.batch_sizes}
+    fwd = {b: pass_rate(model, mode.size, b, False, 2) for b in mode.batch_sizes}
+    best_fb, best_fwd = max(fb, key=fb.get), max(fwd, key=fwd.get)
+    return {"fb_samples_per_s": fb, "fwd_samples_per_s": fwd, "best_batch_fb": best_fb, "best_batch_fwd": best_fwd}
+
+
+def probe(model, mode: Mode, sweep: dict, label: str) -> dict:
+    """A short re-measurement of the best rates, taken between system runs (the load drifts)."""
+    return {
+        "label": label, "time": time.time(), "load": os.getloadavg()[0],
+        "fb": pass_rate(model, mode.size, sweep["best_batch_fb"], True, mode.probe_reps),
+        "fwd": pass_rate(model, mode.size, sweep["best_batch_fwd"], False, mode.probe_reps),
+    }
+
+
+def occlusion_windows(size: int, params: dict, ndim: int = 3) -> int:
+    """Captum's window count: ``ceil((L - w) / s) + 1`` per axis."""
+    w = min(params.get("window", 8), size)
+    s = params.get("stride") or w
+    return (-(-(size - w) // s) + 1) ** ndim
+
+
+def method_passes(name: str, params: dict, size: int) -> tuple[int, int]:
+    """(forward+backward, forward-only) passes a method needs per volume, prediction excluded.
+
+    Gausslegendre IG points exclude the baseline, and the completeness check's two
+    forwards are not needed for the map, so IG needs ``steps`` passes.
+    """
+    if name == "integrated_gradients":
+        return params.get("steps", 32), 0
+    if name in ("smoothgrad", "vargrad"):
+        return params.get("samples", 16), 0
+    if name == "occlusion":
+        return 0, occlusion_windows(size, params)
+    return (0 if name in GRADIENT_ON_INPUT else 1), 0  # the shared input pass is counted once
+
+
+def limit_seconds(methods: dict, size: int, fb_rate: float, fwd_rate: float) -> float:
+    """Seconds per volume at the limit: every method's passes, the gradient-on-input methods'
+    single shared forward+backward, and one prediction forward unless that pass gives it."""
+    shared = any(n in GRADIENT_ON_INPUT for n in methods)
+    fb = sum(method_passes(n, p, size)[0] for n, p in methods.items()) + (1 if shared else 0)
+    fwd = sum(method_passes(n, p, size)[1] for n, p in methods.items()) + (0 if shared else 1)
+    return fb / fb_rate + fwd / fwd_rate
+
+
+def rates_around(probes: list[dict], before: int, after: int) -> tuple[float, float]:
+    """Mean of the probes taken just before and just after a system run."""
+    pair = probes[before], probes[after]
+    return sum(p["fb"] for p in pair) / 2, sum(p["fwd"] for p in pair) / 2

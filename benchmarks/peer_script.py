@@ -1,9 +1,11 @@
-"""The script users write today: per volume, nibabel load, one Captum call per method, nibabel save.
+"""The scripts users write today: per volume, nibabel load, one call per method, nibabel save.
 
-It is the "peer" xaudit is measured against, written the way a careful user would:
-Captum's own batching knobs are used (``internal_batch_size``, ``nt_samples_batch_size``,
-``perturbations_per_eval``) with the same batch size as the limit's best, the target is
-the predicted class, and every map is saved as gzip NIfTI with the image's affine.
+`run_peer` is the "peer" xaudit is measured against: one Captum call per method, written
+the way a careful user would, with Captum's batching knobs (``internal_batch_size``,
+``nt_samples_batch_size``, ``perturbations_per_eval``) set to the limit's best batch size.
+`run_monai` is the same loop with ``monai.visualize`` (batch size 1, as it requires; it
+has no integrated gradients). Both explain the predicted class and save every map as
+gzip NIfTI with the image's affine.
 
 Usage (standalone):
     python benchmarks/peer_script.py IMAGE.nii.gz [...] -o OUT [--quick]
@@ -19,7 +21,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 

@@ -39,78 +39,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `benchmarks.common:build_model` is the xaudit model factory
 
-from benchmarks.common import MODES, Mode, build_model, read_manifest, write_cohort  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    MODES, Mode, build_model, limit_seconds, probe, rates_around, read_manifest, sweep_limit, write_cohort,
+)
 from benchmarks.peer_script import run_monai, run_peer  # noqa: E402
 
-GRADIENT_ON_INPUT = ("saliency", "gradcam")  # their forward pass yields the prediction for free
 TARGETS = {"efficiency": 0.85, "speedup_vs_peer": 1.5, "rss_growth_pct": 20.0}
-
-
-# ---------------------------------------------------------------- the limit
-def pass_rate(model, size: int, batch: int, backward: bool, reps: int) -> float:
-    """Samples/s of forward(+backward to the input) at one batch size, over ``reps`` passes."""
-    x = torch.randn(batch, 1, size, size, size, generator=torch.Generator().manual_seed(1))
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        if backward:
-            xx = x.clone().requires_grad_(True)
-            torch.autograd.grad(model(xx)[:, 0].sum(), xx)
-        else:
-            with torch.no_grad():
-                model(x)
-        times.append(time.perf_counter() - t0)
-    return batch * len(times) / sum(times)
-
-
-def sweep_limit(model, mode: Mode) -> dict:
-    """Throughput at every batch size of the mode; the best batch size of each pass kind."""
-    pass_rate(model, mode.size, 1, True, 1)  # warm-up
-    fb = {b: pass_rate(model, mode.size, b, True, 2) for b in mode.batch_sizes}
-    fwd = {b: pass_rate(model, mode.size, b, False, 2) for b in mode.batch_sizes}
-    best_fb, best_fwd = max(fb, key=fb.get), max(fwd, key=fwd.get)
-    return {"fb_samples_per_s": fb, "fwd_samples_per_s": fwd, "best_batch_fb": best_fb, "best_batch_fwd": best_fwd}
-
-
-def probe(model, mode: Mode, sweep: dict, label: str) -> dict:
-    """A short re-measurement of the best rates, taken between system runs (the load drifts)."""
-    return {
-        "label": label, "time": time.time(), "load": os.getloadavg()[0],
-        "fb": pass_rate(model, mode.size, sweep["best_batch_fb"], True, 2),
-        "fwd": pass_rate(model, mode.size, sweep["best_batch_fwd"], False, 2),
-    }
-
-
-def occlusion_windows(size: int, params: dict, ndim: int = 3) -> int:
-    """Captum's window count: ``ceil((L - w) / s) + 1`` per axis."""
-    w = min(params.get("window", 8), size)
-    s = params.get("stride") or w
-    return (-(-(size - w) // s) + 1) ** ndim
-
-
-def method_passes(name: str, params: dict, size: int) -> tuple[int, int]:
-    """(forward+backward, forward-only) passes a method needs per volume, prediction excluded."""
-    if name == "integrated_gradients":
-        return params.get("steps", 32), 0  # gausslegendre points exclude the baseline itself
-    if name in ("smoothgrad", "vargrad"):
-        return params.get("samples", 16), 0
-    if name == "occlusion":
-        return 0, occlusion_windows(size, params)
-    return 1, 0  # saliency, gradcam, input_x_gradient
-
-
-def limit_seconds(methods: dict, size: int, fb_rate: float, fwd_rate: float) -> float:
-    """Seconds per volume at the limit; one prediction forward unless a gradient-on-input method gives it."""
-    fb = sum(method_passes(n, p, size)[0] for n, p in methods.items())
-    fwd = sum(method_passes(n, p, size)[1] for n, p in methods.items())
-    fwd += 0 if any(n in GRADIENT_ON_INPUT for n in methods) else 1
-    return fb / fb_rate + fwd / fwd_rate
-
-
-def rates_around(probes: list[dict], before: int, after: int) -> tuple[float, float]:
-    """Mean of the probes taken just before and just after a system run."""
-    pair = probes[before], probes[after]
-    return sum(p["fb"] for p in pair) / 2, sum(p["fwd"] for p in pair) / 2
 
 
 # ---------------------------------------------------------------- xaudit
@@ -212,15 +146,20 @@ def rss_child(config_path: str) -> None:
     from xaudit.config import load_config
     from xaudit.pipeline import run_audit
 
-    peak = {}
+    import psutil
+
+    peak, current = {}, []
 
     def progress(total):
-        def advance(n):  # the last call ends the per-subject pass
+        def advance(n):  # called as subjects finish; the last call ends the per-subject pass
             peak["subject_pass_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            current.append(psutil.Process().memory_info().rss / 2**20)
         return advance
 
     result = run_audit(load_config(config_path), progress=progress)
     peak["run_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # current RSS after the first and the last finished subject: growth during the pass itself
+    peak["rss_first_subject_mib"], peak["rss_last_subject_mib"] = (current[0], current[-1]) if current else (None, None)
     print(json.dumps({"peak": peak, "timings_s": result.audit["run"]["timings_s"], "failed": result.failed}))
 
 
@@ -263,7 +202,29 @@ def per_volume(seconds: dict, n: int, methods: list[str]) -> dict:
     return rows
 
 
-def benchmark(mode: Mode, work: Path, skip: set[str], threads: int) -> dict:
+def fresh_model(mode: Mode):
+    """The seeded model and its Grad-CAM layer, new for each system run: MONAI's CAM leaves its
+    hooks on the module (measured: 2 hooks remain after `monai.visualize.GradCAM`), which would
+    slow every later pass on a shared instance."""
+    model = build_model(**mode.model_args)
+    return model, model.get_submodule(mode.layer)
+
+
+def run_seconds(entry: dict) -> float:
+    result = entry["result"]
+    return result["subject_pass_s"] if "subject_pass_s" in result else sum(result.values())
+
+
+def best_runs(runs: list[tuple[str, dict]]) -> dict:
+    """Per system, its fastest repeat (the one least disturbed by other load on a shared machine)."""
+    best: dict[str, dict] = {}
+    for label, entry in runs:
+        if label not in best or run_seconds(entry) < run_seconds(best[label]):
+            best[label] = entry
+    return best
+
+
+def benchmark(mode: Mode, work: Path, skip: set[str], threads: int, repeats: int = 1) -> dict:
     """Every measurement of one run; returns the JSON-able results."""
     t_start = time.perf_counter()
     result = {"mode": mode.name, "size": mode.size, "volumes": mode.volumes, "arch": mode.arch,
@@ -275,27 +236,36 @@ def benchmark(mode: Mode, work: Path, skip: set[str], threads: int) -> dict:
     probes = [probe(model, mode, sweep, "start")]
     result["limit"] = {"sweep": sweep, "probes": probes}
     names = list(mode.methods)
-    systems: dict[str, dict] = {}
+    runs: list[tuple[str, dict]] = []
 
-    def timed(label, fn):
-        systems[label] = {"result": fn(), "probes": (len(probes) - 1, len(probes))}
-        probes.append(probe(model, mode, sweep, f"after {label}"))
+    def timed(label, fn, volumes, probe_after=True):
+        runs.append((label, {"result": fn(), "volumes": volumes, "probes": [len(probes) - 1, None]}))
+        if probe_after:
+            probes.append(probe(model, mode, sweep, f"after {label}"))
+            for _, entry in runs:  # every run still waiting for its closing probe
+                entry["probes"][1] = entry["probes"][1] if entry["probes"][1] is not None else len(probes) - 1
 
     batch = sweep["best_batch_fb"]
-    if "xaudit" not in skip:
-        timed("xaudit:all", lambda: run_xaudit(manifest, mode, mode.methods, work / "xaudit_all"))
-    if "peer" not in skip:
-        timed("peer", lambda: run_peer(images, model, model.get_submodule(mode.layer), mode.methods, work / "peer", batch))
-    if "monai" not in skip:
-        timed("monai", lambda: run_monai(images, model, mode.layer, mode.methods, work / "monai", batch))
-    if "xaudit" not in skip and "per-method" not in skip:
-        for name in names:
-            timed(f"xaudit:{name}", lambda name=name: run_xaudit(manifest, mode, {name: mode.methods[name]}, work / f"xaudit_{name}"))
-    result["systems"] = {k: v["result"] for k, v in systems.items()}
+    n = mode.volumes
+    for _ in range(repeats):  # interleaved, so that a burst of load hits one repeat, not one system
+        if "xaudit" not in skip:
+            timed("xaudit:all", lambda: run_xaudit(manifest, mode, mode.methods, work / f"xaudit_all_{len(runs)}"), n)
+        if "peer" not in skip:
+            timed("peer", lambda: run_peer(images, *fresh_model(mode), mode.methods, work / "peer", batch), n)
+        if "monai" not in skip:
+            k = mode.monai_volumes  # batch size 1 makes MONAI the slowest; fewer volumes keep the run short
+            timed("monai", lambda: run_monai(images[:k], fresh_model(mode)[0], mode.layer, mode.methods, work / "monai", batch), k)
+        if "xaudit" not in skip and "per-method" not in skip:
+            for i, name in enumerate(names):  # one probe around the block: a probe costs as much as a short run
+                timed(f"xaudit:{name}", lambda name=name: run_xaudit(manifest, mode, {name: mode.methods[name]}, work / f"xaudit_{name}_{len(runs)}"),
+                      n, probe_after=i == len(names) - 1)
+    systems = best_runs(runs)
+    result["systems"] = {k: {**v["result"], "volumes": v["volumes"], "probes": v["probes"]} for k, v in systems.items()}
+    result["repeats"] = {label: [run_seconds(e) for lab, e in runs if lab == label] for label in systems}
     result["rows"] = table_rows(mode, systems, probes, names)
     if "rss" not in skip:
         rss_manifest = write_cohort(work / "rss_data", max(mode.rss_sizes), mode.size, seed=1)
-        runs = [measure_rss(rss_manifest, n, mode, work, threads) for n in mode.rss_sizes]
+        runs = [measure_rss(rss_manifest, k, mode, work, threads) for k in mode.rss_sizes]
         small, large = (r["peak"]["run_mib"] for r in runs)
         result["rss"] = {"methods": mode.rss_methods, "runs": runs, "growth_pct": 100.0 * (large - small) / small}
     result["amp"] = amp_check(model, mode)
@@ -305,31 +275,41 @@ def benchmark(mode: Mode, work: Path, skip: set[str], threads: int) -> dict:
 
 
 def table_rows(mode: Mode, systems: dict, probes: list[dict], names: list[str]) -> dict:
-    """Per method and for ``all``: seconds/volume of every system and the ratios."""
+    """Per method and for ``all``: seconds/volume of every system, the limit around it, the ratios.
+
+    ``pass_efficiency`` compares the passes xaudit ran (counted by a hook on the model)
+    with the passes the limit needs, both priced at the same rates: it is what the
+    efficiency would be with zero overhead besides extra passes, and barely moves with load.
+    """
     rows = {}
-    n = mode.volumes
-    peer = per_volume(systems["peer"]["result"], n, names) if "peer" in systems else {}
-    monai = per_volume(systems["monai"]["result"], n, names) if "monai" in systems else {}
+    per = {label: per_volume(systems[label]["result"], systems[label]["volumes"], names)
+           for label in ("peer", "monai") if label in systems}
     for key in names + ["all"]:
         methods = mode.methods if key == "all" else {key: mode.methods[key]}
-        row = {"limit_s": limit_seconds(methods, mode.size, probes[0]["fb"], probes[0]["fwd"])}
-        for label, per in (("peer", peer), ("monai", monai)):
-            if key in per:
+        row = {"limit_start_s": limit_seconds(methods, mode.size, probes[0]["fb"], probes[0]["fwd"])}
+        for label, seconds in per.items():
+            if key in seconds:
                 fb, fwd = rates_around(probes, *systems[label]["probes"])
-                row[f"{label}_s"] = per[key]
+                row[f"{label}_s"] = seconds[key]
                 row[f"{label}_limit_s"] = limit_seconds(methods, mode.size, fb, fwd)
         run = systems.get(f"xaudit:{key}")
         if run is not None:
             fb, fwd = rates_around(probes, *run["probes"])
-            row["xaudit_s"] = run["result"]["subject_pass_s"] / n
-            row["xaudit_limit_s"] = limit_seconds(methods, mode.size, fb, fwd)
-            row["efficiency"] = row["xaudit_limit_s"] / row["xaudit_s"]
-            for label in ("peer", "monai"):
+            counts = run["result"]["forward_samples"]
+            row["xaudit_s"] = run["result"]["subject_pass_s"] / run["volumes"]
+            row["limit_s"] = limit_seconds(methods, mode.size, fb, fwd)
+            row["efficiency"] = row["limit_s"] / row["xaudit_s"]
+            row["xaudit_passes_s"] = (counts["grad"] / fb + counts["no_grad"] / fwd) / run["volumes"]
+            row["pass_efficiency"] = row["limit_s"] / row["xaudit_passes_s"]
+            for label in per:
                 if f"{label}_s" in row:
                     row[f"{label}_over_xaudit"] = row[f"{label}_s"] / row["xaudit_s"]
                     # each time in units of the limit measured around it: cancels load drift between runs
-                    row[f"{label}_over_xaudit_normalised"] = (row[f"{label}_s"] / row[f"{label}_limit_s"]) / (1 / row["efficiency"])
+                    row[f"{label}_over_xaudit_normalised"] = (row[f"{label}_s"] / row[f"{label}_limit_s"]) * row["efficiency"]
         rows[key] = row
+    if "monai" in per:  # MONAI has no integrated gradients: its whole set is the other methods
+        rows["all"]["monai_s_without_ig"] = per_volume(systems["monai"]["result"], systems["monai"]["volumes"],
+                                                       [m for m in names if m != "integrated_gradients"]).get("all")
     return rows
 
 
@@ -359,20 +339,28 @@ def print_table(result: dict) -> None:
     sweep = result["limit"]["sweep"]
     print("limit sweep, samples/s  f+b: " + "  ".join(f"b{b}={r:.2f}" for b, r in sweep["fb_samples_per_s"].items())
           + " | fwd: " + "  ".join(f"b{b}={r:.2f}" for b, r in sweep["fwd_samples_per_s"].items()))
-    head = f"{'method':22}{'limit':>8}{'xaudit':>9}{'peer':>9}{'monai':>9}{'effic.':>8}{'peer/xa':>9}{'(norm)':>8}{'monai/xa':>9}"
+    head = (f"{'method':21}{'limit':>7}{'xaudit':>8}{'peer':>8}{'monai':>8}{'effic':>7}{'pass-eff':>9}"
+            f"{'peer/xa':>8}{'norm':>6}{'monai/xa':>9}")
     print("seconds per volume\n" + head)
     for key, row in result.get("rows", {}).items():
-        print(f"{key:22}{fmt(row['limit_s']):>8}{fmt(row.get('xaudit_s')):>9}{fmt(row.get('peer_s')):>9}"
-              f"{fmt(row.get('monai_s')):>9}{fmt(row.get('efficiency')):>8}{fmt(row.get('peer_over_xaudit')):>9}"
-              f"{fmt(row.get('peer_over_xaudit_normalised')):>8}{fmt(row.get('monai_over_xaudit')):>9}")
-    print("(limit: probe at start; efficiency = limit/xaudit with the limit probed around that xaudit run; "
-          "norm = peer/xaudit with each in units of its own surrounding limit; monai 'all' lacks IG)")
+        print(f"{key:21}{fmt(row.get('limit_s', row['limit_start_s'])):>7}{fmt(row.get('xaudit_s')):>8}{fmt(row.get('peer_s')):>8}"
+              f"{fmt(row.get('monai_s', row.get('monai_s_without_ig'))):>8}{fmt(row.get('efficiency')):>7}"
+              f"{fmt(row.get('pass_efficiency')):>9}{fmt(row.get('peer_over_xaudit')):>8}"
+              f"{fmt(row.get('peer_over_xaudit_normalised')):>6}{fmt(row.get('monai_over_xaudit')):>9}")
+    print("limit: at the rates probed around the xaudit run; effic = limit/xaudit; pass-eff = the same with xaudit's\n"
+          "counted passes and no other overhead; norm = peer/xaudit with each time in units of the limit probed\n"
+          "around it (cancels load drift); MONAI's 'all' lacks integrated gradients (it has none).")
     if "rss" in result:
         runs = result["rss"]["runs"]
         print("peak RSS of a whole xaudit run (" + ", ".join(result["rss"]["methods"]) + "): "
-              + ", ".join(f"{r['subjects']} subjects {r['peak']['run_mib']:.0f} MiB (pass {r['peak']['subject_pass_mib']:.0f})" for r in runs)
+              + ", ".join(f"{r['subjects']} subjects {r['peak']['run_mib']:.0f} MiB (RSS after first/last subject "
+                          f"{r['peak']['rss_first_subject_mib']:.0f}/{r['peak']['rss_last_subject_mib']:.0f})" for r in runs)
               + f" -> growth {result['rss']['growth_pct']:.1f}%")
     print("AMP: " + (result["amp"].get("skipped") or f"max |logit fp32 - fp16| = {result['amp']['max_abs_logit_diff']:.3g}"))
+    if m["load_start"][0] >= 1.0:
+        print(f"NOTE: load {m['load_start'][0]:.1f} on {m['affinity']} cores: other processes compete, single timings can swing\n"
+              "several-fold (with 2 threads, 2.5x slower than 1 thread when the other core is busy). Use --threads 1\n"
+              "--repeats 2 (each system keeps its fastest repeat) and compare pass-eff, which barely moves with load.")
     for line in check_targets(result):
         print(line)
     print(f"wall time {result['wall_s']:.0f} s")
@@ -402,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="keep data and runs here (default: a temporary directory)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch intra-op threads")
     parser.add_argument("--skip", default="", help="comma list of: xaudit, per-method, peer, monai, rss")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats; each system keeps its fastest")
     parser.add_argument("--profile", action="store_true", help="only cProfile xaudit's pass over all methods")
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -424,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(report)
             print(report[:6000])
             return 0
-        result = benchmark(mode, work, {s.strip() for s in args.skip.split(",") if s.strip()}, args.threads)
+        result = benchmark(mode, work, {s.strip() for s in args.skip.split(",") if s.strip()}, args.threads, args.repeats)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str))
     print_table(result)

@@ -88,3 +88,21 @@ def cohort3d(tmp_path) -> Path:
 @pytest.fixture
 def config3d(tmp_path, cohort3d) -> Path:
     return make_config(tmp_path, cohort3d)
+
+
+@pytest.fixture(scope="session")
+def full_sample_data(tmp_path_factory) -> tuple[Path, dict]:
+    """The demo cohort at full size, seed 0, generated once per session (about a minute).
+
+    Returns (folder, summary of `generate_sample_data`).
+    """
+    from xaudit.sample import generate_sample_data
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        folder = tmp_path_factory.mktemp("sample_full")
+        summary = generate_sample_data(folder, seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    return folder, summary

@@ -35,7 +35,7 @@ def test_micro_bench_writes_results(tmp_path):
     assert run["failed"] == 0
     # xaudit evaluated at least the passes the limit counts (gradient samples per volume)
     assert run["forward_samples"]["grad"] >= result["volumes"] * (2 + 2 + 1)
-    written = sorted(p.name for p in (tmp_path / "work" / "xaudit_all" / "attributions").iterdir())
+    written = sorted(p.name for p in (tmp_path / "work" / "xaudit_all_0" / "attributions").iterdir())
     assert written == sorted(result["methods"])
 
 

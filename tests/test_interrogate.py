@@ -131,13 +131,13 @@ def test_laplacian_energy_penalises_high_frequencies():
 def test_run_adam_stops_at_the_deadline():
     z = torch.zeros(2, 1, 8, 8, 8, requires_grad=True)
 
-    def slow_objective(z, _step):
+    def slow_objective(_step):
         time.sleep(0.01)
         return (z - 1).pow(2).flatten(1).sum(1)
 
-    run_adam(z, slow_objective, steps=1, lr=0.1, deadline=0.0)  # first use imports optimiser internals
+    run_adam([z], slow_objective, steps=1, lr=0.1, deadline=0.0)  # first use imports optimiser internals
     t0 = time.perf_counter()
-    run = run_adam(z, slow_objective, steps=100000, lr=0.1, deadline=time.perf_counter() + 0.3)
+    run = run_adam([z], slow_objective, steps=100000, lr=0.1, deadline=time.perf_counter() + 0.3)
     assert run.stopped_early and 1 <= run.steps < 100000
     assert time.perf_counter() - t0 < 0.3 + 0.5
 
@@ -367,6 +367,26 @@ def test_run_level_time_budget_is_respected(runs):
     assert any("time budget" in note for note in result["notes"])
 
 
+def test_run_level_2d(tmp_path):
+    from xaudit.config import load_config
+    from xaudit.pipeline import run_audit
+
+    manifest = make_cohort(tmp_path / "cohort", shape=(16, 18), spatial_dims=2, affine=np.diag([1.5, 0.8, 1.0, 1.0]))
+    config = make_config(tmp_path, manifest, spatial_dims=2, methods={"saliency": {}},
+                         data__transforms={"spatial_size": [20, 16], "intensity": "zscore"})
+    run = run_audit(load_config(config)).run_dir
+    result = interrogate_run(run, InterrogateParams(steps=20, channels=["head.input:ch1"]), "cpu")
+    assert [layer["name"] for layer in result["layers"]] == ["features.0", "features.3"]
+    for record in result["inversion"].values():
+        assert record["representation_loss_final_mean"] < record["representation_loss_initial_mean"]
+        for sid, rel in record["volumes"].items():
+            source = nib.load(str(tmp_path / "cohort" / "images" / f"{sid}.nii.gz"))
+            written = nib.load(str(run / rel))
+            assert written.shape == source.shape  # back from the padded/cropped 20x16 input grid
+            np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+    assert (run / result["maximisation"][0]["volume"]).is_file()
+
+
 def test_torchscript_runs_are_refused(runs, tmp_path):
     resolved = yaml.safe_load((runs["border"] / "config.resolved.yaml").read_text())
     scripted = copy.deepcopy(resolved)
@@ -379,3 +399,98 @@ def test_torchscript_runs_are_refused(runs, tmp_path):
 def test_unknown_layer_is_a_config_error(runs):
     with pytest.raises(ConfigError, match="features.6"):
         interrogate_run(runs["border"], InterrogateParams(layers=["features.66"], steps=1), "cpu")
+
+
+# ---------------------------------------------------------------- wired into run, CLI, audit and report
+
+def _copy_run(run, tmp_path):
+    import shutil
+
+    return shutil.copytree(run, tmp_path / "run")
+
+
+def _retention_findings(audit):
+    return [f for f in audit["findings"] if f["check"] == "retention"]
+
+
+def test_run_with_an_interrogate_section_reports_it(tmp_path):
+    import json
+
+    from pathlib import Path
+
+    import jsonschema
+
+    import xaudit
+    from xaudit.config import load_config
+    from xaudit.pipeline import run_audit
+
+    manifest = make_cohort(tmp_path / "cohort")
+    config = make_config(
+        tmp_path, manifest, methods={"saliency": {}},
+        model={"factory": {"function": "test_interrogate:planted_net", "args": {"keep": "border"}},
+               "classes": ["healthy", "lesion"], "layer": "features.3"},
+        interrogate={**FAST, "auto_layers": 3},
+    )
+    run = run_audit(load_config(config)).run_dir
+    audit = json.loads((run / "audit.json").read_text())
+    schema = json.loads((Path(xaudit.__file__).parent / "schemas" / "audit.schema.json").read_text())
+    jsonschema.validate(audit, schema)
+    interrogation = audit["interrogation"]
+    assert len(interrogation["layers"]) == 3
+    assert "interrogation" in audit["run"]["timings_s"]
+    # the border net keeps the planted corner: the finding reaches the run's findings
+    assert [f["severity"] for f in _retention_findings(audit)] in (["warning"], ["critical"])
+    for key in ("interrogation", "interrogation_retention", "interrogation_plot"):
+        assert (run / audit["artifacts"][key]).exists()
+    html = (run / "report.html").read_text()
+    assert "What each depth retains" in html and "interrogation" in (run / "report.md").read_text()
+    assert html.count("<img") >= 2 + len(interrogation["subjects"])  # plot + one inversion figure per subject
+
+
+def test_cli_interrogate_folds_into_a_finished_run(runs, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from xaudit.cli import app
+
+    run = _copy_run(runs["border"], tmp_path)
+    before = json.loads((run / "audit.json").read_text())
+    assert "interrogation" not in before and not _retention_findings(before)
+    args = ["interrogate", str(run), "--set", "steps=40", "--set", "interrogate.time_budget_s=60", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["findings"] and summary["layers"]
+    audit = json.loads((run / "audit.json").read_text())
+    assert audit["interrogation"]["params"]["steps"] == 40
+    assert len(_retention_findings(audit)) == 1
+    assert "What each depth retains" in (run / "report.html").read_text()
+    # again, with a gate on findings: the retention finding is replaced, not duplicated
+    again = CliRunner().invoke(app, [*args, "-q", "--fail-on-findings", "warning"])
+    assert again.exit_code == 1, again.output
+    assert len(_retention_findings(json.loads((run / "audit.json").read_text()))) == 1
+
+
+def test_cli_interrogate_rejects_bad_keys_and_unfinished_runs(runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from xaudit.cli import app
+
+    run = _copy_run(runs["interior"], tmp_path)
+    bad = CliRunner().invoke(app, ["interrogate", str(run), "--set", "stpes=3"])
+    assert bad.exit_code == 2 and "interrogate.stpes" in bad.output and "steps" in bad.output
+    (run / "audit.json").unlink()
+    unfinished = CliRunner().invoke(app, ["interrogate", str(run), "--set", "steps=1"])
+    assert unfinished.exit_code != 0 and "audit.json" in unfinished.output
+
+
+def test_config_refuses_interrogate_with_a_torchscript_model(tmp_path):
+    from xaudit.config import load_config
+
+    manifest = make_cohort(tmp_path / "cohort", n=4)
+    config = make_config(tmp_path, manifest, methods={"saliency": {}},
+                         model={"torchscript": str(tmp_path / "model.pt"), "classes": ["healthy", "lesion"]},
+                         interrogate={})
+    with pytest.raises(ConfigError, match="interrogate.*TorchScript"):
+        load_config(config)

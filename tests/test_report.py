@@ -205,9 +205,12 @@ def test_missing_sections_render_with_a_note(run3d, tmp_path):
 def test_failed_subjects_are_listed(run3d, tmp_path):
     with open(tmp_path / "errors.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([["subject_id", "manifest_line", "stage", "reason"],
-                                  ["sub-bad", "9", "load", "cannot read image <x>.nii.gz | truncated"]])
+                                  ["sub-bad", "9", "load", "cannot read image <x>.nii.gz | truncated"],
+                                  ["sub-000", "2", "attribution", "stale failure, finished on resume"]])
+    (tmp_path / "subjects").mkdir()
+    (tmp_path / "subjects" / "sub-000.npz").write_bytes(b"")  # its record exists: it finished later
     out = rerender(run3d, tmp_path)
-    assert "1 subject(s) failed" in out.html
+    assert "1 subject(s) failed" in out.html and "stale failure" not in out.html
     assert "cannot read image &lt;x&gt;.nii.gz | truncated" in out.html
     assert "cannot read image \\<x>.nii.gz \\| truncated" in out.md
 

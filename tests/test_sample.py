@@ -213,10 +213,9 @@ def test_demo_configs_match_the_generated_data(name, cohort, checkpoint):
 
 
 @pytest.mark.slow
-def test_full_size_generation_shows_the_shortcut(tmp_path):
+def test_full_size_generation_shows_the_shortcut(full_sample_data):
     """The demo's premise, at full size: the confounded model fails off the diagonal."""
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    summary = generate_sample_data(tmp_path, seed=0)
+    _, summary = full_sample_data
     for cohort in ("cohort3d", "cohort2d"):
         verdict = summary[cohort]["shortcut"]
         assert verdict["holds"], (cohort, verdict)

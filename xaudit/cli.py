@@ -320,6 +320,53 @@ def report(run_dir: Path = typer.Argument(..., exists=True, file_okay=False, hel
     typer.echo(str(path))
 
 
+@app.command()
+def interrogate(
+    run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="a finished run directory"),
+    set_: list[str] = typer.Option([], "--set", help="override an interrogate key: --set steps=50 (or interrogate.steps=50)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:k]"),
+    fail_on_findings: Optional[str] = typer.Option(None, "--fail-on-findings", help="exit 1 if a finding of the run reaches this severity (info, warning, critical)"),
+    as_json: bool = typer.Option(False, "--json", help="print the interrogation summary as JSON on stdout"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="only warnings and errors on stderr"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="debug logging"),
+) -> None:
+    """Invert the network's representations at several depths on a finished run (no rerun of the rest).
+
+    Writes RUN_DIR/interrogate/, adds `interrogation` and its findings to audit.json and
+    re-renders the report. Parameters: the run config's `interrogate:` section, else defaults.
+    """
+    _setup_logging(quiet, verbose)
+    if fail_on_findings is not None and fail_on_findings not in SEVERITIES:
+        raise typer.BadParameter(f"--fail-on-findings expects one of {SEVERITIES}, got {fail_on_findings!r}")
+    from xaudit.interrogate_stage import interrogate_finished_run, params_for_run
+
+    params = _guard(params_for_run, run_dir, set_)
+    audit = _guard(interrogate_finished_run, run_dir, params, device)
+    result = audit["interrogation"]
+    summary = {
+        "run_dir": str(run_dir), "report": str(run_dir / "report.html"),
+        "layers": [layer["name"] for layer in result.get("layers", [])],
+        "subjects": len(result.get("subjects", [])),
+        "retention": result.get("retention", {}).get("table", []),
+        "findings": [{k: f.get(k) for k in ("id", "severity", "title")} for f in audit.get("findings", [])
+                     if f.get("check") == "retention"],
+        "notes": result.get("notes", []), "time": result.get("time", {}),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+    elif not quiet:
+        console = _console()
+        console.print(f"[bold]interrogated:[/] {summary['subjects']} subjects at {len(summary['layers'])} depths "
+                      f"({', '.join(summary['layers'])}) in {summary['time'].get('elapsed_s', 0):.0f} s", highlight=False)
+        for f in summary["findings"]:
+            console.print(f"  [{f['severity']}] {f['title']}", markup=False)
+        for note in summary["notes"]:
+            console.print(f"  note: {note}", markup=False, highlight=False)
+        console.print(f"[bold green]report:[/] {summary['report']}")
+    if fail_on_findings and _reaches(audit.get("findings", []), fail_on_findings):
+        raise typer.Exit(1)
+
+
 @app.command("sample-data")
 def sample_data(
     directory: Path = typer.Argument(Path("sample_data"), help="where to write the demo cohort and models"),

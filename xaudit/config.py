@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from xaudit.attribution import get_method
 from xaudit.bias.params import BiasParams
 from xaudit.errors import ConfigError, XauditError, did_you_mean
+from xaudit.interrogate.params import InterrogateParams
 from xaudit.rules.params import RulesParams
 
 DEFAULT_METHODS: dict[str, dict[str, Any]] = {"saliency": {}, "integrated_gradients": {"steps": 32}, "gradcam": {}}
@@ -148,6 +149,9 @@ class Config(Section):
     bias: BiasParams = BiasParams()
     quality: QualityConfig = QualityConfig()
     report: ReportConfig = ReportConfig()
+    interrogate: InterrogateParams | None = Field(
+        None, description="present (even empty, `interrogate: {}`): `xaudit run` also inverts the network's"
+        " representations; absent: only `xaudit interrogate RUN_DIR` does, with its defaults")
     output: Path = Path("runs/xaudit")
     device: str = "auto"
     seed: int = 0
@@ -301,9 +305,25 @@ def _check_methods(config: Config) -> None:
             f"`attribution.target` must be one of {choices}.{did_you_mean(config.attribution.target, choices)}"
             f" Got {config.attribution.target!r} instead."
         )
+    problems += _interrogate_problems(config)
     if problems:
         head = "invalid config" if len(problems) == 1 else f"invalid config ({len(problems)} problems)"
         raise ConfigError(head + ":\n  " + "\n  ".join(problems))
+
+
+def _interrogate_problems(config: Config) -> list[str]:
+    params = config.interrogate
+    if params is None:
+        return []
+    problems = []
+    if config.model.torchscript is not None:
+        problems.append("`interrogate` needs forward hooks, which a TorchScript model does not offer: configure the"
+                        " model as `model.monai` or `model.factory`, or remove the `interrogate` section.")
+    groups = config.data.group_columns
+    if params.group_column is not None and params.group_column not in groups:
+        problems.append(f"`interrogate.group_column`: {params.group_column!r} is not in `data.group_columns` {groups}."
+                        f"{did_you_mean(params.group_column, groups)}")
+    return problems
 
 
 def _resolve_paths(config: Config, base_dir: Path) -> Config:

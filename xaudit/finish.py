@@ -62,6 +62,13 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
         t0 = time.perf_counter()
         audit["attribution"]["quality"] = quality_stage(setup, cohort, config.quality, max(1, config.attribution.max_batch or 8))
         timings["quality"] = time.perf_counter() - t0
+    interrogation = None
+    if setup is not None and config.interrogate is not None:
+        from xaudit.interrogate_stage import interrogation_stage
+
+        t0 = time.perf_counter()
+        interrogation = interrogation_stage(run_dir.root, config.interrogate, setup.device)
+        timings["interrogation"] = time.perf_counter() - t0
     artifacts.update(audit["attribution"].pop("artifacts", {}))
     artifacts.update(audit["rules"].pop("artifacts", {}) if isinstance(audit["rules"], dict) else {})
     findings = audit["bias"].pop("findings", []) if isinstance(audit["bias"], dict) else []
@@ -75,6 +82,10 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
             "artifacts": artifacts,
         }
     )
+    if interrogation is not None:
+        from xaudit.interrogate_stage import merge_into_audit
+
+        merge_into_audit(audit, interrogation)
     t0 = time.perf_counter()
     report_stage(audit, cohort, config, run_dir)
     audit["run"]["timings_s"]["report"] = round(time.perf_counter() - t0, 3)

@@ -130,6 +130,10 @@ def verdict(findings: Iterable[Finding], results: Mapping[str, Any], top: int = 
     pathology = [f for f in findings if f.points_to == "pathology"]
     tests = sum(_signature_tests(r) for r in results.values() if r is not None)
     label, sentence = _sentence(signature, confounds, pathology, tests)
+    demoted = [f for f in findings if f.threshold.get("require_behaviour")]
+    if label != "signature" and demoted:
+        sentence += (f" The representation does carry a site/scanner signature ({len(demoted)} indirect"
+                     " findings, reported as info because the behaviour does not depend on it).")
     shown = (signature + confounds + [f for f in findings if f not in signature + confounds])[:top]
     return {
         "verdict": label,
@@ -158,8 +162,8 @@ def _sentence(signature: list[Finding], confounds: list[Finding], pathology: lis
         )
     if tests and pathology:
         return "pathology", (
-            f"The evidence points to pathology: {tests} tests for a site/scanner signature "
-            f"found none, and " + _titles(pathology, 3) + "."
+            f"The evidence points to pathology: {tests} tests for a site/scanner signature in "
+            f"the decisions found none, and " + _titles(pathology, 3) + "."
         )
     if tests:
         return "inconclusive", (

@@ -33,6 +33,15 @@ class BiasParams(BaseModel):
     train_split: str = Field(
         "train", description="Value of the split column that marks training subjects."
     )
+    require_behaviour: bool = Field(
+        True,
+        description="Indirect signature evidence (probes, feature roles, where the model looks, "
+        "concepts, strategy clusters) is reported as info when the model's behaviour was "
+        "tested within class for that group column and does not depend on it (no "
+        "group_metrics cell finding, no masked-input signature finding at warning or above). "
+        "A representation that merely carries a scanner signature is common; a decision "
+        "that rests on it is the failure. False: every check keeps its own severity.",
+    )
     # design check
     confound_cramers_v: float = Field(
         0.5, ge=0, le=1,

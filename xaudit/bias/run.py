@@ -16,6 +16,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from xaudit.bias.concepts import tcav
+from xaudit.bias.corroboration import require_behaviour
 from xaudit.bias.design import check_design
 from xaudit.bias.findings import Finding, findings_at_or_above, max_severity, sort_findings, verdict
 from xaudit.bias.group_metrics import group_metrics
@@ -138,6 +139,8 @@ def run_bias_checks(inputs: BiasInputs, params: BiasParams | None = None) -> Bia
         check.notes[:] = list(dict.fromkeys(check.notes))  # the same note from several loops once
         result.checks[name] = check
         result.findings += check.findings
+    if params.require_behaviour:
+        result.findings = require_behaviour(result.findings, result.checks)
     result.findings = sort_findings(result.findings)
     result.verdict = verdict(result.findings, result.checks)
     return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +24,17 @@ import yaml
 from xaudit.data import build_transforms, infer_spatial_dims, load_manifest, safe_file_id
 from xaudit.data.loading import native_grid
 from xaudit.data.native import resample_between_grids, write_volume, write_volume_like
-from xaudit.errors import ConfigError
+from xaudit.errors import ConfigError, DataError
 from xaudit.interrogate.figures import inversion_figure, maximisation_figure, retention_figure
 from xaudit.interrogate.inversion import invert
-from xaudit.interrogate.layers import ChannelTarget, auto_layers, check_layers, resolve_channels, trace_layers
+from xaudit.interrogate.layers import ChannelTarget, LayerTrace, auto_layers, check_layers, resolve_channels, trace_layers
 from xaudit.interrogate.maximisation import maximise
 from xaudit.interrogate.optimise import TimeBudget
 from xaudit.interrogate.params import InterrogateParams
 from xaudit.interrogate.retention import region_correlations, region_masks, retention_finding, retention_table
 from xaudit.interrogate.subjects import SubjectInput, batches_by_shape, choose_subjects, load_inputs, read_predictions
 from xaudit.models import load_model, resolve_device
-from xaudit.outputs import load_record, write_bytes, write_json
+from xaudit.outputs import load_record, to_jsonable, write_bytes, write_json
 
 log = logging.getLogger("xaudit")
 SCHEMA_VERSION = "1.0"
@@ -45,7 +46,8 @@ def interrogate_run(run_dir: Path, params: InterrogateParams | None = None, devi
 
     Args:
         run_dir: a finished run (``config.resolved.yaml``, ``predictions.csv``).
-        params: the ``interrogate:`` section (defaults when None).
+        params: the ``interrogate:`` section; None takes the run config's section when it
+            has one, else the defaults.
         device: "auto", "cpu", "cuda[:k]" or a `torch.device`.
 
     Returns:
@@ -56,51 +58,81 @@ def interrogate_run(run_dir: Path, params: InterrogateParams | None = None, devi
         ConfigError: a TorchScript model (hooks are needed), unknown layers/channels/group.
         DataError, OutputError: unusable run directory or data; unwritable output.
     """
+    started = time.perf_counter()
+    setup = _prepare(Path(run_dir), params, device)
+    params = setup.params
+    generator = torch.Generator().manual_seed(params.seed)
+    batches = batches_by_shape(setup.inputs)
+    # the first optimiser built in a process imports torch internals (seconds on a busy CPU): not optimisation time
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    jobs = len(setup.layers) * len(batches) + len({t.layer for t in setup.targets})
+    budget = TimeBudget(params.time_budget_s, jobs)
+    out = setup.run_dir / FOLDER
+    t_opt = time.perf_counter()
+    inversion, rows, kept = _invert_layers(setup, batches, budget, generator, out)
+    maxima, max_runs = _maximise_channels(setup, batches[0], budget, generator, out)
+    optimisation_s = time.perf_counter() - t_opt
+    figures = _inversion_figures(setup.inputs, kept, out)
+    stopped = any(r["stopped_early"] for r in [*inversion.values(), *max_runs.values()])
+    if stopped:
+        setup.notes.append(f"the time budget ({params.time_budget_s:g} s) stopped some optimisations before"
+                           f" {params.steps} steps; see steps per layer")
+    result = _assemble(params, setup, inversion, maxima, max_runs, rows, out, figures)
+    result["time"] = {"budget_s": params.time_budget_s, "optimisation_s": round(optimisation_s, 3),
+                      "elapsed_s": round(time.perf_counter() - started, 3), "stopped_early": stopped}
+    result = to_jsonable(result)  # NaN (an empty ROI) -> None: strict JSON for audit.json
+    write_json(out / "interrogation.json", result)
+    log.info("interrogate: %d layers, %d subjects, %d channels in %.1f s",
+             len(setup.layers), len(setup.inputs), len(maxima), optimisation_s)
+    return result
+
+
+@dataclass
+class _Setup:
+    """A finished run made ready to interrogate."""
+
+    run_dir: Path
+    params: InterrogateParams
+    device: torch.device
+    spatial_dims: int
+    group_column: str | None
+    inputs: list[SubjectInput]
+    model: torch.nn.Module
+    trace: LayerTrace
+    layers: list[str]
+    targets: list[ChannelTarget]
+    notes: list[str] = field(default_factory=list)
+
+
+def _prepare(run_dir: Path, params: InterrogateParams | None, device) -> _Setup:
+    """Params, subjects (chosen and preprocessed), model, its layers and channels to maximise."""
     from xaudit.pipeline import load_run_config
 
-    started = time.perf_counter()
-    run_dir = Path(run_dir)
-    params = params or InterrogateParams()
     config = load_run_config(run_dir)
+    # without explicit params: the run config's `interrogate:` section when it has one
+    params = params or getattr(config, "interrogate", None) or InterrogateParams()
     if config.model.torchscript is not None:
         raise ConfigError("`xaudit interrogate` needs forward hooks, which a TorchScript model does not offer;"
                           " configure the model as `model.monai` or `model.factory` to interrogate it")
     device = resolve_device(device) if isinstance(device, str) else device
-    generator = torch.Generator().manual_seed(params.seed)
     subjects = load_manifest(config.data, config.model.classes, check_files=False)
     spatial_dims = _spatial_dims(run_dir, config, subjects)
     group_column = _group_column(params, config.data.group_columns)
     notes: list[str] = []
-    chosen = choose_subjects(read_predictions(run_dir), subjects, config.model.classes, group_column, params.per_cell, params.max_subjects)
+    chosen = choose_subjects(read_predictions(run_dir), subjects, config.model.classes, group_column,
+                             params.per_cell, params.max_subjects)
     if not chosen:
-        raise ConfigError(f"{run_dir}: predictions.csv names none of the manifest's subjects; nothing to interrogate")
+        raise DataError(f"{run_dir}: predictions.csv names none of the manifest's subjects; nothing to interrogate")
     inputs = load_inputs(chosen, build_transforms(config.data.transforms, spatial_dims), spatial_dims, notes)
     _check_records(run_dir, inputs, notes)
     model = load_model(config.model, device).module
-    batches = batches_by_shape(inputs)
-    trace = trace_layers(model, batches[0][0].image[None].to(device))
-    layers = check_layers(params.layers, trace, spatial_dims) if params.layers else auto_layers(model, trace, spatial_dims, params.auto_layers)
+    trace = trace_layers(model, inputs[0].image[None].to(device))
+    if params.layers:
+        layers = check_layers(params.layers, trace, spatial_dims)
+    else:
+        layers = auto_layers(model, trace, spatial_dims, params.auto_layers)
     targets = _channel_targets(params, run_dir, model, trace, spatial_dims, notes)
-    # the first optimiser built in a process imports torch internals (seconds on a busy CPU): not optimisation time
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-    budget = TimeBudget(params.time_budget_s, len(layers) * len(batches) + len({t.layer for t in targets}))
-    out = run_dir / FOLDER
-    t_opt = time.perf_counter()
-    inversion, rows, kept = _invert_layers(model, layers, batches, params, budget, generator, device, spatial_dims, out)
-    maxima, max_runs = _maximise_channels(model, targets, batches[0], params, budget, generator, device, out)
-    optimisation_s = time.perf_counter() - t_opt
-    figures = _inversion_figures(inputs, kept, out)
-    result = _assemble(params, layers, trace, inputs, inversion, maxima, max_runs, rows, group_column, notes, out, figures)
-    stopped = any(v["stopped_early"] for v in inversion.values()) or any(r["stopped_early"] for r in max_runs.values())
-    result["time"] = {"budget_s": params.time_budget_s, "optimisation_s": round(optimisation_s, 3),
-                      "elapsed_s": round(time.perf_counter() - started, 3), "stopped_early": stopped}
-    if stopped:
-        result["notes"].append(f"the time budget ({params.time_budget_s:g} s) stopped some optimisations before"
-                               f" {params.steps} steps; see steps per layer")
-    result.update({"device": str(device), "spatial_dims": spatial_dims})
-    write_json(out / "interrogation.json", result)
-    log.info("interrogate: %d layers, %d subjects, %d channels in %.1f s", len(layers), len(inputs), len(maxima), optimisation_s)
-    return result
+    return _Setup(run_dir, params, device, spatial_dims, group_column, inputs, model, trace, layers, targets, notes)
 
 
 def _spatial_dims(run_dir: Path, config, subjects) -> int:
@@ -121,7 +153,8 @@ def _group_column(params: InterrogateParams, group_columns: list[str]) -> str | 
     if params.group_column not in group_columns:
         from xaudit.errors import choices_message
 
-        raise ConfigError("`interrogate.group_column`: " + choices_message("group column", params.group_column, group_columns))
+        raise ConfigError("`interrogate.group_column`: "
+                          + choices_message("group column", params.group_column, group_columns))
     return params.group_column
 
 
@@ -132,7 +165,8 @@ def _check_records(run_dir: Path, inputs: list[SubjectInput], notes: list[str]) 
         if not path.is_file():
             continue
         recorded = load_record(path).get("input_affine")
-        if recorded is not None and (recorded.shape != item.affine.shape or not np.allclose(recorded, item.affine, atol=1e-4)):
+        same = recorded is not None and recorded.shape == item.affine.shape and np.allclose(recorded, item.affine, atol=1e-4)
+        if recorded is not None and not same:
             notes.append(f"subject {item.subject.subject_id}: the input grid differs from the run's record;"
                          " the preprocessing (or its code) changed since the run")
 
@@ -169,25 +203,26 @@ def _rule_features(path: Path, top_rules: int, max_channels: int, notes: list[st
     return list(dict.fromkeys(names))[:max_channels]
 
 
-def _invert_layers(model, layers, batches, params, budget, generator, device, spatial_dims, out: Path):
+def _invert_layers(setup: _Setup, batches, budget: TimeBudget, generator, out: Path):
     """Invert every batch at every layer; write native NIfTI; collect retention rows."""
+    params = setup.params
     records, rows = {}, []
     kept: dict[str, dict[str, np.ndarray]] = {}
-    for depth, layer in enumerate(layers):
+    for depth, layer in enumerate(setup.layers):
         runs, losses, paths = [], {}, {}
         for batch in batches:
-            x0 = torch.stack([item.image for item in batch]).to(device)
-            fg = torch.from_numpy(np.stack([item.foreground for item in batch])).to(device)
-            inv = invert(model, layer, x0, params, budget.next_deadline(), generator, fg)
-            images = inv.images.float().cpu().numpy()
+            x0 = torch.stack([item.image for item in batch]).to(setup.device)
+            fg = torch.from_numpy(np.stack([item.foreground for item in batch])).to(setup.device)
+            inv = invert(setup.model, layer, x0, params, budget.next_deadline(), generator, fg)
+            images, starts = inv.images.float().cpu().numpy(), inv.starts.float().cpu().numpy()
             runs.append(inv.run)
             for i, item in enumerate(batch):
                 sid = item.subject.subject_id
-                losses[sid] = {"initial": float(inv.representation_loss_initial[i]), "final": float(inv.representation_loss_final[i])}
-                paths[sid] = _write_native(images[i], item, out / "inversions" / safe_file_id(layer), spatial_dims, run_root=out.parent)
-                regions = region_masks(item.foreground, item.rois, params.border_width, params.restrict_to_foreground)
-                for region, values in region_correlations(item.image.numpy(), images[i], regions).items():
-                    rows.append({"subject_id": sid, "layer": layer, "depth": depth, "region": region, **values})
+                losses[sid] = {"initial": float(inv.representation_loss_initial[i]),
+                               "final": float(inv.representation_loss_final[i])}
+                folder = out / "inversions" / safe_file_id(layer)
+                paths[sid] = _write_native(images[i], item, folder, setup.spatial_dims, run_root=out.parent)
+                rows += _retention_rows(item, images[i], starts[i], layer, depth, params)
                 kept.setdefault(item.subject.safe_id, {})[layer] = images[i][0]
         records[layer] = {
             "depth": depth, "steps": min(r.steps for r in runs), "stopped_early": any(r.stopped_early for r in runs),
@@ -197,8 +232,21 @@ def _invert_layers(model, layers, batches, params, budget, generator, device, sp
             "runs": [r.to_dict() for r in runs], "volumes": paths,
         }
         log.info("interrogate: %s inverted in %.1f s (%d steps), loss %.3g -> %.3g", layer, records[layer]["seconds"],
-                 records[layer]["steps"], records[layer]["representation_loss_initial_mean"], records[layer]["representation_loss_final_mean"])
+                 records[layer]["steps"], records[layer]["representation_loss_initial_mean"],
+                 records[layer]["representation_loss_final_mean"])
     return records, rows, kept
+
+
+def _retention_rows(item: SubjectInput, image: np.ndarray, start: np.ndarray, layer: str, depth: int, params) -> list[dict]:
+    """One row per region: the inversion's correlation with the original, and the start's."""
+    regions = region_masks(item.foreground, item.rois, params.border_width, params.restrict_to_foreground)
+    # the start's own correlation is the floor a region comes back to when the layer discards it
+    baseline = region_correlations(item.image.numpy(), start, regions)
+    return [
+        {"subject_id": item.subject.subject_id, "layer": layer, "depth": depth, "region": region, **values,
+         "start_pearson": baseline[region]["pearson"]}
+        for region, values in region_correlations(item.image.numpy(), image, regions).items()
+    ]
 
 
 def _write_native(image: np.ndarray, item: SubjectInput, folder: Path, spatial_dims: int, run_root: Path) -> str:
@@ -206,21 +254,23 @@ def _write_native(image: np.ndarray, item: SubjectInput, folder: Path, spatial_d
     native_affine, native_shape, reference = native_grid(item.subject.images[0], spatial_dims)
     first = None
     for c in range(image.shape[0]):
-        volume = resample_between_grids(torch.from_numpy(np.ascontiguousarray(image[c])), item.affine, native_affine, native_shape)
+        channel = torch.from_numpy(np.ascontiguousarray(image[c]))
+        volume = resample_between_grids(channel, item.affine, native_affine, native_shape)
         name = item.subject.safe_id + (f"_c{c}" if c else "") + ".nii.gz"
         path = write_volume_like(volume.numpy(), reference, folder / name)
         first = first or path
     return str(Path(first).relative_to(run_root))
 
 
-def _maximise_channels(model, targets: list[ChannelTarget], batch: list[SubjectInput], params, budget, generator, device, out: Path):
+def _maximise_channels(setup: _Setup, batch: list[SubjectInput], budget: TimeBudget, generator, out: Path):
     """One maximisation batch per layer; NIfTI on the first subject's input grid, one figure per layer."""
     maxima, runs = [], {}
-    reference = torch.stack([item.image for item in batch]).to(device)
+    reference = torch.stack([item.image for item in batch]).to(setup.device)
     affine = batch[0].affine
-    for layer in dict.fromkeys(t.layer for t in targets):
-        group = [t for t in targets if t.layer == layer]
-        result = maximise(model, layer, [t.channel for t in group], reference, params, budget.next_deadline(), generator)
+    for layer in dict.fromkeys(t.layer for t in setup.targets):
+        group = [t for t in setup.targets if t.layer == layer]
+        channels = [t.channel for t in group]
+        result = maximise(setup.model, layer, channels, reference, setup.params, budget.next_deadline(), generator)
         images = result.images.float().cpu().numpy()
         runs[layer] = result.run.to_dict()
         shown = {}
@@ -230,7 +280,8 @@ def _maximise_channels(model, targets: list[ChannelTarget], batch: list[SubjectI
             shown[target.name] = images[k][0]
             maxima.append({
                 "name": target.name, "layer": layer, "channel": target.channel,
-                "activation_initial": float(result.activation_initial[k]), "activation_final": float(result.activation_final[k]),
+                "activation_initial": float(result.activation_initial[k]),
+                "activation_final": float(result.activation_final[k]),
                 "activation_real_mean": float(result.activation_real[k]), "volume": str(path.relative_to(out.parent)),
                 "started_from": None if result.starts[k] is None else batch[result.starts[k]].subject.subject_id,
             })
@@ -245,7 +296,8 @@ def _inversion_figures(inputs: list[SubjectInput], kept: dict, out: Path) -> lis
     paths = []
     for item in inputs:
         safe = item.subject.safe_id
-        title = f"{item.subject.subject_id} ({item.cell['class']}{', ' + item.cell['group'] if item.cell['group'] else ''})"
+        cell = ", ".join(v for v in (item.cell["class"], item.cell["group"]) if v)
+        title = f"{item.subject.subject_id} ({cell})"
         path = out / "figures" / f"inversion_{safe}.png"
         write_bytes(path, inversion_figure(item.image[0].numpy(), kept.get(safe, {}), title))
         paths.append(str(path.relative_to(out.parent)))
@@ -260,13 +312,14 @@ def _subsets(inputs: list[SubjectInput]) -> dict[str, list[str]]:
     return subsets
 
 
-def _assemble(params, layers, trace, inputs, inversion, maxima, max_runs, rows, group_column, notes, out: Path, figures) -> dict:
+def _assemble(params, setup: _Setup, inversion, maxima, max_runs, rows, out: Path, figures) -> dict:
     """Retention table, finding, plot and JSON files; the result dict."""
-    subsets = _subsets(inputs)
+    subsets = _subsets(setup.inputs)
+    layers, notes = setup.layers, setup.notes
     table = retention_table(rows, layers, subsets)
     finding = retention_finding(table, layers, params)
     findings = [finding.to_dict()] if finding is not None else []
-    if not any(i.rois for i in inputs):
+    if not any(i.rois for i in setup.inputs):
         notes.append("the manifest names no ROI (data.roi_columns): the foreground stands in for the pathology")
     if params.restrict_to_foreground:
         notes.append("restrict_to_foreground: background and border were held fixed, so their retention is not measured")
@@ -280,9 +333,11 @@ def _assemble(params, layers, trace, inputs, inversion, maxima, max_runs, rows, 
     return {
         "schema_version": SCHEMA_VERSION,
         "params": params.model_dump(mode="json"),
-        "layers": [{"name": name, "depth": d, "shape": list(trace.shapes[name])} for d, name in enumerate(layers)],
-        "subjects": [{"subject_id": i.subject.subject_id, **i.cell} for i in inputs],
-        "group_column": group_column,
+        "device": str(setup.device),
+        "spatial_dims": setup.spatial_dims,
+        "layers": [{"name": name, "depth": d, "shape": list(setup.trace.shapes[name])} for d, name in enumerate(layers)],
+        "subjects": [{"subject_id": i.subject.subject_id, **i.cell} for i in setup.inputs],
+        "group_column": setup.group_column,
         "inversion": inversion,
         "maximisation": maxima,
         "maximisation_runs": max_runs,

@@ -26,6 +26,17 @@ def slice_planes(volume: np.ndarray) -> list[tuple[str, tuple]]:
     return planes
 
 
+def display_range(volume: np.ndarray) -> tuple[float, float]:
+    """1st-99th percentile, so a small bright artefact saturates instead of hiding the anatomy;
+    a constant volume shows as mid-grey."""
+    lo, hi = (float(v) for v in np.percentile(volume, [1, 99]))
+    if hi <= lo:
+        lo, hi = float(np.min(volume)), float(np.max(volume))
+    if hi <= lo:
+        lo, hi = lo - 1.0, hi + 1.0
+    return lo, hi
+
+
 def _show(ax, image: np.ndarray, vmin: float, vmax: float) -> None:
     ax.imshow(np.asarray(image, float).T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_xticks([])
@@ -42,14 +53,14 @@ def inversion_figure(original: np.ndarray, inversions: dict[str, np.ndarray], ti
     """
     planes = slice_planes(original)
     columns = [("original", original), *inversions.items()]
-    vmin, vmax = np.percentile(original, [1, 99.9])
+    vmin, vmax = display_range(original)
     fig = new_figure(1.9 * len(columns), 1.9 * len(planes) + 0.5)
     for r, (plane_label, index) in enumerate(planes):
         for c, (name, volume) in enumerate(columns):
             ax = fig.add_subplot(len(planes), len(columns), r * len(columns) + c + 1)
             _show(ax, volume[index], vmin, vmax)
             if r == 0:
-                ax.set_title(label_text(name, 18), fontsize=8)
+                ax.set_title(label_text(name, 24), fontsize=7)
             if c == 0:
                 ax.set_ylabel(plane_label, fontsize=7)
     fig.suptitle(label_text(title, 60), fontsize=9)
@@ -60,14 +71,16 @@ def maximisation_figure(images: dict[str, np.ndarray]) -> bytes:
     """PNG: one row per channel, the planes through its image's brightest voxel."""
     names = list(images)
     ncols = 3 if next(iter(images.values())).ndim == 3 else 1
-    fig = new_figure(2.0 * ncols + 0.6, 1.9 * len(names) + 0.3)
+    fig = new_figure(2.0 * ncols + 1.0, 1.9 * len(names) + 0.3)
     for r, name in enumerate(names):
         volume = images[name]
-        vmin, vmax = np.percentile(volume, [1, 99.9])
+        vmin, vmax = display_range(volume)
         for c, (plane_label, index) in enumerate(slice_planes(volume)):
             ax = fig.add_subplot(len(names), ncols, r * ncols + c + 1)
             _show(ax, volume[index], vmin, vmax)
-            ax.set_title(label_text(f"{name} ({plane_label})" if c == 0 else plane_label, 34), fontsize=7)
+            ax.set_title(label_text(plane_label, 20), fontsize=7)
+            if c == 0:
+                ax.set_ylabel(label_text(name, 26), fontsize=7)
     return to_png(fig)
 
 
@@ -89,11 +102,11 @@ def retention_figure(table: list[dict], layers: list[str], subsets: list[str]) -
             ax.plot(range(len(layers)), ys, REGION_STYLE.get(region, "-."), marker="o", color=group_color(j),
                     label=label_text(region, 20))
         ax.set_xticks(range(len(layers)))
-        ax.set_xticklabels([label_text(name, 14) for name in layers], rotation=30, ha="right", fontsize=7)
+        ax.set_xticklabels([label_text(name, 24) for name in layers], rotation=30, ha="right", fontsize=7)
         ax.set_ylim(-0.2, 1.05)
         ax.set_title(label_text(subset, 30), fontsize=8)
         if k == 0:
             ax.set_ylabel("r(inversion, original)", fontsize=8)
             ax.legend(fontsize=7, frameon=False)
-    fig.subplots_adjust(bottom=0.3, wspace=0.3)
+    fig.subplots_adjust(bottom=0.35, wspace=0.3)
     return to_png(fig)

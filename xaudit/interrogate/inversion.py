@@ -9,7 +9,8 @@ CVPR) find, for a representation ``phi_L(x0)``,
 What survives in ``x*`` is what layer L keeps of the subject; what it discarded comes back
 as the prior's smooth guess. Here the image is optimised as ``x = mu + B z`` (``mu`` the
 subject's mean, ``B`` its largest deviation from it), so the priors act on ``z`` in
-``[-1, 1]`` whatever the intensity scale. The whole volume is optimised by default, so a
+``[-1, 1]`` whatever the intensity scale, and ``z`` is a sum of coarse-to-fine grids
+(`xaudit.interrogate.pyramid`) so that a few hundred steps suffice on a CPU. The whole volume is optimised by default, so a
 background or border artefact can survive too; `xaudit.interrogate.retention` then asks
 region by region what did.
 """
@@ -24,10 +25,9 @@ from xaudit.interrogate.layers import LayerReader
 from xaudit.interrogate.optimise import OptimisationRun, run_adam
 from xaudit.interrogate.params import InterrogateParams
 from xaudit.interrogate.priors import alpha_norm, total_variation
+from xaudit.interrogate.pyramid import PyramidImage
 
 EPS = 1e-8
-import os
-NOISE_FRACTION = float(os.environ.get("NF", "1"))
 
 
 @dataclass
@@ -36,12 +36,14 @@ class Inversion:
 
     Attributes:
         images: ``(N, C, *S)`` the optimised inputs ``x*`` (on the batch's device).
+        starts: ``(N, C, *S)`` the inputs the optimisation started from.
         representation_loss_initial: ``(N,)`` normalised feature distance at the start.
         representation_loss_final: ``(N,)`` the same at the end.
         run: steps, early stop, time, loss history.
     """
 
     images: torch.Tensor
+    starts: torch.Tensor
     representation_loss_initial: torch.Tensor
     representation_loss_final: torch.Tensor
     run: OptimisationRun
@@ -55,20 +57,22 @@ def image_scale(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mu, scale
 
 
-def starting_point(x0: torch.Tensor, start: str, generator: torch.Generator) -> torch.Tensor:
-    """``z`` at step 0: noise with the subjects' own spread, or their voxel-wise mean image.
+def starting_image(x0: torch.Tensor, params: InterrogateParams, generator: torch.Generator) -> PyramidImage:
+    """The parametrised image at step 0.
 
-    The noise is drawn on the CPU from ``generator`` so that a seed gives the same start on
-    any device.
+    ``noise``: smooth noise (on a 4x coarser grid) with ``noise_scale`` times the subject's
+    own spread, drawn on the CPU from ``generator`` so a seed gives the same start on any
+    device. ``mean``: the voxel-wise mean of the batch (shared anatomy, and any artefact
+    shared by many subjects, is then in the start: compare with ``start_pearson``).
     """
     mu, scale = image_scale(x0)
-    z_data = (x0 - mu) / scale
-    if start == "mean":
-        mean = x0.mean(0, keepdim=True).expand_as(x0)
-        return ((mean - mu) / scale).detach().clone()
-    spread = z_data.flatten(1).std(1).view((-1,) + (1,) * (x0.ndim - 1))
-    noise = torch.randn(tuple(x0.shape), generator=generator).to(x0.device, x0.dtype)
-    return (NOISE_FRACTION * noise * spread).detach().clone()
+    image = PyramidImage(tuple(x0.shape), params.pyramid_levels, x0.device, x0.dtype)
+    if params.start == "mean":
+        image.set_fine(slice(None), (x0.mean(0, keepdim=True) - mu) / scale)
+    else:
+        spread = ((x0 - mu) / scale).flatten(1).std(1).view((-1,) + (1,) * (x0.ndim - 1))
+        image.set_smooth_noise(generator, params.noise_scale * spread)
+    return image
 
 
 def representation_distance(phi: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -99,37 +103,39 @@ def invert(
             outside it are held at the subject's background value (its median there).
 
     Returns:
-        `Inversion` with ``x*`` and the representation loss before and after.
+        `Inversion` with ``x*``, its start and the representation loss before and after.
     """
     reader = LayerReader(model, layer)
     with torch.no_grad():
         target = reader(x0).detach()
     mu, scale = image_scale(x0)
     outside, held = _held_region(x0, foreground, params.restrict_to_foreground)
+    image = starting_image(x0, params, generator)
 
-    def compose(z: torch.Tensor) -> torch.Tensor:
-        x = mu + scale * z
+    def compose() -> torch.Tensor:
+        x = mu + scale * image.compose()
         return x if outside is None else torch.where(outside, held, x)
 
-    def objective(z: torch.Tensor, _step: int) -> torch.Tensor:
-        x = compose(z)
+    def objective(_step: int) -> torch.Tensor:
+        x = compose()
         loss = representation_distance(reader(x), target)
-        zc = (x - mu) / scale
+        z = (x - mu) / scale
         if params.tv_weight > 0:
-            loss = loss + params.tv_weight * total_variation(zc, params.tv, params.tv_beta)
+            loss = loss + params.tv_weight * total_variation(z, params.tv, params.tv_beta)
         if params.norm_weight > 0:
-            loss = loss + params.norm_weight * alpha_norm(zc, params.alpha)
+            loss = loss + params.norm_weight * alpha_norm(z, params.alpha)
         return loss
 
-    z = starting_point(x0, params.start, generator).requires_grad_(True)
     with torch.no_grad():
-        initial = representation_distance(reader(compose(z)), target)
+        starts = compose()
+        initial = representation_distance(reader(starts), target)
     with torch.enable_grad():
-        run = run_adam(z, objective, params.steps, params.lr, deadline)
+        run = run_adam(image.grids, objective, params.steps, params.lr, deadline)
     with torch.no_grad():
-        images = compose(z.detach())
+        images = compose()
         final = representation_distance(reader(images), target)
-    return Inversion(images=images, representation_loss_initial=initial, representation_loss_final=final, run=run)
+    return Inversion(images=images, starts=starts, representation_loss_initial=initial,
+                     representation_loss_final=final, run=run)
 
 
 def _held_region(x0: torch.Tensor, foreground: torch.Tensor | None, restrict: bool):

@@ -11,7 +11,9 @@ adds total variation, an alpha-norm bound and a frequency penalty (the Laplacian
                    - lambda_TV R_TV(x) - lambda_alpha R_alpha(x) - lambda_f ||Lap x||^2
 
 ``a_ref`` is the layer's mean absolute activation on the real subjects, so the weights
-mean the same at every layer. A channel named by a top rule (``head.input:ch12``) that
+mean the same at every layer. The image is a coarse-to-fine pyramid
+(`xaudit.interrogate.pyramid`) kept inside the real inputs' intensity range (a box
+constraint, as in Mahendran & Vedaldi 2016). A channel named by a top rule (``head.input:ch12``) that
 draws a bright border or corner is a feature of the acquisition, not of the anatomy.
 """
 
@@ -26,6 +28,7 @@ from xaudit.interrogate.layers import LayerReader
 from xaudit.interrogate.optimise import OptimisationRun, run_adam
 from xaudit.interrogate.params import InterrogateParams
 from xaudit.interrogate.priors import alpha_norm, jitter_shifts, laplacian_energy, roll, total_variation
+from xaudit.interrogate.pyramid import PyramidImage
 
 
 @dataclass
@@ -89,14 +92,30 @@ def maximise(
         activation_real = real.mean(dim=tuple(i for i in range(real.ndim) if i != 1))[index]
     mu, scale = image_scale(reference)
     mu, scale = mu.mean(), scale.mean()
+    # a box constraint: the image stays within the real inputs' intensity range
     lo, hi = float((reference.min() - mu) / scale), float((reference.max() - mu) / scale)
-    shape = (len(channels), *reference.shape[1:])
-    dims = reference.ndim - 2
+    image = _start(reference, len(channels), params, generator, mu, scale)
+    objective = _objective(reader, image, index, a_ref, mu, scale, (lo, hi), params, generator)
+    starts = _revive_dead_channels(reader, image, real, index, reference, mu, scale, (lo, hi))
+    with torch.no_grad():
+        initial = channel_means(reader(mu + scale * image.compose().clamp(lo, hi)), index)
+    with torch.enable_grad():
+        run = run_adam(image.grids, objective, params.steps, params.maximisation_lr, deadline)
+    with torch.no_grad():
+        images = mu + scale * image.compose().clamp(lo, hi)
+        final = channel_means(reader(images), index)
+    return Maximisation(images=images, activation_initial=initial, activation_final=final,
+                        activation_real=activation_real, run=run, starts=starts)
 
-    def objective(z: torch.Tensor, _step: int) -> torch.Tensor:
-        shifted = roll(z, jitter_shifts(generator, dims, params.jitter))
-        score = channel_means(reader(mu + scale * shifted), index) / a_ref
-        loss = -score
+
+def _objective(reader, image: PyramidImage, index, a_ref, mu, scale, box, params: InterrogateParams, generator):
+    """Per-channel loss: minus the jittered channel mean (relative to ``a_ref``) plus the priors."""
+    dims = len(image.shape) - 2
+
+    def objective(_step: int) -> torch.Tensor:
+        z = image.compose()
+        shifted = roll(z.clamp(*box), jitter_shifts(generator, dims, params.jitter))
+        loss = -channel_means(reader(mu + scale * shifted), index) / a_ref
         if params.tv_weight > 0:
             loss = loss + params.tv_weight * total_variation(z, params.tv, params.tv_beta)
         if params.norm_weight > 0:
@@ -105,23 +124,10 @@ def maximise(
             loss = loss + params.frequency_weight * laplacian_energy(z)
         return loss
 
-    z = _start(reference, shape, params.start, generator, mu, scale)
-    z.clamp_(lo, hi)
-    starts = _revive_dead_channels(reader, z, real, index, reference, mu, scale)
-    with torch.no_grad():
-        initial = channel_means(reader(mu + scale * z), index)
-    z.requires_grad_(True)
-    with torch.enable_grad():
-        # a box constraint: the image stays within the real inputs' intensity range
-        run = run_adam(z, objective, params.steps, params.lr, deadline, project=lambda t: t.clamp_(lo, hi))
-    with torch.no_grad():
-        images = mu + scale * z.detach()
-        final = channel_means(reader(images), index)
-    return Maximisation(images=images, activation_initial=initial, activation_final=final,
-                        activation_real=activation_real, run=run, starts=starts)
+    return objective
 
 
-def _revive_dead_channels(reader, z, real, index, reference, mu, scale) -> list[int | None]:
+def _revive_dead_channels(reader, image: PyramidImage, real, index, reference, mu, scale, box) -> list[int | None]:
     """Restart channels with no gradient at the start from the real input that drives them most.
 
     A channel behind a ReLU that is zero all over the starting image has zero gradient
@@ -132,26 +138,26 @@ def _revive_dead_channels(reader, z, real, index, reference, mu, scale) -> list[
         Per channel, the index of the reference input it now starts from, or None.
     """
     with torch.enable_grad():
-        probe = z.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(channel_means(reader(mu + scale * probe), index).sum(), probe)
+        z = image.compose()
+        (grad,) = torch.autograd.grad(channel_means(reader(mu + scale * z.clamp(*box)), index).sum(), image.grids[0])
     per_subject = real.flatten(2).mean(2)[:, index]  # (N, K)
     starts: list[int | None] = []
-    with torch.no_grad():
-        for k in range(z.shape[0]):
-            best = int(per_subject[:, k].argmax())
-            if float(grad[k].abs().max()) == 0.0 and float(per_subject[best, k]) > 0:
-                z[k] = (reference[best] - mu) / scale
-                starts.append(best)
-            else:
-                starts.append(None)
+    for k in range(grad.shape[0]):
+        best = int(per_subject[:, k].argmax())
+        if float(grad[k].abs().max()) == 0.0 and float(per_subject[best, k]) > 0:
+            image.set_fine(k, (reference[best] - mu) / scale)
+            starts.append(best)
+        else:
+            starts.append(None)
     return starts
 
 
-def _start(reference, shape, start: str, generator, mu, scale) -> torch.Tensor:
-    """Small noise (a tenth of the data's spread) or the reference mean image."""
-    if start == "mean":
-        mean = ((reference.mean(0, keepdim=True) - mu) / scale).expand(shape)
-        return mean.detach().clone()
-    spread = float(((reference - mu) / scale).std())
-    noise = torch.randn(shape, generator=generator).to(reference.device, reference.dtype)
-    return (0.1 * spread * noise).detach().clone()
+def _start(reference, count: int, params: InterrogateParams, generator, mu, scale) -> PyramidImage:
+    """Smooth noise (``noise_scale`` of the data's spread), or the reference mean image."""
+    image = PyramidImage((count, *reference.shape[1:]), params.pyramid_levels, reference.device, reference.dtype)
+    if params.start == "mean":
+        image.set_fine(slice(None), ((reference.mean(0, keepdim=True) - mu) / scale).expand(count, *reference.shape[1:]))
+    else:
+        spread = ((reference - mu) / scale).std()
+        image.set_smooth_noise(generator, params.noise_scale * spread)
+    return image

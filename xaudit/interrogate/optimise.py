@@ -56,49 +56,49 @@ class OptimisationRun:
 
 
 def run_adam(
-    z: torch.Tensor,
-    objective: Callable[[torch.Tensor, int], torch.Tensor],
+    tensors: list[torch.Tensor],
+    objective: Callable[[int], torch.Tensor],
     steps: int,
     lr: float,
     deadline: float,
-    project: Callable[[torch.Tensor], object] | None = None,
 ) -> OptimisationRun:
-    """Minimise ``objective(z, step).sum()`` over ``z`` in place with Adam (Kingma & Ba 2015).
+    """Minimise ``objective(step).sum()`` over ``tensors`` in place with Adam (Kingma & Ba 2015).
 
-    The learning rate falls tenfold over the last fifth of the steps: large steps find the
-    basin, small ones settle the fine structure.
+    The learning rate falls tenfold for the last fifth of the steps or of the time to the
+    deadline, whichever comes first: large steps find the basin, small ones settle the
+    fine structure.
 
     Args:
-        z: leaf tensor with ``requires_grad``; updated in place.
-        objective: per-sample losses ``(N,)`` for the current ``z`` and step index.
+        tensors: leaf tensors with ``requires_grad``; updated in place.
+        objective: per-sample losses ``(N,)`` at the current tensors, given the step index.
         steps: the step cap.
         lr: Adam's learning rate.
-        deadline: ``time.perf_counter()`` value after which no new step starts.
-        project: optional in-place projection of ``z`` after each step (a box constraint).
+        deadline: ``time.perf_counter()`` value after which no new step starts (the first
+            step always runs).
 
     Returns:
         The run's record (steps, early stop, time, loss history).
     """
-    optimiser = torch.optim.Adam([z], lr=lr)
+    optimiser = torch.optim.Adam(tensors, lr=lr)
     record = OptimisationRun()
     every = max(steps // 20, 1)
     started = time.perf_counter()
+    settle_at = started + 0.8 * max(deadline - started, 0.0)  # the deadline may come before the step cap
+    decayed = False
     for step in range(steps):
         if step > 0 and time.perf_counter() >= deadline:
             record.stopped_early = True
             break
-        if step == int(0.8 * steps) and steps >= 10:
+        if not decayed and steps >= 10 and (step >= 0.8 * steps or time.perf_counter() >= settle_at):
+            decayed = True
             for group in optimiser.param_groups:
                 group["lr"] = lr * 0.1
         optimiser.zero_grad(set_to_none=True)
-        loss = objective(z, step).sum()
-        loss.backward()
+        losses = objective(step)
+        losses.sum().backward()
         optimiser.step()
-        if project is not None:
-            with torch.no_grad():
-                project(z)
         record.steps = step + 1
         if step % every == 0 or step == steps - 1:
-            record.history.append((step, float(loss.detach()) / max(z.shape[0], 1)))
+            record.history.append((step, float(losses.detach().mean())))
     record.seconds = time.perf_counter() - started
     return record

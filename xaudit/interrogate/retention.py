@@ -93,13 +93,15 @@ def retention_table(
     """Mean correlation per subset x depth x region.
 
     Args:
-        per_subject: rows ``{"subject_id", "layer", "region", "pearson", "spearman"}``.
+        per_subject: rows ``{"subject_id", "layer", "region", "pearson", "spearman"}`` and
+            optionally ``start_pearson``.
         layers: the layers in depth order.
         subsets: subset name (``all``, ``site=B``) -> subject ids.
 
     Returns:
-        Rows ``{"subset", "layer", "depth", "region", "n", "pearson", "pearson_sd", "spearman"}``
-        (``n`` counts subjects where the correlation is defined).
+        Rows ``{"subset", "layer", "depth", "region", "n", "pearson", "pearson_sd", "spearman",
+        "start_pearson"}`` (``n`` counts subjects where the correlation is defined;
+        ``start_pearson`` is the starting image's correlation, the floor of a discarded region).
     """
     rows = []
     regions = list(dict.fromkeys(r["region"] for r in per_subject))
@@ -110,28 +112,36 @@ def retention_table(
                 picked = [r for r in per_subject if r["layer"] == layer and r["region"] == region and r["subject_id"] in members]
                 p = np.array([r["pearson"] for r in picked], float)
                 s = np.array([r["spearman"] for r in picked], float)
+                b = np.array([r.get("start_pearson", np.nan) for r in picked], float)
                 ok = np.isfinite(p)
                 rows.append({
                     "subset": subset, "layer": layer, "depth": depth, "region": region, "n": int(ok.sum()),
                     "pearson": float(p[ok].mean()) if ok.any() else None,
                     "pearson_sd": float(p[ok].std()) if ok.sum() > 1 else None,
                     "spearman": float(np.nanmean(s)) if np.isfinite(s).any() else None,
+                    "start_pearson": float(np.nanmean(b)) if np.isfinite(b).any() else None,
                 })
     return rows
 
 
 def _value(table: list[dict], subset: str, layer: str, region: str) -> float | None:
+    """Correlation above the start's: what the layer brought back, not what the start had."""
     for row in table:
         if row["subset"] == subset and row["layer"] == layer and row["region"] == region:
-            return row["pearson"]
+            if row["pearson"] is None:
+                return None
+            return row["pearson"] - max(row.get("start_pearson") or 0.0, 0.0)
     return None
 
 
 def retention_finding(table: list[dict[str, Any]], layers: list[str], params: InterrogateParams) -> Finding | None:
     """A finding when a site region survives to the deepest layer while the ROI fades.
 
-    For every subset (all subjects, each group value), the site region (background or
-    border) with the highest Pearson correlation at the deepest layer is compared with
+    Retention here is the Pearson correlation above the starting image's own (which is
+    about zero from noise; from the mean image it discounts the shared anatomy and any
+    artefact shared by many subjects). For every subset (all subjects, each group value),
+    the site region (background or border) with the highest retention at the deepest layer
+    is compared with
     the pathology region: the best-kept ROI when the manifest has ROIs, else the
     foreground. The finding fires where the site region keeps ``r >= retention_high`` and
     exceeds the pathology region by ``retention_gap`` (critical at twice the gap); the

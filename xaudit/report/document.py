@@ -42,7 +42,7 @@ class Bullets:
 
 @dataclass
 class Table:
-    """Header and rows of cells; ``numeric[j]`` right-aligns column j."""
+    """Header and rows of cells; ``numeric[j]`` right-aligns column j; a cell may hold several lines."""
 
     header: list[str]
     rows: list[list[Cell]]

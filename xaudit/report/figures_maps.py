@@ -155,6 +155,32 @@ def _mosaic(panels: list[list[np.ndarray]], gap: int) -> tuple[np.ndarray, list[
     return canvas, col_x, widths, row_y, heights
 
 
+def _scales(oriented: list) -> tuple[float, tuple[float, float]]:
+    """One colour limit (99.5th percentile of |map|) and one grey window for the whole figure."""
+    magnitudes = np.concatenate([np.abs(o[2]).ravel() for o in oriented])
+    magnitudes = magnitudes[np.isfinite(magnitudes)]
+    vmax = float(np.percentile(magnitudes, 99.5)) if magnitudes.size else 0.0
+    anatomy = np.concatenate([o[1].ravel() for o in oriented])
+    window = tuple(np.percentile(anatomy[np.isfinite(anatomy)], [1, 99.5]))
+    return (vmax if vmax > 0 else 1.0), window
+
+
+def _draw(canvas: np.ndarray, margins: tuple[int, int, int, int], vmax: float, colorbar_label: str):
+    """The mosaic at one figure pixel per canvas pixel, with a colorbar on the right."""
+    left, top, right, bottom = margins
+    fig_w, fig_h = canvas.shape[1] + left + right, canvas.shape[0] + top + bottom
+    fig = new_figure(fig_w / DPI, fig_h / DPI)
+    ax = fig.add_axes((left / fig_w, bottom / fig_h, canvas.shape[1] / fig_w, canvas.shape[0] / fig_h))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    cax = fig.add_axes(((left + canvas.shape[1] + 16) / fig_w, (bottom + 0.1 * canvas.shape[0]) / fig_h,
+                        12 / fig_w, 0.8 * canvas.shape[0] / fig_h))
+    bar = fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), DIVERGING), cax=cax)
+    bar.ax.tick_params(labelsize=7)
+    bar.set_label(label_text(colorbar_label, 40), fontsize=7.5)
+    return fig, ax
+
+
 def map_grid_png(rows: list[MapRow], affine: np.ndarray | None, slices: int, colorbar_label: str) -> bytes:
     """A grid of map panels, one `MapRow` per row (or per column for 2D images).
 
@@ -164,49 +190,32 @@ def map_grid_png(rows: list[MapRow], affine: np.ndarray | None, slices: int, col
     Args:
         rows: the rows, all arrays of one shape.
         affine: the arrays' affine (for orientation and voxel aspect).
-        slices: axial slices per 3D row, after the three projections.
+        slices: axial slices per 3D row, after the coronal and sagittal cuts.
         colorbar_label: what the colour measures.
 
     Returns:
         PNG bytes.
     """
     oriented = [(r.label, to_ras(r.anatomy, affine)[0], *to_ras(r.attribution, affine)) for r in rows]
-    zooms = oriented[0][3]
-    magnitudes = np.concatenate([np.abs(o[2]).ravel() for o in oriented])
-    magnitudes = magnitudes[np.isfinite(magnitudes)]
-    vmax = float(np.percentile(magnitudes, 99.5)) if magnitudes.size else 0.0
-    vmax = vmax if vmax > 0 else 1.0
-    anatomy_all = np.concatenate([o[1].ravel() for o in oriented])
-    window = tuple(np.percentile(anatomy_all[np.isfinite(anatomy_all)], [1, 99.5]))
+    vmax, window = _scales(oriented)
     two_d = oriented[0][1].ndim == 2
     z_picks = [] if two_d else axial_slices(np.mean([o[1] for o in oriented], axis=0), slices)
     peak = () if two_d else peak_voxel(np.mean([np.abs(o[2]) for o in oriented], axis=0))
-    views = [_views(np.nan_to_num(anat), np.nan_to_num(amap), zooms, z_picks, peak) for _, anat, amap, _ in oriented]
+    views = [_views(np.nan_to_num(anat), np.nan_to_num(amap), zooms, z_picks, peak) for _, anat, amap, zooms in oriented]
     size = PANEL_PX_2D if two_d else PANEL_PX
     panels = [[render_panel(a, m, aspect, window, vmax, size) for _, a, m, aspect in row] for row in views]
     if two_d:  # one panel per row: lay the rows out side by side, labelled on top
         panels = [[p[0] for p in panels]]
-    canvas, col_x, widths, row_y, heights = _mosaic(panels, GAP_PX)
-    # narrow 2D columns: one part of each label per line, and room above for the longest
-    stacked = [label_text(o[0].replace(" · ", "\n").replace(" (", "\n("), 30) for o in oriented] if two_d else []
-    top = 10 + 11 * max(s.count("\n") + 1 for s in stacked) if two_d else 22
-    left, right, bottom = (8 if two_d else LABEL_PX), 100, 6
-    fig_w, fig_h = canvas.shape[1] + left + right, canvas.shape[0] + top + bottom
-    fig = new_figure(fig_w / DPI, fig_h / DPI)
-    ax = fig.add_axes((left / fig_w, bottom / fig_h, canvas.shape[1] / fig_w, canvas.shape[0] / fig_h))
-    ax.imshow(canvas, interpolation="nearest")
-    ax.set_axis_off()
-    if two_d:
+    canvas, col_x, _, row_y, _ = _mosaic(panels, GAP_PX)
+    if two_d:  # narrow columns: one part of each label per line, and room above for the longest
+        stacked = [label_text(o[0].replace(" · ", "\n").replace(" (", "\n("), 30) for o in oriented]
+        fig, ax = _draw(canvas, (8, 10 + 11 * max(t.count("\n") + 1 for t in stacked), 100, 6), vmax, colorbar_label)
         for c, text in enumerate(stacked):
             ax.text(col_x[c], -4, text, ha="center", va="bottom", fontsize=7.5, linespacing=1.1)
     else:
+        fig, ax = _draw(canvas, (LABEL_PX, 22, 100, 6), vmax, colorbar_label)
         for c, (title, *_rest) in enumerate(views[0]):
             ax.text(col_x[c], -4, title, ha="center", va="bottom", fontsize=7.5)
         for r, (label, *_rest) in enumerate(oriented):
             ax.text(-8, row_y[r], label_text(label, 36), ha="right", va="center", fontsize=7.5)
-    cax = fig.add_axes(((left + canvas.shape[1] + 16) / fig_w, (bottom + 0.1 * canvas.shape[0]) / fig_h,
-                        12 / fig_w, 0.8 * canvas.shape[0] / fig_h))
-    bar = fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), DIVERGING), cax=cax)
-    bar.ax.tick_params(labelsize=7)
-    bar.set_label(label_text(colorbar_label, 40), fontsize=7.5)
     return to_png(fig)

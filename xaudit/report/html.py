@@ -71,7 +71,8 @@ def _badge(badge: Badge) -> str:
 
 
 def _cell(cell: Cell) -> str:
-    return _badge(cell) if isinstance(cell, Badge) else escape(str(cell))
+    # a cell may hold several lines (e.g. a rule's coverage per group column)
+    return _badge(cell) if isinstance(cell, Badge) else escape(str(cell)).replace("\n", "<br>")
 
 
 def _table(table: Table) -> str:

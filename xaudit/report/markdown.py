@@ -35,7 +35,7 @@ def md_escape(text: str) -> str:
 def _cell(cell: Cell) -> str:
     if isinstance(cell, Badge):
         return f"**{md_escape(cell.text.upper())}**"
-    return md_escape(str(cell)) or " "
+    return md_escape(str(cell).replace("\n", "; ")) or " "  # a table row is one line
 
 
 def _table(table: Table) -> list[str]:

@@ -14,11 +14,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from xaudit.report.document import Badge, Document, FindingCard, Note, Paragraph, Section, Table, Verdict
+from xaudit.report.document import Badge, Document, FindingCard, Paragraph, Section, Table, Verdict
 from xaudit.report.format import fmt_num, fmt_seconds, fmt_time, fmt_value, humanize
 from xaudit.report.sections_checks import self_checks_section
 from xaudit.report.sections_bias import (concepts_section, design_section, masked_input_section, performance_section,
                                          probes_section, roles_section, spray_section)
+from xaudit.report.sections_interrogation import interrogation_section
 from xaudit.report.sections_looking import looking_section
 from xaudit.report.sections_rules import rules_section
 
@@ -47,6 +48,7 @@ def build_document(audit: dict, cohort, config, run_dir) -> Document:
         concepts_section(checks.get("concepts")),
         spray_section(checks.get("spray"), bias.get("spray_method"), cohort, config),
         rules_section(audit.get("rules")),
+        interrogation_section(audit.get("interrogation"), run_dir),
         self_checks_section(audit),
         errors_section(run_dir),
     ]
@@ -61,7 +63,7 @@ def finding_card(finding: dict) -> FindingCard:
     def pairs(values: Any) -> list[tuple[str, str]]:
         if not isinstance(values, dict):
             return []
-        return [(humanize(k), fmt_value(k, v)) for k, v in values.items()]
+        return [(k.replace("_", " "), fmt_value(k, v)) for k, v in values.items()]
 
     return FindingCard(
         severity=str(finding.get("severity", "info")), title=str(finding.get("title", "")),
@@ -141,7 +143,14 @@ def summary_section(audit: dict, config) -> Section:
 
 
 def read_errors(run_dir) -> list[dict[str, str]]:
-    """The rows of ``errors.csv`` (and shards' ``errors-*.csv``); one per failed subject."""
+    """Rows of ``errors.csv`` (and shards' ``errors-*.csv``) of subjects still unfinished.
+
+    A subject that failed once and finished on ``--resume`` is not an error any more (the
+    same rule as the run's ``counts.failed``).
+    """
+    from xaudit.data.manifest import safe_file_id
+
+    done = run_dir.completed() if hasattr(run_dir, "completed") else set()
     rows: dict[str, dict[str, str]] = {}
     for path in sorted(Path(run_dir / "errors.csv").parent.glob("errors*.csv")):
         try:
@@ -150,7 +159,7 @@ def read_errors(run_dir) -> list[dict[str, str]]:
                     rows[row.get("subject_id", "")] = row
         except (OSError, csv.Error, UnicodeDecodeError) as exc:
             log.warning("report: cannot read %s: %s", path, exc)
-    return list(rows.values())
+    return [row for sid, row in rows.items() if safe_file_id(sid) not in done]
 
 
 def errors_section(run_dir) -> Section:

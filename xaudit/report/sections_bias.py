@@ -5,17 +5,11 @@ written by `xaudit.bias`) and returns a `Section`; a skipped check becomes a one
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-
-import numpy as np
-
-from xaudit.report.document import Bullets, Figure, Note, Paragraph, Section, Table
+from xaudit.report.document import Note, Paragraph, Section, Table
 from xaudit.report.figures_charts import masked_input_png, performance_png, probes_png
 from xaudit.report.figures_maps import MapRow, map_grid_png
 from xaudit.report.format import fmt_ci, fmt_num, fmt_p, fmt_pct, humanize
-
-log = logging.getLogger("xaudit")
+from xaudit.report.sections_common import maps_usable, notes, safe_figure, skipped
 
 ROLE_TAGS = {
     "group-signature": "varies with a group (site, scanner) and not with the label",
@@ -24,32 +18,6 @@ ROLE_TAGS = {
     "confounded": "varies with the label, but the design cannot rule out a group signature",
     "neutral": "varies with neither",
 }
-
-
-def skipped(section: Section, check: dict | None, what: str) -> Section | None:
-    """The section with a one-line note when the check did not run, else None."""
-    if not isinstance(check, dict):
-        return section.add(Note(f"{what} did not run (no result in audit.json)."))
-    if "skipped" in check:
-        return section.add(Note(f"{what} was skipped: {check['skipped']}."))
-    return None
-
-
-def notes(check: dict) -> list[Note | Bullets]:
-    """A check's own notes: one line each, or a list under one line when there are many."""
-    items = [str(n) for n in check.get("notes") or []]
-    if len(items) <= 2:
-        return [Note(n) for n in items]
-    return [Note(f"{len(items)} notes from this check:"), Bullets(items)]
-
-
-def safe_figure(name: str, caption: str, draw: Callable[[], bytes]) -> Figure | Note:
-    """A figure, or a note saying why it could not be drawn: one failed plot must not cost the report."""
-    try:
-        return Figure(name, caption, draw())
-    except Exception as exc:  # noqa: BLE001 - any plotting failure; logged with its traceback
-        log.warning("report: figure %s could not be drawn: %s", name, exc, exc_info=True)
-        return Note(f"Figure {name} could not be drawn ({type(exc).__name__}: {exc}).")
 
 
 def design_section(check: dict | None) -> Section:
@@ -259,7 +227,7 @@ def spray_section(check: dict | None, method: str | None, cohort, config) -> Sec
                              f"representative {cl.get('representative')}", cl.get("representative_index")))
     section.add(Table(["Class", "Cluster", "Size", "Representative", "Labels", "Groups"], cluster_rows,
                       numeric=[False, True, True, False, False, False]))
-    if method and _maps_usable(cohort, method) and map_rows:
+    if method and maps_usable(cohort, method) and map_rows:
         rows = [MapRow(label, cohort.images_small[i], cohort.maps[method][i]) for label, i in map_rows[:8]
                 if isinstance(i, int) and 0 <= i < cohort.n]
         if rows:
@@ -267,9 +235,3 @@ def spray_section(check: dict | None, method: str | None, cohort, config) -> Sec
                                     "(the member closest to the cluster centre).",
                                     lambda: map_grid_png(rows, cohort.input_affines[0], config.report.slices, f"{method}\nattribution")))
     return section.add(*notes(check))
-
-
-def _maps_usable(cohort, method: str) -> bool:
-    maps = cohort.maps.get(method)
-    return (maps is not None and maps.dtype != object and cohort.images_small.dtype != object
-            and cohort.n > 0 and maps.shape[1:] == cohort.images_small.shape[1:] and bool(np.isfinite(maps).any()))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from xaudit.report.document import Bullets, Note, Paragraph, Section, Table
 from xaudit.report.figures_charts import quality_png
 from xaudit.report.format import fmt_num
-from xaudit.report.sections_bias import safe_figure
+from xaudit.report.sections_common import safe_figure
 
 SELF_CHECKS = {
     "completeness_error": "|sum of attribution - (f(x) - f(baseline))| / |f(x) - f(baseline)|; 0 when completeness "

@@ -17,9 +17,10 @@ from xaudit.report.figures_charts import ShareBox, shares_png
 from xaudit.report.figures_maps import MapRow, map_grid_png
 from xaudit.report.format import fmt_num, fmt_p, fmt_pct
 from xaudit.report.plotting import group_color
-from xaudit.report.sections_bias import _maps_usable, notes, safe_figure
+from xaudit.report.sections_common import maps_usable, notes, safe_figure
 
 MAX_VALUES = 6  # group values per figure; more would make the map grids unreadable
+MAX_CELLS = 12  # rows of a map figure (classes x values)
 MAX_TESTS = 12  # rows of the share-test table; methods x shares x columns x classes runs to hundreds
 REGIONS = ("foreground", "background", "border")
 
@@ -58,7 +59,8 @@ def subject_cells(cohort) -> tuple[str | None, list[Cell], list[str]]:
         group = np.asarray(cohort.groups[column]).astype(str)
         found, counts = np.unique(group, return_counts=True)
         order = [str(v) for v in found[np.argsort(-counts, kind="stable")]]
-        values, dropped = sorted(order[:MAX_VALUES]), order[MAX_VALUES:]
+        keep = max(1, min(MAX_VALUES, MAX_CELLS // max(1, len(cohort.classes))))
+        values, dropped = sorted(order[:keep]), order[keep:]
     cells = []
     for k, name in enumerate(cohort.classes):
         for value in values:
@@ -143,7 +145,7 @@ def _typical(maps: np.ndarray, index: np.ndarray) -> int:
 
 
 def _map_figures(cohort, config, cells: list[Cell], column: str | None) -> list:
-    methods = [m for m in config.attribution.methods if _maps_usable(cohort, m)]
+    methods = [m for m in config.attribution.methods if maps_usable(cohort, m)]
     if not methods or not cells:
         return [Note("No attribution maps on a common grid: the map figures are left out.")]
     affine = cohort.input_affines[0] if len(cohort.input_affines) else None
@@ -196,5 +198,6 @@ def looking_section(audit: dict, cohort, config) -> Section:
         section.add(figure)
     section.add(*_map_figures(cohort, config, cells, column))
     if dropped:
-        section.add(Note(f"The figures show the {MAX_VALUES} largest values of {column}; left out: {', '.join(dropped)}."))
+        section.add(Note(f"The map figures show the {len({c.value for c in cells})} largest values of {column}; "
+                         f"left out: {', '.join(dropped)}."))
     return section.add(*(notes(check) if isinstance(check, dict) else []))

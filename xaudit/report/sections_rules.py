@@ -42,7 +42,7 @@ def coverage_text(coverage: dict) -> str:
                            f" ({fmt_pct(v.get('fraction_covered'))})" for v in gc.get("values") or [])
         skew = f"V={fmt_num(gc.get('cramers_v'))}, p={fmt_p(gc.get('p_value'))}"
         parts.append(f"{column}: {values}; {skew}" + (" SKEWED" if gc.get("skewed") else ""))
-    return " | ".join(parts) or "-"
+    return "\n".join(parts) or "-"
 
 
 def rules_section(rules: dict | None) -> Section:

@@ -37,7 +37,7 @@ class CohortDesign:
 
     confounded_per_class: int = 60
     confound: float = 0.9
-    control_per_cell: int = 30
+    control_per_cell: int = 60
     test_per_cell: int = 20
 
 

@@ -35,10 +35,10 @@ class TrainParams:
             R-L axis), which doubles the lesion positions a model sees.
     """
 
-    epochs: int = 12
-    batch_size: int = 16
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
+    epochs: int = 16
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-3
     flip: bool = True
 
 

@@ -1,0 +1,45 @@
+"""Helpers every section builder shares: skipped-check notes, a check's notes, safe figures."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from xaudit.report.document import Bullets, Figure, Note, Section
+
+log = logging.getLogger("xaudit")
+
+
+def skipped(section: Section, check: dict | None, what: str) -> Section | None:
+    """The section with a one-line note when the check did not run, else None."""
+    if not isinstance(check, dict):
+        return section.add(Note(f"{what} did not run (no result in audit.json)."))
+    if "skipped" in check:
+        return section.add(Note(f"{what} was skipped: {check['skipped']}."))
+    return None
+
+
+def notes(check: dict) -> list[Note | Bullets]:
+    """A check's own notes: one line each, or a list under one line when there are many."""
+    items = [str(n) for n in check.get("notes") or []]
+    if len(items) <= 2:
+        return [Note(n) for n in items]
+    return [Note(f"{len(items)} notes from this check:"), Bullets(items)]
+
+
+def safe_figure(name: str, caption: str, draw: Callable[[], bytes]) -> Figure | Note:
+    """A figure, or a note saying why it could not be drawn: one failed plot must not cost the report."""
+    try:
+        return Figure(name, caption, draw())
+    except Exception as exc:  # noqa: BLE001 - any plotting failure; logged with its traceback
+        log.warning("report: figure %s could not be drawn: %s", name, exc, exc_info=True)
+        return Note(f"Figure {name} could not be drawn ({type(exc).__name__}: {exc}).")
+
+
+def maps_usable(cohort, method: str) -> bool:
+    """Whether a method's maps exist on one grid with the anatomy, so they can be drawn."""
+    maps = cohort.maps.get(method)
+    return (maps is not None and maps.dtype != object and cohort.images_small.dtype != object
+            and cohort.n > 0 and maps.shape[1:] == cohort.images_small.shape[1:] and bool(np.isfinite(maps).any()))
