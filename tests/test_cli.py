@@ -132,3 +132,17 @@ def test_bad_shard_is_a_usage_error(tmp_path):
     config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4))
     result = runner.invoke(app, ["run", str(config), "--shard", "2/2"])
     assert result.exit_code == 2
+
+
+def test_readme_lists_every_attribution_method_with_its_parameters():
+    from pathlib import Path
+
+    from xaudit.attribution import REGISTRY
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {line.split("|")[1].strip().strip("`"): line for line in readme.splitlines()
+            if line.startswith("| `") and line.count("|") == 5}
+    for name, cls in REGISTRY.items():
+        assert name in rows, f"README's method table misses {name}"
+        for parameter in cls.Params.model_fields:
+            assert f"`{parameter}`" in rows[name], f"README: {name} misses parameter {parameter}"

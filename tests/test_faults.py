@@ -162,3 +162,13 @@ def test_a_run_makes_no_network_access(tmp_path, monkeypatch):
     config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4), methods={"saliency": {}, "gradcam": {}})
     result = runner.invoke(app, ["run", str(config), "-q"])
     assert result.exit_code == 0, result.output
+
+
+def test_written_files_get_the_umask_mode_not_a_private_one(tmp_path):
+    """mkstemp makes 0600 files; on a shared cluster the group must be able to read the run."""
+    import stat
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    written = write_json(tmp_path / "audit.json", {"a": 1})
+    assert stat.S_IMODE(Path(written).stat().st_mode) == 0o666 & ~mask

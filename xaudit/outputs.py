@@ -27,6 +27,17 @@ from xaudit.errors import OutputError
 SCHEMA_VERSION = "1.0"
 
 
+def _file_mode() -> int:
+    """0o666 minus the process umask: what `open()` would have given (mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# read once at import: os.umask can only be read by setting it, which is not thread-safe
+FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it into place on success.
@@ -46,6 +57,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, FILE_MODE)  # shared run directories: group/others read as the umask allows
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

@@ -189,6 +189,7 @@ def _process_batch(group, batch_subjects, model, device, settings: PassSettings,
     ctx = make_context(
         settings.concept_layer, settings.layer_name, settings.max_batch, settings.seed,
         settings.baseline_mean, [s.subject_id for s in batch_subjects], foreground=fg, regions=regions,
+        logits=forward["logits_tensor"],
     )
     maps, stats, regions = {}, {}, {}
     for run in settings.methods:
@@ -217,20 +218,23 @@ def _process_batch(group, batch_subjects, model, device, settings: PassSettings,
 def _forward_pass(model, x, labels, settings: PassSettings) -> dict:
     """The shared forward+backward: logits, features, and for each sample's target the
     gradient w.r.t. the input and the concept layer (saliency, Grad-CAM and TCAV reuse it)."""
+    input_grad = any(type(run.method).uses_input_gradient for run in settings.methods)
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad(), capture(model, settings.feature_spec, settings.concept_layer) as store:
         logits = model(x)
         targets = choose_targets(settings.target, settings.classes, logits.detach(), labels)
         concept = store["concept"] if store.get("concept_calls") == 1 else None
-        wrt = [x] + ([concept] if concept is not None and concept.requires_grad else [])
+        with_concept = concept is not None and concept.requires_grad
+        wrt = ([x] if input_grad else []) + ([concept] if with_concept else [])
         score = logits.gather(1, targets.view(-1, 1)).sum()
-        grads = torch.autograd.grad(score, wrt)
-    shared = SharedPass(inputs=x.detach(), input_grads=grads[0].detach())
-    if len(grads) == 2:
-        shared.layer_acts, shared.layer_grads = concept.detach(), grads[1].detach()
+        grads = list(torch.autograd.grad(score, wrt)) if wrt else []
+    shared = SharedPass(inputs=x.detach(), input_grads=grads.pop(0).detach() if input_grad else None)
+    if with_concept:
+        concept_grad = grads.pop(0)
+        shared.layer_acts, shared.layer_grads = concept.detach(), concept_grad.detach()
         acts = concept.detach()
         concept_acts = acts.flatten(2).mean(2) if acts.ndim > 2 else acts
-        concept_grads = grads[1].flatten(2).sum(2) if grads[1].ndim > 2 else grads[1]
+        concept_grads = concept_grad.flatten(2).sum(2) if concept_grad.ndim > 2 else concept_grad
     else:
         concept_acts = concept_grads = torch.zeros(x.shape[0], 0)
     features = [f for f in store["features"] if f is not None]
@@ -238,6 +242,7 @@ def _forward_pass(model, x, labels, settings: PassSettings) -> dict:
     feats = torch.cat(features, dim=1) if features else torch.zeros(x.shape[0], 0)
     logits = logits.detach().float()
     return {
+        "logits_tensor": logits,
         "logits": logits.cpu().numpy(), "probs": torch.softmax(logits, 1).cpu().numpy(), "targets": targets,
         "features": feats.cpu().numpy(), "widths": widths, "shared": shared,
         "concept_acts": concept_acts.float().cpu().numpy(), "concept_grads": concept_grads.float().cpu().numpy(),

@@ -42,6 +42,9 @@ class AttributionContext:
         region_labels: integer region map per sample ``(N, *spatial)`` (atlas or
             supervoxels, 0 = background) for region methods, or None.
         foreground: boolean mask per sample ``(N, *spatial)`` or None.
+        logits: the engine's forward of these very inputs ``(N, K)``, when it has one:
+            methods that need f(x) (integrated gradients' completeness check) reuse it
+            instead of running the model again.
         sample_seeds: one integer seed per sample ``(N,)`` (the engine derives it from
             the subject id with `stable_seed`), so a stochastic method draws the same
             random numbers for a subject whatever else shares its batch. When None,
@@ -57,6 +60,7 @@ class AttributionContext:
     region_labels: torch.Tensor | None = None
     foreground: torch.Tensor | None = None
     sample_seeds: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -84,17 +88,19 @@ class SharedPass:
     The engine computes, for the batch's own targets, the gradient of the target logit
     with respect to the input and to ``model.layer``'s output in a single backward pass
     (it needs them for features and TCAV anyway); saliency, input x gradient, Grad-CAM and
-    Grad-CAM++ are functions of these, so they cost no extra pass.
+    Grad-CAM++ are functions of these, so they cost no extra pass. The input gradient is
+    computed only when a configured method declares `uses_input_gradient`: the backward
+    then stops at ``model.layer`` instead of running through the whole network.
 
     Attributes:
         inputs: ``(N, C, *spatial)``.
-        input_grads: d target logit / d input, same shape.
+        input_grads: d target logit / d input, same shape; None when no method uses it.
         layer_acts: ``model.layer`` output ``(N, K, *s)`` or None.
         layer_grads: d target logit / d layer output, or None.
     """
 
     inputs: torch.Tensor
-    input_grads: torch.Tensor
+    input_grads: torch.Tensor | None
     layer_acts: torch.Tensor | None = None
     layer_grads: torch.Tensor | None = None
 
@@ -116,6 +122,8 @@ class AttributionMethod(ABC):
     needs_layer: ClassVar[bool] = False
     #: needs module hooks, hence an eager (non-TorchScript) model
     needs_hooks: ClassVar[bool] = False
+    #: its `from_shared` reads `SharedPass.input_grads` (the engine computes them only then)
+    uses_input_gradient: ClassVar[bool] = False
     #: draws random numbers (noise, baselines, sampling); honours ``ctx.seed``
     stochastic: ClassVar[bool] = False
     #: the paper behind the method, shown by ``xaudit methods``

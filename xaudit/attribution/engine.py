@@ -110,7 +110,8 @@ def _activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 def make_context(
-    layer, layer_name, max_batch: int, seed: int, baseline_mean, subject_ids: list[str], foreground=None, regions=None
+    layer, layer_name, max_batch: int, seed: int, baseline_mean, subject_ids: list[str], foreground=None, regions=None,
+    logits=None,
 ) -> AttributionContext:
     """The per-batch context; per-subject seeds when the context supports them."""
     ctx = AttributionContext(
@@ -121,6 +122,7 @@ def make_context(
         baseline_mean=baseline_mean,
         region_labels=regions,
         foreground=foreground,
+        logits=logits,
     )
     if hasattr(ctx, "sample_seeds"):
         ctx.sample_seeds = torch.tensor([subject_seed(seed, s) for s in subject_ids], dtype=torch.long)

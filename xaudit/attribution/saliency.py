@@ -41,12 +41,15 @@ class Saliency(AttributionMethod):
     summary = "gradient of the target logit with respect to the input"
     Params = SaliencyParams
     reference = "Simonyan et al. 2014, arXiv:1312.6034"
+    uses_input_gradient = True
 
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
         grads = input_gradients(model, inputs, targets, ctx.max_batch)
         return AttributionResult(grads.abs() if self.params.absolute else grads)
 
-    def from_shared(self, shared: SharedPass) -> AttributionResult:
+    def from_shared(self, shared: SharedPass) -> AttributionResult | None:
+        if shared.input_grads is None:
+            return None
         grads = shared.input_grads.float()
         return AttributionResult(grads.abs() if self.params.absolute else grads)
 
@@ -55,9 +58,12 @@ class InputXGradient(AttributionMethod):
     name = "input_x_gradient"
     summary = "input times the gradient of the target logit"
     reference = "Shrikumar et al. 2016, arXiv:1605.01713"
+    uses_input_gradient = True
 
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
         return AttributionResult(input_gradients(model, inputs, targets, ctx.max_batch) * inputs.float())
 
-    def from_shared(self, shared: SharedPass) -> AttributionResult:
+    def from_shared(self, shared: SharedPass) -> AttributionResult | None:
+        if shared.input_grads is None:
+            return None
         return AttributionResult(shared.input_grads.float() * shared.inputs.float())
