@@ -347,7 +347,7 @@ def _difference_findings(tests: list[ShareTest], params: BiasParams) -> list[Fin
             id=f"looking.by_group.{column}.{class_name}" + (f".{method}" if method else ""),
             check="looking", severity="warning",
             title=(f"where the model looks differs by {column} within class {class_name} "
-                   f"({best.share}, eta2_H {best.eta2_h:.2f}, q={best.q_value:.2g})"),
+                   f"({best.share}{f' of {method}' if method else ''}, eta2_H {best.eta2_h:.2f}, q={best.q_value:.2g})"),
             message=(f"Among {class_name} subjects, the share {best.share} differs between {column} values "
                      f"({means}; {best.test}, q={best.q_value:.2g}). Shares that differ: "
                      f"{', '.join(t.share for t in group)}."),
