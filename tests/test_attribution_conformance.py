@@ -145,3 +145,35 @@ def test_method_describes_itself(method_name):
     method = cls()
     assert method.passes_per_sample() > 0
     assert method.passes_per_sample((16, 16, 16)) > 0
+
+
+AMP_METHODS = sorted(name for name, cls in REGISTRY.items() if cls.supports_amp)
+
+
+@pytest.mark.parametrize("method_name", AMP_METHODS)
+def test_mixed_precision_maps_match_float32(method_name, case):
+    """`attribution.amp`: a method that may run under autocast gives float32 maps that
+    correlate >= 0.99 with its float32 maps under float16 autocast (what `auto` picks on
+    CUDA; run here with the CPU's autocast). bfloat16 is coarser: measured down to 0.91
+    for occlusion, whose logit differences cancel, so it is opt-in only."""
+    model, inputs, ctx = case
+    method = REGISTRY[method_name](SMALL_PARAMS.get(method_name, {}))
+    targets = torch.tensor([0, 1, 0])
+    reference = method.attribute(model, inputs, targets, ctx).maps
+    with torch.autocast("cpu", dtype=torch.float16):
+        mixed = method.attribute(model, inputs, targets, ctx).maps.float()
+    for i in range(3):
+        if reference[i].std() == 0:  # e.g. a Grad-CAM map that the ReLU zeroes: no correlation to take
+            torch.testing.assert_close(mixed[i], reference[i], rtol=0, atol=1e-3)
+            continue
+        r = torch.corrcoef(torch.stack([reference[i].flatten(), mixed[i].flatten()]))[0, 1]
+        assert r >= 0.99, f"{method_name}, subject {i}: correlation {float(r):.4f} with the float32 map"
+
+
+def test_amp_setting_maps_to_a_dtype():
+    from xaudit.subject_pass import autocast_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("off", cuda) is None and autocast_dtype("auto", cpu) is None
+    assert autocast_dtype("auto", cuda) == torch.float16
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16 and autocast_dtype("fp16", cpu) == torch.float16

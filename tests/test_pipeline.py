@@ -151,3 +151,20 @@ def test_lime_over_an_atlas_writes_region_tables(tmp_path):
     result = run_audit(load_config(cfg))
     table = pd.read_csv(result.run_dir / "attributions" / "lime" / "sub-000_regions.csv")
     assert set(table["region"]) <= {0, 1, 2} and {1, 2} <= set(table["region"])
+
+
+def test_mixed_precision_run_matches_the_float32_run(tmp_path):
+    """`attribution.amp: fp16` (autocast; on CUDA with `auto`): same predictions, maps that
+    correlate >= 0.99 with the float32 run's, written as float32."""
+    manifest = make_cohort(tmp_path / "c", n=6)
+    runs = {}
+    for amp in ("off", "fp16"):
+        config = load_config(make_config(tmp_path, manifest), [f"attribution.amp={amp}", "quality.subjects=0"])
+        runs[amp] = run_audit(config, RunOptions(output=tmp_path / amp, device="cpu")).run_dir
+    pd.testing.assert_series_equal(read_predictions(runs["off"])["prediction"], read_predictions(runs["fp16"])["prediction"])
+    for method in ("saliency", "integrated_gradients", "gradcam"):
+        for sid in ("sub-000", "sub-003"):
+            ref, mixed = (nib.load(str(runs[a] / "attributions" / method / f"{sid}.nii.gz")) for a in ("off", "fp16"))
+            assert mixed.get_data_dtype() == np.float32
+            a, b = ref.get_fdata().ravel(), mixed.get_fdata().ravel()
+            assert np.corrcoef(a, b)[0, 1] >= 0.99, (method, sid)

@@ -93,7 +93,7 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
             layer_name=config.model.layer, max_batch=max_batch, seed=config.attribution.seed,
             downsample=config.attribution.downsample, batch_size=config.data.batch_size,
             num_workers=config.data.num_workers, on_error=config.data.on_error,
-            atlas=str(config.attribution.atlas) if config.attribution.atlas else None,
+            atlas=str(config.attribution.atlas) if config.attribution.atlas else None, amp=config.attribution.amp,
         )
         if needs_dataset_mean(setup.methods):
             settings.baseline_mean = dataset_mean_input(setup.subjects, setup.transforms, setup.spatial_dims)

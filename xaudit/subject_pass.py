@@ -50,6 +50,7 @@ class PassSettings:
     on_error: str
     baseline_mean: torch.Tensor | None = None
     atlas: str | None = None
+    amp: str = "off"
 
 
 @dataclass
@@ -179,12 +180,15 @@ def _group_by_shape(items: list[dict]) -> list[list[dict]]:
 def _process_batch(group, batch_subjects, model, device, settings: PassSettings, result: PassResult) -> list[dict]:
     x = torch.stack([i["image"] for i in group]).to(device)
     labels = torch.tensor([s.label for s in batch_subjects], dtype=torch.long)
-    forward = _forward_pass(model, x, labels, settings)
+    precision = autocast_dtype(settings.amp, x.device)
+    with _autocast(x.device, precision):
+        forward = _forward_pass(model, x, labels, settings)
     if result.feature_widths is None:
         result.feature_widths = forward["widths"]
     targets = forward["targets"]
     fg = torch.stack([i["foreground"] for i in group]).to(device)
-    masked = _masked_probs(model, x, fg)
+    with _autocast(x.device, precision):
+        masked = _masked_probs(model, x, fg)
     regions = torch.stack([i["regions"] for i in group]).to(device) if "regions" in group[0] else None
     ctx = make_context(
         settings.concept_layer, settings.layer_name, settings.max_batch, settings.seed,
@@ -193,7 +197,8 @@ def _process_batch(group, batch_subjects, model, device, settings: PassSettings,
     )
     maps, stats, regions = {}, {}, {}
     for run in settings.methods:
-        out = run.method.from_shared(forward["shared"]) or run.method.attribute(model, x, targets, ctx)
+        with _autocast(x.device, precision if type(run.method).supports_amp else None):
+            out = run.method.from_shared(forward["shared"]) or run.method.attribute(model, x, targets, ctx)
         maps[run.name] = out.maps.detach().float().sum(dim=1).cpu()  # channels summed: one map per subject
         stats[run.name] = {k: v.detach().float().cpu() for k, v in out.stats.items()}
         regions[run.name] = out.region_weights
@@ -213,6 +218,17 @@ def _process_batch(group, batch_subjects, model, device, settings: PassSettings,
         record.update({k: v[j] for k, v in masked.items()})
         records.append(record)
     return records
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``attribution.amp`` on a device, or None for float32."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def _forward_pass(model, x, labels, settings: PassSettings) -> dict:

@@ -122,6 +122,9 @@ class AttributionMethod(ABC):
     needs_layer: ClassVar[bool] = False
     #: needs module hooks, hence an eager (non-TorchScript) model
     needs_hooks: ClassVar[bool] = False
+    #: may run under autocast (``attribution.amp``); False for methods with their own
+    #: backward rules, which keep float32
+    supports_amp: ClassVar[bool] = True
     #: its `from_shared` reads `SharedPass.input_grads` (the engine computes them only then)
     uses_input_gradient: ClassVar[bool] = False
     #: draws random numbers (noise, baselines, sampling); honours ``ctx.seed``

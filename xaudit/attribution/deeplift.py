@@ -68,6 +68,7 @@ def deeplift_chunk(model, x: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> 
 
 class DeepLift(AttributionMethod):
     name = "deeplift"
+    supports_amp = False  # its own backward rules: float32 only
     summary = "DeepLIFT rescale rule: contributions of input-minus-baseline differences"
     Params = DeepLiftParams
     needs_hooks = True

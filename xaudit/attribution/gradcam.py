@@ -179,6 +179,7 @@ class GradCAMPlusPlus(AttributionMethod):
 
 class GuidedGradCAM(AttributionMethod):
     name = "guided_gradcam"
+    supports_amp = False  # its own backward rules: float32 only
     summary = "guided backpropagation times the upsampled Grad-CAM map"
     Params = GradCAMParams
     needs_layer = True

@@ -78,6 +78,7 @@ def relu_rule_gradients(model, inputs, targets, max_batch: int, deconv: bool) ->
 
 class GuidedBackprop(AttributionMethod):
     name = "guided_backprop"
+    supports_amp = False  # its own backward rules: float32 only
     summary = "gradient with ReLUs passing only positive gradients through positive inputs"
     needs_hooks = True
     reference = "Springenberg et al. 2015, arXiv:1412.6806"
@@ -89,6 +90,7 @@ class GuidedBackprop(AttributionMethod):
 
 class Deconvnet(AttributionMethod):
     name = "deconvnet"
+    supports_amp = False  # its own backward rules: float32 only
     summary = "gradient with ReLUs passing only positive gradients (deconvolution)"
     needs_hooks = True
     reference = "Zeiler & Fergus 2014, ECCV, arXiv:1311.2901"

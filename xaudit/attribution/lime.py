@@ -102,6 +102,7 @@ def perturbed_scores(model, inputs, targets, baselines, index, masks, max_batch:
 
 class Lime(AttributionMethod):
     name = "lime"
+    supports_amp = False  # float32 only: its own backward rules or a sklearn fit
     summary = "weighted ridge surrogate of the model on region on/off perturbations"
     Params = LimeParams
     stochastic = True

@@ -54,11 +54,13 @@ def noisy_copies(inputs, subject, generators, stdev) -> torch.Tensor:
     return x
 
 
-def noisy_map_moments(model, inputs, targets, ctx: AttributionContext, params: SmoothGradParams):
+def noisy_map_moments(model, inputs, targets, ctx: AttributionContext, params: SmoothGradParams,
+                      variance: bool = True):
     """Mean and variance over the noisy copies of the base map, each ``(N, C, *spatial)`` float32.
 
     The variance is the population variance ``E[m^2] - E[m]^2`` (as Captum's VarGrad),
-    accumulated in float64 so that the subtraction does not cancel to noise.
+    accumulated in float64 so that the subtraction does not cancel to noise; with
+    ``variance=False`` it is not accumulated and None is returned in its place.
     """
     n = inputs.shape[0]
     device = inputs.device
@@ -68,7 +70,7 @@ def noisy_map_moments(model, inputs, targets, ctx: AttributionContext, params: S
     flat = inputs.float().flatten(1)
     stdev = params.noise_level * (flat.max(1).values - flat.min(1).values)
     total = torch.zeros(inputs.shape, dtype=torch.float64, device=device)
-    total_sq = torch.zeros_like(total)
+    total_sq = torch.zeros_like(total) if variance else None
     for subject, _ in expanded_chunks(n, params.samples, ctx.max_batch):
         subject = subject.to(device)
         x = noisy_copies(inputs, subject, generators, stdev)
@@ -77,10 +79,12 @@ def noisy_map_moments(model, inputs, targets, ctx: AttributionContext, params: S
             maps = maps * x
         maps = maps.double()
         total.index_add_(0, subject, maps)
-        total_sq.index_add_(0, subject, maps * maps)
+        if total_sq is not None:
+            total_sq.index_add_(0, subject, maps * maps)
     mean = total / params.samples
-    variance = (total_sq / params.samples - mean * mean).clamp_min(0.0)
-    return mean.float(), variance.float()
+    if total_sq is None:
+        return mean.float(), None
+    return mean.float(), (total_sq / params.samples - mean * mean).clamp_min(0.0).float()
 
 
 class SmoothGrad(AttributionMethod):
@@ -94,7 +98,7 @@ class SmoothGrad(AttributionMethod):
         return float(self.params.samples)
 
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
-        mean, _ = noisy_map_moments(model, inputs, targets, ctx, self.params)
+        mean, _ = noisy_map_moments(model, inputs, targets, ctx, self.params, variance=False)
         return AttributionResult(mean)
 
 

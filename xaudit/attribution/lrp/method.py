@@ -87,6 +87,7 @@ def _fingerprint(model: torch.nn.Module) -> tuple:
 
 class LRP(AttributionMethod):
     name = "lrp"
+    supports_amp = False  # its own backward rules: float32 only
     summary = "layer-wise relevance propagation with composite rules (epsilon / z+ / flat ...)"
     Params = LRPParams
     needs_hooks = True
