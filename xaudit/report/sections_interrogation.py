@@ -43,7 +43,7 @@ def interrogation_section(interrogation: dict | None, run_dir) -> Section:
     plot = interrogation.get("retention_plot")
     if plot and (root / plot).is_file():
         section.add(Figure("retention", "Correlation of the inversion with the original per depth and region "
-                           "(per group value); dashed: the starting image's own correlation.", (root / plot).read_bytes()))
+                           "(all subjects, then per group value); the table gives the starting image's own correlation.", (root / plot).read_bytes()))
     figures = [root / f for f in interrogation.get("figures") or [] if (root / f).is_file()]
     for path in figures[:MAX_FIGURES]:
         section.add(Figure(path.stem, f"Original and its reconstruction from each depth ({path.stem.removeprefix('inversion_')}); "
