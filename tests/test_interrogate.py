@@ -494,3 +494,38 @@ def test_config_refuses_interrogate_with_a_torchscript_model(tmp_path):
                          interrogate={})
     with pytest.raises(ConfigError, match="interrogate.*TorchScript"):
         load_config(config)
+
+
+def test_wrong_interrogate_layer_is_refused_before_the_run(tmp_path):
+    from xaudit.config import load_config
+    from xaudit.pipeline import run_audit
+
+    manifest = make_cohort(tmp_path / "cohort", n=4)
+    config = make_config(tmp_path, manifest, methods={"saliency": {}}, interrogate={"layers": ["features.33"]})
+    with pytest.raises(ConfigError, match=r"interrogate\.layers.*features\.33"):
+        run_audit(load_config(config))
+    assert not (tmp_path / "run" / "subjects").exists() or not any((tmp_path / "run" / "subjects").iterdir())
+
+
+def test_a_failing_interrogation_does_not_cost_the_audit(tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    import jsonschema
+
+    import xaudit
+    import xaudit.interrogate_stage
+    from xaudit.config import load_config
+    from xaudit.pipeline import run_audit
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("out of memory in the optimiser")
+
+    monkeypatch.setattr(xaudit.interrogate_stage, "interrogation_stage", broken)
+    manifest = make_cohort(tmp_path / "cohort", n=4)
+    config = make_config(tmp_path, manifest, methods={"saliency": {}}, interrogate=FAST)
+    run = run_audit(load_config(config)).run_dir
+    audit = json.loads((run / "audit.json").read_text())
+    jsonschema.validate(audit, json.loads((Path(xaudit.__file__).parent / "schemas" / "audit.schema.json").read_text()))
+    assert audit["interrogation"] == {"failed": "RuntimeError: out of memory in the optimiser"}
+    assert "Interrogation failed: RuntimeError" in (run / "report.md").read_text()

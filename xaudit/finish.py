@@ -67,7 +67,12 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
         from xaudit.interrogate_stage import interrogation_stage
 
         t0 = time.perf_counter()
-        interrogation = interrogation_stage(run_dir.root, config.interrogate, setup.device)
+        try:
+            interrogation = interrogation_stage(run_dir.root, config.interrogate, setup.device)
+        except Exception as exc:  # noqa: BLE001 - an optional stage must not cost the audit
+            log.warning("interrogation failed (%s: %s); the audit goes on without it. Re-run it with "
+                        "`xaudit interrogate %s` once fixed.", type(exc).__name__, exc, run_dir.root, exc_info=True)
+            interrogation = {"failed": f"{type(exc).__name__}: {exc}"}
         timings["interrogation"] = time.perf_counter() - t0
     artifacts.update(audit["attribution"].pop("artifacts", {}))
     artifacts.update(audit["rules"].pop("artifacts", {}) if isinstance(audit["rules"], dict) else {})

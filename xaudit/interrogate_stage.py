@@ -52,6 +52,9 @@ def merge_into_audit(audit: dict, interrogation: dict) -> dict:
     Its findings join the run's (earlier retention findings are dropped first, so running
     it twice does not duplicate them), most severe first; its files join the artifacts.
     """
+    if "failed" in interrogation:
+        audit["interrogation"] = dict(interrogation)
+        return audit
     interrogation = dict(interrogation)
     findings = interrogation.pop("findings", [])
     files = interrogation.pop("artifacts", {})

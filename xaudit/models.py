@@ -155,8 +155,8 @@ def load_checkpoint(module: nn.Module, path: Path, key: str) -> None:
         )
 
 
-def find_layer(module: nn.Module, name: str, scripted: bool = False) -> nn.Module:
-    """The submodule at dotted path ``name``; a wrong name lists the valid ones."""
+def find_layer(module: nn.Module, name: str, scripted: bool = False, key: str = "model.layer") -> nn.Module:
+    """The submodule at dotted path ``name``; a wrong name lists the valid ones (``key``: the config key)."""
     modules = dict(module.named_modules())
     if name in modules and name != "":
         return modules[name]
@@ -165,7 +165,7 @@ def find_layer(module: nn.Module, name: str, scripted: bool = False) -> nn.Modul
     interesting = [n for n, m in modules.items() if n and isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Sequential, nn.Linear))]
     shown = interesting[-25:] if interesting else valid[-25:]
     raise ConfigError(
-        f"`model.layer`: no module {name!r} in the model.{hint} Valid names include (last {len(shown)} of"
+        f"`{key}`: no module {name!r} in the model.{hint} Valid names include (last {len(shown)} of"
         f" {len(valid)}): {shown}"
     )
 

@@ -84,6 +84,9 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
             log.warning("model.layer is ignored for a TorchScript model (no hooks)")
         else:
             layer = find_layer(base, config.model.layer)
+    if config.interrogate is not None and config.interrogate.layers and not model.scripted:
+        for name in config.interrogate.layers:  # checked now, not after the whole run
+            find_layer(base, name, key="interrogate.layers")
     spec = feature_spec(base, config.features) if not model.scripted else FeatureSpec([], config.features.pooling)
     methods = build_methods(config.attribution.methods, model.scripted, layer is not None)
     return Setup(config, device, subjects, spatial_dims, transforms, model, layer, spec, methods, tuple(first.tensor.shape), problems, all_subjects)

@@ -25,6 +25,9 @@ def interrogation_section(interrogation: dict | None, run_dir) -> Section:
     if not isinstance(interrogation, dict):
         return section.add(Note("Interrogation did not run: add an `interrogate:` section to the config, "
                                 "or run `xaudit interrogate RUN_DIR` on this run."))
+    if "failed" in interrogation:
+        return section.add(Note(f"Interrogation failed: {interrogation['failed']}. The rest of the audit is complete; "
+                                "fix the cause and run `xaudit interrogate RUN_DIR`."))
     layers = [layer.get("name") for layer in interrogation.get("layers") or []]
     time = interrogation.get("time") or {}
     section.add(Paragraph(
