@@ -63,6 +63,7 @@ def test_a_signature_the_decisions_do_not_use_is_reported_as_info():
     assert all(f.threshold["severity_before"] == "critical" for f in probes)
     assert "decisions do not rest on it" in probes[0].message
     assert result.verdict["verdict"] == "pathology" and "does carry a site/scanner signature" in result.verdict["sentence"]
+    assert result.verdict["top_findings"][0]["points_to"] == "pathology"  # the evidence the verdict rests on first
     assert not result.fails()
 
 

@@ -134,7 +134,8 @@ def verdict(findings: Iterable[Finding], results: Mapping[str, Any], top: int = 
     if label != "signature" and demoted:
         sentence += (f" The representation does carry a site/scanner signature ({len(demoted)} indirect"
                      " findings, reported as info because the behaviour does not depend on it).")
-    shown = (signature + confounds + [f for f in findings if f not in signature + confounds])[:top]
+    lead = signature + confounds + (pathology if label == "pathology" else [])  # the evidence the sentence rests on
+    shown = (lead + [f for f in findings if f not in lead])[:top]
     return {
         "verdict": label,
         "sentence": sentence,

@@ -88,8 +88,8 @@ def verdict_section(audit: dict) -> Section:
     top = verdict.get("top_findings") or []
     if not top:
         return section.add(Paragraph("No check raised a finding."))
-    section.add(Paragraph(f"Top {len(top)} of {sum(counts.values()) or len(top)} findings, most severe first; "
-                          "each lists the numbers it rests on and the threshold that fired."))
+    section.add(Paragraph(f"Top {len(top)} of {sum(counts.values()) or len(top)} findings, the evidence the verdict "
+                          "rests on first; each lists the numbers behind it and the threshold that fired."))
     section.add(*[finding_card(f) for f in top])
     shown = {f.get("id") for f in top}
     rest = [f for f in audit.get("findings") or [] if f.get("id") not in shown]
