@@ -168,3 +168,29 @@ def test_mixed_precision_run_matches_the_float32_run(tmp_path):
             assert mixed.get_data_dtype() == np.float32
             a, b = ref.get_fdata().ravel(), mixed.get_fdata().ravel()
             assert np.corrcoef(a, b)[0, 1] >= 0.99, (method, sid)
+
+
+def test_single_logit_models_run_with_layer_methods_and_torchscript(tmp_path):
+    """A sigmoid model keeps its own layer names (Grad-CAM layer, features) and a
+    TorchScript sigmoid model runs input-gradient methods: both finish every subject."""
+    import torch
+
+    import tiny_nets
+
+    manifest = make_cohort(tmp_path / "c", n=4)
+    (tmp_path / "eager").mkdir()
+    (tmp_path / "ts").mkdir()
+    eager = make_config(tmp_path / "eager", manifest, model={
+        "factory": {"function": "tiny_nets:build", "args": {"classes": 1}},
+        "classes": ["healthy", "lesion"], "layer": "features.3"})
+    result = run_audit(load_config(eager, ["quality.subjects=0"]), RunOptions(device="cpu"))
+    assert result.failed == 0 and result.audit["counts"]["audited"] == 4
+    assert (result.run_dir / "attributions" / "gradcam" / "sub-000.nii.gz").is_file()
+    assert json.loads((result.run_dir / "features.json").read_text())["names"][0].startswith("head.input:")
+
+    scripted = torch.jit.script(tiny_nets.build(classes=1))
+    scripted.save(str(tmp_path / "model.pt"))
+    ts = make_config(tmp_path / "ts", manifest, methods={"saliency": {}, "integrated_gradients": {"steps": 4}},
+                     model={"torchscript": str(tmp_path / "model.pt"), "classes": ["healthy", "lesion"]})
+    result = run_audit(load_config(ts, ["quality.subjects=0"]), RunOptions(device="cpu"))
+    assert result.failed == 0 and result.audit["counts"]["audited"] == 4

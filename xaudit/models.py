@@ -36,12 +36,24 @@ class LoadedModel:
     scripted: bool
 
 
-class BinaryLogitAdapter(nn.Module):
-    """Turns a single-logit binary classifier into two logits ``[-z/2, z/2]``.
+def two_logits(_module, _args, z):
+    """Forward hook: a single logit ``z`` becomes ``[-z/2, z/2]``.
 
     ``softmax([-z/2, z/2]) = [1 - sigmoid(z), sigmoid(z)]``, so probabilities match
-    the original sigmoid output and class 1's logit still rises with ``z``.
+    the original sigmoid output and class 1's logit still rises with ``z``. A hook, not a
+    wrapper module, so that layer names (``model.layer``, features, interrogation) stay
+    the user's own.
     """
+    return torch.cat([-z / 2, z / 2], dim=1)
+
+
+def unwrapped(module: nn.Module) -> nn.Module:
+    """The user's model inside a `BinaryLogitAdapter`, else the module itself."""
+    return module.inner if isinstance(module, BinaryLogitAdapter) else module
+
+
+class BinaryLogitAdapter(nn.Module):
+    """`two_logits` for a TorchScript model, which refuses hooks: a wrapper module."""
 
     def __init__(self, inner: nn.Module):
         super().__init__()
@@ -193,7 +205,10 @@ def check_output(model: LoadedModel, sample: torch.Tensor, classes: list[str]) -
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelError(f"the model must return logits of shape (N, classes); it returned {shape}")
     if out.shape[1] == 1 and len(classes) == 2:
-        return LoadedModel(BinaryLogitAdapter(model.module).eval(), model.kind, model.scripted)
+        if model.scripted:
+            return LoadedModel(BinaryLogitAdapter(model.module).eval(), model.kind, model.scripted)
+        model.module.register_forward_hook(two_logits)
+        return model
     if out.shape[1] != len(classes):
         raise ModelError(
             f"the model returns {out.shape[1]} outputs but `model.classes` names {len(classes)}: {classes}"

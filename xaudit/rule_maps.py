@@ -21,6 +21,7 @@ from torch import nn
 from xaudit.data.loading import load_subject
 from xaudit.data.native import write_volume
 from xaudit.errors import XauditError
+from xaudit.models import unwrapped
 
 log = logging.getLogger("xaudit")
 FEATURE = re.compile(r"^(?P<layer>.+?)(?P<input>\.input)?:ch(?P<channel>\d+)$")
@@ -55,7 +56,7 @@ def write_rule_maps(setup, cohort, rules: list[dict], run_dir, top: int = 3) -> 
     Returns:
         Paths (relative to the run) of the volumes written.
     """
-    model = getattr(setup.model.module, "inner", setup.model.module)
+    model = unwrapped(setup.model.module)
     if setup.model.scripted or not rules:
         return []
     ids = {s.subject_id: s for s in cohort.subjects}

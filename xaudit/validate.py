@@ -20,7 +20,7 @@ from xaudit.data.loading import NIFTI_SUFFIXES, check_voxels
 from xaudit.data.manifest import Subject
 from xaudit.errors import DataError, XauditError
 from xaudit.features import FeatureSpec, feature_spec
-from xaudit.models import LoadedModel, check_output, find_layer, load_model, resolve_device
+from xaudit.models import LoadedModel, check_output, find_layer, load_model, resolve_device, unwrapped
 
 log = logging.getLogger("xaudit")
 
@@ -77,7 +77,7 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
     first = _first_loadable(subjects, transforms, spatial_dims)
     model = load_model(config.model, device)
     model = check_output(model, first.tensor[None].to(device), config.model.classes)
-    base = getattr(model.module, "inner", model.module)
+    base = unwrapped(model.module)
     layer = None
     if config.model.layer is not None:
         if model.scripted:

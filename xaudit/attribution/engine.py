@@ -95,8 +95,8 @@ def _activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
         if isinstance(out, torch.Tensor):
             total += out.numel() * out.element_size()
 
-    if isinstance(model, torch.jit.ScriptModule):
-        return x.numel() * 4 * 50  # no hooks on TorchScript: a generous guess
+    if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        return x.numel() * 4 * 50  # no hooks on TorchScript (also inside a wrapper): a generous guess
     for m in model.modules():
         if not list(m.children()):
             handles.append(m.register_forward_hook(hook))
