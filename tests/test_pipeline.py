@@ -194,3 +194,36 @@ def test_single_logit_models_run_with_layer_methods_and_torchscript(tmp_path):
                      model={"torchscript": str(tmp_path / "model.pt"), "classes": ["healthy", "lesion"]})
     result = run_audit(load_config(ts, ["quality.subjects=0"]), RunOptions(device="cpu"))
     assert result.failed == 0 and result.audit["counts"]["audited"] == 4
+
+
+def test_resume_refuses_a_config_that_changes_the_subject_results(tmp_path):
+    from xaudit.errors import OutputError
+
+    manifest = make_cohort(tmp_path / "c", n=4)
+    path = make_config(tmp_path, manifest, methods={"saliency": {}})
+    run_audit(load_config(path, ["quality.subjects=0"]), RunOptions(device="cpu"))
+    changed = load_config(path, ["quality.subjects=0", "attribution.target=lesion",
+                                 "attribution.methods.gradcam={}"])
+    with pytest.raises(OutputError, match=r"attribution.methods: \[.*attribution.target: 'predicted' -> 'lesion'"):
+        run_audit(changed, RunOptions(device="cpu", resume=True))
+    # dataset-level settings may change on resume: the stages rerun with them
+    again = run_audit(load_config(path, ["quality.subjects=0", "bias.bootstrap=60"]), RunOptions(device="cpu", resume=True))
+    assert again.audit["bias"]["params"]["bootstrap"] == 60
+
+
+def test_a_factory_module_next_to_the_config_is_found(tmp_path):
+    """`model.factory: mynet:build` with mynet.py beside the config, not on sys.path."""
+    import shutil
+    import sys
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copy(Path(__file__).parent / "tiny_nets.py", folder / "beside_config_net.py")
+    manifest = make_cohort(tmp_path / "c", n=4)
+    path = make_config(folder, manifest, methods={"saliency": {}},
+                       model={"factory": "beside_config_net:build", "classes": ["healthy", "lesion"]})
+    assert "beside_config_net" not in sys.modules and str(folder) not in sys.path
+    result = run_audit(load_config(path, ["quality.subjects=0"]), RunOptions(device="cpu"))
+    assert result.failed == 0
+    provenance = __import__("yaml").safe_load((result.run_dir / "config.resolved.yaml").read_text())["provenance"]
+    assert str(folder) in provenance["import_dirs"]

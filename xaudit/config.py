@@ -205,6 +205,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"config file {str(path)!r} must be a mapping of sections, got {type(raw).__name__}")
     for item in overrides or []:
         apply_override(raw, item)
+    from xaudit.data.loading import add_import_dir
+
+    add_import_dir(path.resolve().parent)
     return config_from_dict(raw, base_dir=path.resolve().parent)
 
 

@@ -20,6 +20,7 @@ import yaml
 from xaudit import __version__
 from xaudit.attribution.dataset_mean import dataset_mean_input, needs_dataset_mean
 from xaudit.config import Config, config_from_dict
+from xaudit.data.loading import IMPORT_DIRS, add_import_dir
 from xaudit.outputs import RunDirectory, write_csv, write_json, write_text
 from xaudit.subject_pass import PassSettings, run_subject_pass
 from xaudit.subject_outputs import SubjectOutputs
@@ -81,6 +82,7 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
         max_batch = estimate_max_batch(
             setup.model.module, _sample_input(setup), setup.device, config.attribution.memory_fraction, config.attribution.max_batch
         )
+        _check_same_subject_config(run_dir, config)
         _write_resolved_config(run_dir, config, setup, max_batch, options)
         todo_all = shard_subjects(setup.all_subjects, options.shard)
         done = run_dir.completed()
@@ -148,6 +150,45 @@ def _write_errors(run_dir: RunDirectory, failed: list[dict], shard_label: str) -
     write_csv(run_dir / name, ["subject_id", "manifest_line", "stage", "reason"], rows)
 
 
+#: config sections that decide what a subject's record holds; the others (rules, bias,
+#: quality, report, interrogate) only shape the dataset-level stages and may change on --resume
+PER_SUBJECT_SECTIONS = ("data", "model", "attribution", "features")
+
+
+def _check_same_subject_config(run_dir: RunDirectory, config: Config) -> None:
+    """Refuse to resume (or add a shard to) a run whose finished subjects were made otherwise.
+
+    Raises:
+        OutputError: naming the keys that differ, old and new values.
+    """
+    from xaudit.errors import OutputError
+
+    path = run_dir / "config.resolved.yaml"
+    if not path.is_file() or not run_dir.completed():
+        return
+    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    new = config.to_dict()
+    diffs = [d for section in PER_SUBJECT_SECTIONS for d in _differences(old.get(section), new.get(section), section)]
+    if diffs:
+        shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
+        raise OutputError(
+            f"{run_dir.root} holds {len(run_dir.completed())} subjects made with a different config ({shown}). "
+            f"Resume with the run's own config ({path}), or write to a new output directory (-o)."
+        )
+
+
+def _differences(old, new, key: str) -> list[str]:
+    """``key: old -> new`` for every leaf that differs; keys the old config lacks (written by
+    an older xaudit) are not differences."""
+    if old is None:
+        return []
+    if key == "attribution.methods" and isinstance(old, dict) and isinstance(new, dict) and set(old) != set(new):
+        return [f"{key}: {sorted(old)} -> {sorted(new)}"]  # a user's mapping, not schema keys
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new)) if k in old for d in _differences(old[k], new.get(k), f"{key}.{k}")]
+    return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
+
+
 def _write_resolved_config(run_dir: RunDirectory, config: Config, setup, max_batch: int, options: RunOptions) -> None:
     """``config.resolved.yaml``: the config as run (re-runnable) plus provenance."""
     import platform
@@ -164,6 +205,7 @@ def _write_resolved_config(run_dir: RunDirectory, config: Config, setup, max_bat
         "device": str(setup.device), "max_batch": max_batch, "spatial_dims": setup.spatial_dims,
         "seeds": {"run": config.seed, "attribution": config.attribution.seed, "rules": config.rules.seed, "bias": config.bias.seed},
         "shard": list(options.shard) if options.shard else None, "config_hash": config.digest(),
+        "import_dirs": list(IMPORT_DIRS),
     }
     write_text(run_dir / "config.resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
@@ -176,5 +218,6 @@ def load_run_config(run_dir: Path) -> Config:
     if not path.is_file():
         raise OutputError(f"{run_dir} is not an xaudit run directory (no config.resolved.yaml)")
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    raw.pop("provenance", None)
+    for folder in (raw.pop("provenance", None) or {}).get("import_dirs") or []:
+        add_import_dir(folder)  # the factory module next to the original config
     return config_from_dict(raw, base_dir=path.parent)
