@@ -227,3 +227,24 @@ def test_a_factory_module_next_to_the_config_is_found(tmp_path):
     assert result.failed == 0
     provenance = __import__("yaml").safe_load((result.run_dir / "config.resolved.yaml").read_text())["provenance"]
     assert str(folder) in provenance["import_dirs"]
+
+
+def test_multichannel_interrogation_files_cannot_collide_with_subject_ids(tmp_path):
+    """Channel 1 of subject `sub-000` must not land where subject `sub-000_c1` does."""
+    import yaml
+
+    manifest = make_cohort(tmp_path / "c", n=4)
+    frame = pd.read_csv(manifest)
+    frame["flair"] = frame["image"]
+    frame.loc[1, "subject_id"] = "sub-000_c1"
+    frame.to_csv(manifest, index=False)
+    cfg = make_config(tmp_path, manifest, methods={"saliency": {}},
+                      interrogate={"steps": 3, "layers": ["features.3"], "channels": [], "per_cell": 4})
+    data = yaml.safe_load(cfg.read_text())
+    data["data"]["image_column"] = ["image", "flair"]
+    data["model"]["factory"]["args"]["in_channels"] = 2
+    cfg.write_text(yaml.safe_dump(data))
+    run = run_audit(load_config(cfg, ["quality.subjects=0"]), RunOptions(device="cpu")).run_dir
+    written = sorted(p.relative_to(run / "interrogate" / "inversions") for p in (run / "interrogate" / "inversions").rglob("*.nii.gz"))
+    subjects = json.loads((run / "audit.json").read_text())["interrogation"]["subjects"]
+    assert len(written) == 2 * len(subjects)  # two channels per interrogated subject, none overwritten

@@ -250,14 +250,14 @@ def _retention_rows(item: SubjectInput, image: np.ndarray, start: np.ndarray, la
 
 
 def _write_native(image: np.ndarray, item: SubjectInput, folder: Path, spatial_dims: int, run_root: Path) -> str:
-    """Resample ``(C, *S)`` onto the subject's stored grid; channel k > 0 gets ``_c<k>``."""
+    """Resample ``(C, *S)`` onto the subject's stored grid; channel k > 0 goes to ``c<k>/``
+    (a folder, not a name suffix, so it cannot collide with another subject's id)."""
     native_affine, native_shape, reference = native_grid(item.subject.images[0], spatial_dims)
     first = None
     for c in range(image.shape[0]):
         channel = torch.from_numpy(np.ascontiguousarray(image[c]))
         volume = resample_between_grids(channel, item.affine, native_affine, native_shape)
-        name = item.subject.safe_id + (f"_c{c}" if c else "") + ".nii.gz"
-        path = write_volume_like(volume.numpy(), reference, folder / name)
+        path = write_volume_like(volume.numpy(), reference, (folder / f"c{c}" if c else folder) / f"{item.subject.safe_id}.nii.gz")
         first = first or path
     return str(Path(first).relative_to(run_root))
 
