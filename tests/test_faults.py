@@ -172,3 +172,24 @@ def test_written_files_get_the_umask_mode_not_a_private_one(tmp_path):
     os.umask(mask)
     written = write_json(tmp_path / "audit.json", {"a": 1})
     assert stat.S_IMODE(Path(written).stat().st_mode) == 0o666 & ~mask
+
+
+def test_empty_or_misplaced_masks_fail_their_subject_with_the_reason(tmp_path):
+    """A mask with no voxel on the image's grid would turn every share into nonsense."""
+    from xaudit.config import load_config
+    from xaudit.pipeline import run_audit
+
+    manifest = make_cohort(tmp_path / "c", n=6)
+    frame = pd.read_csv(manifest)
+    empty, far = (manifest.parent / frame.loc[i, "mask"] for i in (0, 1))
+    image = nib.load(str(empty))
+    nib.save(nib.Nifti1Image(np.zeros(image.shape, np.uint8), image.affine), str(empty))
+    image = nib.load(str(far))
+    shifted = image.affine.copy()
+    shifted[:3, 3] += 500.0
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), shifted), str(far))
+    result = run_audit(load_config(make_config(tmp_path, manifest, methods={"saliency": {}}), ["quality.subjects=0"]))
+    errors = pd.read_csv(result.run_dir / "errors.csv").set_index("subject_id")
+    assert "is empty" in errors.loc[frame.loc[0, "subject_id"], "reason"]
+    assert "does not overlap the image" in errors.loc[frame.loc[1, "subject_id"], "reason"]
+    assert result.audit["counts"]["audited"] == 4

@@ -15,6 +15,7 @@ from xaudit.bias.looking import foreground_from_image
 from xaudit.data.loading import LoadedImage, native_grid, read_mask
 from xaudit.data.manifest import Subject
 from xaudit.data.native import resample_between_grids
+from xaudit.errors import DataError
 
 
 def preprocessed_foreground(subject: Subject, loaded: LoadedImage, spatial_dims: int) -> torch.Tensor:
@@ -23,7 +24,13 @@ def preprocessed_foreground(subject: Subject, loaded: LoadedImage, spatial_dims:
     if subject.mask is not None:
         mask_affine, _mask_shape, _img = native_grid(subject.mask, spatial_dims)
         mask = torch.from_numpy(read_mask(subject.mask, spatial_dims).astype(np.float32))
-        return resample_between_grids(mask, mask_affine, loaded.affine, shape, mode="nearest") > 0.5
+        on_grid = resample_between_grids(mask, mask_affine, loaded.affine, shape, mode="nearest") > 0.5
+        if not on_grid.any():
+            what = "is empty" if not mask.any() else "does not overlap the image (compare the two files' affines)"
+            raise DataError(f"mask {subject.mask} of subject {subject.subject_id!r} {what}: every 'where the model "
+                            "looks' number would be wrong. Fix the mask, or leave the mask column empty for this "
+                            "row to have the foreground estimated from the image.")
+        return on_grid
     return torch.from_numpy(foreground_from_image(loaded.tensor[0].numpy()))
 
 
