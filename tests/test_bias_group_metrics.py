@@ -79,6 +79,19 @@ def test_equal_behaviour_raises_nothing():
     assert result.signature_tests == 2
 
 
+def test_case_mix_alone_raises_no_disparity():
+    """A model that predicts one class for everyone treats every site alike; its accuracy
+    still differs between sites that hold the classes in different proportions."""
+    labels = np.array([0] * 8 + [1] * 2 + [0] * 2 + [1] * 8)
+    site = np.array(["A"] * 10 + ["B"] * 10)
+    predicted = np.zeros_like(labels)
+    probs = np.c_[np.full(len(labels), 0.7), np.full(len(labels), 0.3)]
+    result = group_metrics(labels, predicted, probs, CLASSES, {"site": site}, FAST)
+    accuracy = next(d for d in result.disparities if d.metric == "accuracy" and d.class_name is None)
+    assert accuracy.difference.value == pytest.approx(0.6)  # tabled: 0.8 at A vs 0.2 at B
+    assert [f for f in result.findings if f.id.startswith("group_metrics.disparity")] == []
+
+
 def test_training_subjects_are_left_out_and_counted():
     labels, predicted, probs, site = _cohort(off_diagonal_recall=0.95)
     splits = np.where(np.arange(len(labels)) % 2 == 0, "train", "test")

@@ -218,8 +218,15 @@ def _threshold(params: BiasParams) -> dict[str, float]:
             "confidence": params.confidence}
 
 
+#: metrics that move with the class mix alone: a group with more of the class the model
+#: favours scores higher even when the model treats every group alike. The interval cannot
+#: show it (the bootstrap keeps each class's count), so they are tabled but never fire.
+CASE_MIX_METRICS = ("accuracy",)
+
+
 def _group_finding(column: str, disparities: list[Disparity], params: BiasParams) -> list[Finding]:
-    fired = [(d, s) for d in disparities if (s := _fires(d, params)) is not None]
+    fired = [(d, s) for d in disparities
+             if d.metric not in CASE_MIX_METRICS and (s := _fires(d, params)) is not None]
     if not fired:
         return []
     top, severity = max(fired, key=lambda pair: pair[0].difference.value)
