@@ -9,6 +9,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import make_cohort, make_config
 from xaudit.config import apply_override, config_from_dict, load_config
 from xaudit.errors import ConfigError
 
@@ -157,3 +158,11 @@ def test_arbitrary_values_for_a_key_give_config_errors_only(value):
         assert isinstance(cfg.data.batch_size, int) and cfg.data.batch_size >= 1
     except ConfigError as exc:
         assert "data.batch_size" in str(exc)
+
+
+@pytest.mark.parametrize("bad", ["XYZ", "RRS", "RASP", "R"])
+def test_orientation_codes_are_checked_in_the_config(tmp_path, bad):
+    manifest = make_cohort(tmp_path / "c", n=2)
+    with pytest.raises(ConfigError, match=r"data.transforms.orientation"):
+        load_config(make_config(tmp_path, manifest), [f"data.transforms.orientation={bad}"])
+    assert load_config(make_config(tmp_path, manifest), ["data.transforms.orientation=lps"]).data.transforms.orientation == "LPS"

@@ -39,6 +39,18 @@ class TransformsConfig(Section):
     intensity: Literal["zscore", "zscore_nonzero", "minmax", "none"] = "none"
     python: str | None = Field(None, description="module:function returning the user's own MONAI transform")
 
+    @field_validator("orientation")
+    @classmethod
+    def _axis_codes(cls, value):
+        """2 or 3 letters, one of L/R, A/P, S/I per axis (MONAI's Orientation codes)."""
+        if value is None:
+            return value
+        pairs = [{"L", "R"}, {"A", "P"}, {"S", "I"}]
+        used = [next((k for k, pair in enumerate(pairs) if c in pair), None) for c in value.upper()]
+        if len(value) not in (2, 3) or None in used or len(set(used)) != len(used):
+            raise ValueError(f"must be 2 or 3 axis codes, one of L/R, A/P, S/I per axis (e.g. RAS, LPS), got {value!r}")
+        return value.upper()
+
     @field_validator("spacing", "spatial_size")
     @classmethod
     def _positive(cls, value):
@@ -330,8 +342,9 @@ def _interrogate_problems(config: Config) -> list[str]:
         return []
     problems = []
     if config.model.torchscript is not None:
-        problems.append("`interrogate` needs forward hooks, which a TorchScript model does not offer: configure the"
-                        " model as `model.monai` or `model.factory`, or remove the `interrogate` section.")
+        problems.append("`interrogate` (the config section or `xaudit interrogate`) needs forward hooks, which a"
+                        " TorchScript model does not offer: configure the model as `model.monai` or `model.factory`"
+                        " (eager Python), or leave interrogation out for this model.")
     groups = config.data.group_columns
     if params.group_column is not None and params.group_column not in groups:
         problems.append(f"`interrogate.group_column`: {params.group_column!r} is not in `data.group_columns` {groups}."
