@@ -110,3 +110,10 @@ def test_model_that_rejects_the_input_shape(tmp_path):
     loaded = load_model(model_cfg(tmp_path, factory={"function": "tiny_nets:build", "args": {"spatial_dims": 2}}), CPU)
     with pytest.raises(ModelError, match="spatial_dims"):
         check_output(loaded, torch.zeros(1, 1, 8, 8, 8), CLASSES)
+
+
+def test_monai_builder_functions_are_accepted(tmp_path):
+    """`resnet10` and kin are functions in monai.networks.nets, not classes."""
+    loaded = load_model(model_cfg(tmp_path, monai={"network": "resnet10", "args": {
+        "spatial_dims": 3, "n_input_channels": 1, "num_classes": 2}}), CPU)
+    assert loaded.module(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 2)

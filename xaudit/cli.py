@@ -236,6 +236,9 @@ def rules(
     if as_json:
         typer.echo(json.dumps([r.to_dict() if hasattr(r, "to_dict") else r for r in chosen], indent=2, default=str))
         return
+    if not chosen:
+        why = "; ".join(getattr(result, "notes", None) or []) or "the forest produced none"
+        typer.echo(f"no rules in {run_dir}: {why}")
     for i, rule in enumerate(chosen, 1):
         typer.echo(f"{i:>3}. {format_rule(rule, result.class_names)}")
 

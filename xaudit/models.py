@@ -108,17 +108,21 @@ def _load_torchscript(path: Path, device: torch.device) -> nn.Module:
 def _load_monai(cfg) -> nn.Module:
     import monai.networks.nets as nets
 
-    names = [n for n in dir(nets) if not n.startswith("_") and inspect.isclass(getattr(nets, n))]
+    # classes (DenseNet121, ResNet, ...) and builder functions (resnet10, resnet18, ...)
+    names = [n for n in dir(nets) if not n.startswith("_")
+             and (inspect.isclass(getattr(nets, n)) or inspect.isfunction(getattr(nets, n)))]
     if cfg.network not in names:
         raise ModelError("`model.monai.network`: " + choices_message("MONAI network", cfg.network, names))
     cls = getattr(nets, cfg.network)
     try:
         module = cls(**cfg.args)
     except TypeError as exc:
-        params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        params = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
         raise ModelError(f"`model.monai.args` do not fit {cfg.network}: {exc}. Its arguments: {params}") from None
     except Exception as exc:  # noqa: BLE001 - MONAI validates its args with assorted errors
         raise ModelError(f"`model.monai.args` rejected by {cfg.network}: {str(exc).splitlines()[0][:300]}") from None
+    if not isinstance(module, nn.Module):
+        raise ModelError(f"`model.monai.network`: {cfg.network} is not a network (it returned {type(module).__name__})")
     if cfg.checkpoint is not None:
         load_checkpoint(module, Path(cfg.checkpoint), "model.monai.checkpoint")
     return module
