@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -50,6 +51,14 @@ def merge_runs(shard_dirs: list[Path], output: Path):
         subjects = load_manifest(config.data, config.model.classes, check_files=False)
         setup = _model_setup(config)
         audit = finish_run(out, config, subjects, device=_provenance(first).get("device", ""), setup=setup)
+        shards = {tuple(_provenance(d).get("shard") or ()) for d in shard_dirs}
+        if len(shards) < len(shard_dirs):
+            logging.getLogger("xaudit").warning("the same shard was given more than once: %s", [str(d) for d in shard_dirs])
+        if audit["counts"]["missing"]:
+            logging.getLogger("xaudit").warning(
+                "%d of %d subjects are in no shard given (neither finished nor failed): merge every shard, or "
+                "finish the missing ones with `xaudit run ... --shard i/N --resume`", audit["counts"]["missing"],
+                audit["counts"]["subjects"])
         return RunResult(out.root, audit, failed=audit["counts"]["failed"])
     finally:
         lock.release()
