@@ -193,3 +193,17 @@ def test_empty_or_misplaced_masks_fail_their_subject_with_the_reason(tmp_path):
     assert "is empty" in errors.loc[frame.loc[0, "subject_id"], "reason"]
     assert "does not overlap the image" in errors.loc[frame.loc[1, "subject_id"], "reason"]
     assert result.audit["counts"]["audited"] == 4
+
+
+def test_validate_lists_every_bad_subject_once(tmp_path):
+    from typer.testing import CliRunner
+
+    manifest = make_cohort(tmp_path / "c", n=6)
+    frame = pd.read_csv(manifest)
+    for i in (1, 4):
+        (manifest.parent / frame.loc[i, "image"]).write_bytes(b"\x1f\x8b not really gzip")
+    result = CliRunner().invoke(app, ["validate", str(make_config(tmp_path, manifest))])
+    assert result.exit_code == 2
+    assert "2 subjects have problems" in result.output
+    for i in (1, 4):
+        assert result.output.count(f"({frame.loc[i, 'subject_id']})") == 1

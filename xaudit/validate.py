@@ -68,8 +68,9 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
         raise DataError(f"no readable image in {config.data.manifest}: {problems[0]['reason']}")
     spatial_dims = infer_spatial_dims(config.data, config.model, readable[0].images[0])
     problems += [p for s in readable if (p := header_problem(s, spatial_dims))]
-    if deep:
-        problems += [p for s in readable if (p := voxel_problem(s, spatial_dims))]
+    if deep:  # one problem per subject: a file whose header failed is not read again
+        flagged = {p["subject_id"] for p in problems}
+        problems += [p for s in readable if s.subject_id not in flagged and (p := voxel_problem(s, spatial_dims))]
     _raise_or_keep(problems, subjects, strict=deep or config.data.on_error == "fail")
     rejected_ids = {p["subject_id"] for p in problems}
     all_subjects, subjects = subjects, [s for s in subjects if s.subject_id not in rejected_ids]
@@ -92,15 +93,21 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
     return Setup(config, device, subjects, spatial_dims, transforms, model, layer, spec, methods, tuple(first.tensor.shape), problems, all_subjects)
 
 
+#: problems listed in one error message; the rest are counted
+MAX_LISTED = 10
+
+
 def _raise_or_keep(problems: list[dict], subjects: list[Subject], strict: bool) -> None:
     """Strict (validate, ``on_error: fail``): the first problem is an error. Otherwise the
     subjects concerned are left out and listed in ``errors.csv``, unless none is left."""
     if not problems:
         return
     if strict or len(problems) == len(subjects):
-        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-        first = problems[0]
-        raise DataError(f"manifest line {first['row']} ({first['subject_id']}): {first['reason']}{more}")
+        lines = [f"manifest line {p['row']} ({p['subject_id']}): {p['reason']}" for p in problems[:MAX_LISTED]]
+        if len(problems) > MAX_LISTED:
+            lines.append(f"... and {len(problems) - MAX_LISTED} more subject(s) with problems")
+        raise DataError("\n  ".join(lines) if len(lines) == 1 else f"{len(problems)} subjects have problems:\n  "
+                        + "\n  ".join(lines))
     for p in problems:
         log.warning("skipping subject %s: %s", p["subject_id"], p["reason"])
 
