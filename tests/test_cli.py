@@ -146,3 +146,19 @@ def test_readme_lists_every_attribution_method_with_its_parameters():
         assert name in rows, f"README's method table misses {name}"
         for parameter in cls.Params.model_fields:
             assert f"`{parameter}`" in rows[name], f"README: {name} misses parameter {parameter}"
+
+
+def test_json_errors_also_go_to_stdout(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from xaudit.cli import app
+
+    missing = tmp_path / "config.yaml"
+    missing.write_text("data: {manifest: nowhere.csv}\nmodel: {factory: tiny_nets:build, classes: [a, b]}\n"
+                       "attribution: {methods: {saliency: {}}}\n")
+    result = CliRunner().invoke(app, ["validate", str(missing), "--json"])
+    assert result.exit_code == 2
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["exit_code"] == 2 and "nowhere.csv" in payload["error"]

@@ -51,6 +51,9 @@ def _fail(exc: Exception) -> None:
 
     code = exc.exit_code if isinstance(exc, XauditError) else 3
     _console().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+    context = typer.main.get_current_context(silent=True)
+    if context is not None and context.params.get("as_json"):  # scripts read stdout: say it there too
+        typer.echo(json.dumps({"error": str(exc), "type": type(exc).__name__, "exit_code": code}))
     raise typer.Exit(code)
 
 
