@@ -399,3 +399,16 @@ def test_safe_file_id_matches_the_run_writer():
 class _NullConsole:
     def print(self, *args, **kwargs):
         pass
+
+
+@pytest.mark.slow
+def test_a_2d_run_against_a_3d_run_is_refused_naming_the_dimensions(runs, tmp_path):
+    import yaml
+
+    flat = tmp_path / "flat-run"
+    shutil.copytree(runs["good"], flat)
+    resolved = yaml.safe_load((flat / "config.resolved.yaml").read_text())
+    resolved["provenance"]["spatial_dims"] = 2
+    (flat / "config.resolved.yaml").write_text(yaml.safe_dump(resolved))
+    with pytest.raises(IncompatibleRunsError, match=r"input dimensionality differs: \S+ is 3D, flat-run is 2D"):
+        compare_runs([runs["good"], flat], tmp_path / "x", FAST)

@@ -62,6 +62,7 @@ def resolve_scope(runs: list[RunData], allow_partial: bool) -> Scope:
         _compare_classes(ref, other, scope)
         _compare_methods(ref, other, scope)
         _compare_preprocessing(ref, other, scope)
+        _compare_dimensions(ref, other, scope)
         _compare_layer(ref, other, scope)
     if scope.differences and not allow_partial:
         listed = "\n  - ".join(scope.differences)
@@ -119,6 +120,16 @@ def _compare_preprocessing(ref: RunData, other: RunData, scope: Scope) -> None:
         scope.maps = False
         scope.left_out.append({"part": "mean-map differences", "runs": [other.name],
                                "reason": "the preprocessing differs, so the maps' voxels do not correspond"})
+
+
+def _compare_dimensions(ref: RunData, other: RunData, scope: Scope) -> None:
+    dims = [(run.config.get("provenance") or {}).get("spatial_dims") for run in (ref, other)]
+    if None not in dims and dims[0] != dims[1]:
+        scope.differences.append(f"input dimensionality differs: {ref.name} is {dims[0]}D, {other.name} is {dims[1]}D")
+        if scope.maps:
+            scope.maps = False
+            scope.left_out.append({"part": "mean-map differences", "runs": [other.name],
+                                   "reason": "2D and 3D maps have no voxels in common"})
 
 
 def _compare_layer(ref: RunData, other: RunData, scope: Scope) -> None:
