@@ -50,7 +50,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "already done" in (out / "run.log").read_text()
     leftovers = [p for p in out.rglob("*") if ".tmp" in p.name]
-    assert leftovers == [] or all(p.stat().st_size >= 0 for p in leftovers)
+    assert leftovers == [], leftovers  # the killed writer's temporary files were removed on resume
     ref = pd.read_csv(tmp_path / "ref" / "predictions.csv")
     got = pd.read_csv(out / "predictions.csv")
     pd.testing.assert_frame_equal(ref, got)
@@ -207,3 +207,21 @@ def test_validate_lists_every_bad_subject_once(tmp_path):
     assert "2 subjects have problems" in result.output
     for i in (1, 4):
         assert result.output.count(f"({frame.loc[i, 'subject_id']})") == 1
+
+
+def test_only_dead_writers_temp_files_are_removed(tmp_path):
+    import socket
+
+    from xaudit.outputs import WRITER, remove_orphaned_temp_files
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname().replace(".", "_")
+    (tmp_path / "maps").mkdir()
+    orphan = tmp_path / "maps" / f".m.nii.gz.{host}-{dead.pid}.x1y2.tmp.nii.gz"
+    live = tmp_path / f".audit.json.{WRITER}.a1b2.tmp.json"
+    remote = tmp_path / f".audit.json.otherhost-{dead.pid}.c3d4.tmp.json"
+    for path in (orphan, live, remote):
+        path.write_bytes(b"half")
+    assert remove_orphaned_temp_files(tmp_path) == 1
+    assert not orphan.exists() and live.exists() and remote.exists()

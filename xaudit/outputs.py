@@ -14,6 +14,8 @@ import errno
 import io
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +38,40 @@ def _file_mode() -> int:
 
 # read once at import: os.umask can only be read by setting it, which is not thread-safe
 FILE_MODE = _file_mode()
+# who writes a temporary file (host and process), so a later run can tell a dead writer's
+# leftovers from a live writer's work in progress
+WRITER = f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+TEMP_PATTERN = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp")
+
+
+def remove_orphaned_temp_files(root: Path) -> int:
+    """Delete temporary files left by writers that died (``kill -9``), on this host only.
+
+    A file is removed when its writer ran on this host and that process no longer exists;
+    files of live writers, and of writers on other hosts (a shared file system), are kept.
+
+    Returns:
+        How many files were removed.
+    """
+    host = socket.gethostname().replace(".", "_")
+    removed = 0
+    for candidate in Path(root).rglob(".*.tmp*"):
+        match = TEMP_PATTERN.match(candidate.name)
+        if match is None or match["host"] != host or _alive(int(match["pid"])):
+            continue
+        candidate.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
 
 
 @contextlib.contextmanager
@@ -50,7 +86,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{WRITER}.", suffix=f".tmp{suffix}", dir=path.parent)
         os.close(fd)
     except OSError as exc:
         raise _output_error(path, exc) from None

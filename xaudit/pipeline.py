@@ -21,7 +21,7 @@ from xaudit import __version__
 from xaudit.attribution.dataset_mean import dataset_mean_input, needs_dataset_mean
 from xaudit.config import Config, config_from_dict
 from xaudit.data.loading import IMPORT_DIRS, add_import_dir
-from xaudit.outputs import RunDirectory, write_csv, write_json, write_text
+from xaudit.outputs import RunDirectory, remove_orphaned_temp_files, write_csv, write_json, write_text
 from xaudit.subject_pass import PassSettings, run_subject_pass
 from xaudit.subject_outputs import SubjectOutputs
 from xaudit.validate import validate_setup
@@ -76,6 +76,10 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
     run_dir.prepare(resume=options.resume or options.shard is not None)
     lock = run_dir.lock(shard_label)
     handler = _log_to_file(run_dir.root / (f"run-{shard_label}.log" if shard_label else "run.log"))
+    if options.resume:
+        removed = remove_orphaned_temp_files(run_dir.root)
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted run", removed)
     try:
         from xaudit.attribution.engine import estimate_max_batch
 
