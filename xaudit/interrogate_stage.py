@@ -82,20 +82,11 @@ def params_for_run(run_dir: Path, overrides: list[str] | None = None):
         `InterrogateParams`, validated as part of the whole config, so an error names the
         key path (``interrogate.steps``) like `xaudit run` does.
     """
-    import yaml
+    from xaudit.interrogate import InterrogateParams
+    from xaudit.pipeline import load_run_config
 
-    from xaudit.config import apply_override, config_from_dict
-
-    path = Path(run_dir) / "config.resolved.yaml"
-    if not path.is_file():
-        raise OutputError(f"{run_dir} is not an xaudit run directory (no config.resolved.yaml)")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    raw.pop("provenance", None)
-    if not isinstance(raw.get("interrogate"), dict):
-        raw["interrogate"] = {}
-    for item in overrides or []:
-        apply_override(raw, item if item.startswith("interrogate.") else f"interrogate.{item}")
-    return config_from_dict(raw, base_dir=path.parent).interrogate
+    keyed = [item if item.startswith("interrogate.") else f"interrogate.{item}" for item in overrides or []]
+    return load_run_config(Path(run_dir), keyed).interrogate or InterrogateParams()
 
 
 def interrogate_finished_run(run_dir: Path, params=None, device="auto") -> dict:

@@ -40,7 +40,8 @@ def _file_mode() -> int:
 FILE_MODE = _file_mode()
 # who writes a temporary file (host and process), so a later run can tell a dead writer's
 # leftovers from a live writer's work in progress
-WRITER = f"{socket.gethostname().replace('.', '_')}-{os.getpid()}"
+HOST = socket.gethostname().replace(".", "_")
+WRITER = f"{HOST}-{os.getpid()}"
 TEMP_PATTERN = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp")
 
 
@@ -53,11 +54,10 @@ def remove_orphaned_temp_files(root: Path) -> int:
     Returns:
         How many files were removed.
     """
-    host = socket.gethostname().replace(".", "_")
     removed = 0
     for candidate in Path(root).rglob(".*.tmp*"):
         match = TEMP_PATTERN.match(candidate.name)
-        if match is None or match["host"] != host or _alive(int(match["pid"])):
+        if match is None or match["host"] != HOST or _alive(int(match["pid"])):
             continue
         candidate.unlink(missing_ok=True)
         removed += 1

@@ -19,7 +19,7 @@ import yaml
 
 from xaudit import __version__
 from xaudit.attribution.dataset_mean import dataset_mean_input, needs_dataset_mean
-from xaudit.config import Config, config_from_dict
+from xaudit.config import Config, apply_override, config_from_dict
 from xaudit.data.loading import IMPORT_DIRS, add_import_dir
 from xaudit.outputs import RunDirectory, remove_orphaned_temp_files, write_csv, write_json, write_text
 from xaudit.subject_pass import PassSettings, run_subject_pass
@@ -168,7 +168,8 @@ def _check_same_subject_config(run_dir: RunDirectory, config: Config) -> None:
     from xaudit.errors import OutputError
 
     path = run_dir / "config.resolved.yaml"
-    if not path.is_file() or not run_dir.completed():
+    finished = run_dir.completed()
+    if not path.is_file() or not finished:
         return
     old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     new = config.to_dict()
@@ -176,7 +177,7 @@ def _check_same_subject_config(run_dir: RunDirectory, config: Config) -> None:
     if diffs:
         shown = "; ".join(diffs[:4]) + (f"; and {len(diffs) - 4} more" if len(diffs) > 4 else "")
         raise OutputError(
-            f"{run_dir.root} holds {len(run_dir.completed())} subjects made with a different config ({shown}). "
+            f"{run_dir.root} holds {len(finished)} subjects made with a different config ({shown}). "
             f"Resume with the run's own config ({path}), or write to a new output directory (-o)."
         )
 
@@ -214,8 +215,9 @@ def _write_resolved_config(run_dir: RunDirectory, config: Config, setup, max_bat
     write_text(run_dir / "config.resolved.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
 
-def load_run_config(run_dir: Path) -> Config:
-    """The config a run was made with (from its ``config.resolved.yaml``)."""
+def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Config:
+    """The config a run was made with (from its ``config.resolved.yaml``), with optional
+    ``key.path=value`` overrides validated as part of it."""
     from xaudit.errors import OutputError
 
     path = Path(run_dir) / "config.resolved.yaml"
@@ -224,4 +226,6 @@ def load_run_config(run_dir: Path) -> Config:
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     for folder in (raw.pop("provenance", None) or {}).get("import_dirs") or []:
         add_import_dir(folder)  # the factory module next to the original config
+    for item in overrides or []:
+        apply_override(raw, item)
     return config_from_dict(raw, base_dir=path.parent)

@@ -106,8 +106,7 @@ def _raise_or_keep(problems: list[dict], subjects: list[Subject], strict: bool) 
         lines = [f"manifest line {p['row']} ({p['subject_id']}): {p['reason']}" for p in problems[:MAX_LISTED]]
         if len(problems) > MAX_LISTED:
             lines.append(f"... and {len(problems) - MAX_LISTED} more subject(s) with problems")
-        raise DataError("\n  ".join(lines) if len(lines) == 1 else f"{len(problems)} subjects have problems:\n  "
-                        + "\n  ".join(lines))
+        raise DataError(lines[0] if len(lines) == 1 else f"{len(problems)} subjects have problems:\n  " + "\n  ".join(lines))
     for p in problems:
         log.warning("skipping subject %s: %s", p["subject_id"], p["reason"])
 

@@ -21,7 +21,8 @@ from xaudit.bias.findings import Finding, severity_rank
 
 INDIRECT_CHECKS = ("probes", "roles", "looking", "concepts", "spray")
 # where the group column sits in a finding id of each indirect check; None: not per column
-_COLUMN_POSITION = {"probe.within_class": 2, "probe.overall": 2, "looking.by_group": 2, "concepts": 1, "spray": 1}
+_COLUMN_POSITION = {"probe.within_class": 2, "probe.overall": 2, "looking.by_group": 2, "concepts": 1, "spray": 1,
+                    "group_metrics.cell": 2}
 
 
 def finding_column(finding: Finding) -> str | None:
@@ -59,8 +60,7 @@ def require_behaviour(findings: list[Finding], checks: dict[str, Any]) -> list[F
     tested = behaviour_tested_columns(checks.get("group_metrics"))
     if not tested:
         return findings
-    behaving = {f.id.split(".")[2] for f in findings if f.check == "group_metrics" and f.id.startswith("group_metrics.cell.")
-                and raised(f)}
+    behaving = {finding_column(f) for f in findings if f.id.startswith("group_metrics.cell.") and raised(f)}
     clean = tested - behaving
     out = []
     for f in findings:
