@@ -224,8 +224,13 @@ def best_runs(runs: list[tuple[str, dict]]) -> dict:
     return best
 
 
-def benchmark(mode: Mode, work: Path, skip: set[str], threads: int, repeats: int = 1) -> dict:
-    """Every measurement of one run; returns the JSON-able results."""
+def benchmark(mode: Mode, work: Path, skip: set[str], threads: int, repeats: int = 1,
+              checkpoint=lambda result: None) -> dict:
+    """Every measurement of one run; returns the JSON-able results.
+
+    ``checkpoint(result)`` is called with the partial results once the timings are done, so a
+    failure in the long RSS runs does not lose them.
+    """
     t_start = time.perf_counter()
     result = {"mode": mode.name, "size": mode.size, "volumes": mode.volumes, "arch": mode.arch,
               "widen_factor": mode.widen_factor, "methods": mode.methods, "machine": machine_info()}
@@ -263,6 +268,7 @@ def benchmark(mode: Mode, work: Path, skip: set[str], threads: int, repeats: int
     result["systems"] = {k: {**v["result"], "volumes": v["volumes"], "probes": v["probes"]} for k, v in systems.items()}
     result["repeats"] = {label: [run_seconds(e) for lab, e in runs if lab == label] for label in systems}
     result["rows"] = table_rows(mode, systems, probes, names)
+    checkpoint({**result, "partial": "timings only; the RSS runs had not finished"})
     if "rss" not in skip:
         rss_manifest = write_cohort(work / "rss_data", max(mode.rss_sizes), mode.size, seed=1)
         runs = [measure_rss(rss_manifest, k, mode, work, threads) for k in mode.rss_sizes]
@@ -413,9 +419,11 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(report)
             print(report[:6000])
             return 0
-        result = benchmark(mode, work, {s.strip() for s in args.skip.split(",") if s.strip()}, args.threads, args.repeats)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=str))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save = lambda result: out.write_text(json.dumps(result, indent=1, default=str))  # noqa: E731
+        result = benchmark(mode, work, {s.strip() for s in args.skip.split(",") if s.strip()}, args.threads,
+                           args.repeats, checkpoint=save)
+    save(result)
     print_table(result)
     print(f"results: {out}")
     return 0

@@ -125,16 +125,21 @@ class BiasParams(BaseModel):
     )
     # TCAV
     tcav_random_sets: int = Field(
-        10, ge=2, description="Random counterexample sets per concept (Kim et al. 2018 use 500 at most)."
+        10, ge=2, description="CAVs per concept, each against a fresh draw of counterexamples; the "
+        "concept's TCAV score is their mean.",
+    )
+    tcav_null_sets: int = Field(
+        200, ge=19, description="Random subject sets of each concept's size and class mix scored "
+        "as the null (one CAV each); the smallest p-value is 1 / (1 + this).",
     )
     tcav_p_value: float = Field(
         0.05, gt=0, lt=1,
-        description="Bonferroni-adjusted two-sided t-test p-value at or below which a concept "
-        "counts (Kim et al. 2018 use 0.05).",
+        description="Bonferroni-adjusted two-sided p-value (the concept's score ranked among the "
+        "null sets' scores) at or below which a concept counts (Kim et al. 2018 use 0.05).",
     )
     tcav_score_difference: float = Field(
         0.2, ge=0, le=1,
-        description="Difference between a concept's mean TCAV score and the random concepts' "
+        description="Difference between a concept's mean TCAV score and the null sets' mean "
         "mean that a significant concept also needs.",
     )
     # SpRAy

@@ -187,8 +187,9 @@ def concepts_section(check: dict | None) -> Section:
     if not scores:
         return section.add(Note("No TCAV score could be computed."), *notes(check))
     section.add(Paragraph("TCAV score: the share of a class's subjects whose target logit rises along the direction "
-                          "of a group-value concept, against random concepts. A score far from the random ones means "
-                          "the decision is sensitive to the group."))
+                          "of a group-value concept. \"Random\" scores random subject sets of the concept's size and "
+                          "class mix the same way; p is the concept's rank among them. A score far from the random "
+                          "ones means the decision is sensitive to the group, not just to any set of subjects."))
     rows = [[f"{s.get('column')}={s.get('value')}", str(s.get("class_name")), fmt_num(s.get("n_concept")), fmt_num(s.get("n_class")),
              f"{fmt_num(s.get('score_mean'))} ± {fmt_num(s.get('score_std'))}",
              f"{fmt_num(s.get('random_mean'))} ± {fmt_num(s.get('random_std'))}", fmt_p(s.get("p_value")),
