@@ -67,6 +67,18 @@ def test_a_signature_the_decisions_do_not_use_is_reported_as_info():
     assert not result.fails()
 
 
+def test_demotion_reads_the_column_a_finding_names_even_with_dots():
+    """Corroboration once parsed the column out of finding ids: `scanner.model` became `scanner`."""
+    inputs = _inputs(site_signal=4.0)
+    inputs = BiasInputs(labels=inputs.labels, predicted=inputs.predicted, probs=inputs.probs, class_names=CLASSES,
+                        groups={"scanner.model": inputs.groups["site"]}, features=inputs.features)
+    result = run_bias_checks(inputs, FAST)
+    probes = [f for f in result.findings if f.check == "probes" and f.column == "scanner.model"]
+    assert probes and all(f.severity == "info" for f in probes)
+    assert any(f.threshold.get("severity_before") == "critical" for f in probes)
+    assert all(f.to_dict()["column"] == "scanner.model" for f in probes)
+
+
 def test_a_signature_the_decisions_use_keeps_its_severity():
     """Same features, but site_B subjects are misclassified: behaviour corroborates the probes."""
     inputs = _inputs(site_signal=4.0)

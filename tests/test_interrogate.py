@@ -529,3 +529,19 @@ def test_a_failing_interrogation_does_not_cost_the_audit(tmp_path, monkeypatch):
     jsonschema.validate(audit, json.loads((Path(xaudit.__file__).parent / "schemas" / "audit.schema.json").read_text()))
     assert audit["interrogation"] == {"failed": "RuntimeError: out of memory in the optimiser"}
     assert "Interrogation failed: RuntimeError" in (run / "report.md").read_text()
+
+
+def test_merge_into_audit_replaces_retention_findings_and_keeps_the_bias_order():
+    from xaudit.interrogate_stage import merge_into_audit
+
+    def finding(id_, check, severity, points_to):
+        return {"id": id_, "check": check, "severity": severity, "points_to": points_to, "title": id_}
+
+    audit = {"findings": [finding("a", "probes", "info", "signature"), finding("b", "design", "warning", "design"),
+                          finding("c", "looking", "warning", "signature"),
+                          finding("retention.old", "retention", "critical", "signature")],
+             "artifacts": {"report": "report.html", "interrogation": "old.json"}}
+    merged = merge_into_audit(audit, {"findings": [finding("retention.new", "retention", "warning", "signature")],
+                                      "artifacts": {"interrogation": "interrogate/interrogation.json"}})
+    assert [f["id"] for f in merged["findings"]] == ["c", "retention.new", "b", "a"]
+    assert merged["artifacts"] == {"report": "report.html", "interrogation": "interrogate/interrogation.json"}

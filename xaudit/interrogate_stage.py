@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from xaudit.bias.findings import severity_rank
+from xaudit.bias.findings import finding_order
 from xaudit.errors import OutputError
 from xaudit.outputs import write_json
 
@@ -50,7 +50,8 @@ def merge_into_audit(audit: dict, interrogation: dict) -> dict:
     """Put an interrogation into an audit, replacing any earlier one.
 
     Its findings join the run's (earlier retention findings are dropped first, so running
-    it twice does not duplicate them), most severe first; its files join the artifacts.
+    it twice does not duplicate them), in the bias stage's order (`finding_order`); its files
+    join the artifacts.
     """
     if "failed" in interrogation:
         audit["interrogation"] = dict(interrogation)
@@ -59,7 +60,7 @@ def merge_into_audit(audit: dict, interrogation: dict) -> dict:
     findings = interrogation.pop("findings", [])
     files = interrogation.pop("artifacts", {})
     kept = [f for f in audit.get("findings", []) if f.get("check") != CHECK]
-    audit["findings"] = sorted(kept + findings, key=lambda f: -severity_rank(f["severity"]))
+    audit["findings"] = sorted(kept + findings, key=finding_order)
     artifacts = {k: v for k, v in audit.get("artifacts", {}).items() if not k.startswith("interrogation")}
     artifacts.update({"interrogation": files.get("interrogation"), "interrogation_retention": files.get("retention"),
                       "interrogation_plot": files.get("retention_plot"),

@@ -251,7 +251,7 @@ def _finding(s: ConceptScore, params: BiasParams) -> list[Finding]:
               f" The counterexamples could not match the concept's class mix ({s.column} is confounded "
               f"with the label), so this direction mixes {s.column} and label.")
     return [Finding(
-        id=f"concepts.{s.column}.{s.value}.{s.class_name}", check="concepts",
+        id=f"concepts.{s.column}.{s.value}.{s.class_name}", check="concepts", column=s.column,
         severity="warning" if s.class_matched else "info",
         title=(f"the concept {s.column}={s.value} pushes decisions {direction} {s.class_name} "
                f"(TCAV {s.score_mean:.2f} vs random sets {s.random_mean:.2f}, p={s.p_adjusted:.2g})"),

@@ -20,18 +20,6 @@ from typing import Any
 from xaudit.bias.findings import Finding, severity_rank
 
 INDIRECT_CHECKS = ("probes", "roles", "looking", "concepts", "spray")
-# where the group column sits in a finding id of each indirect check; None: not per column
-_COLUMN_POSITION = {"probe.within_class": 2, "probe.overall": 2, "looking.by_group": 2, "concepts": 1, "spray": 1,
-                    "group_metrics.cell": 2}
-
-
-def finding_column(finding: Finding) -> str | None:
-    """The group column a finding is about, from its id (None when it is not per column)."""
-    parts = finding.id.split(".")
-    for prefix, position in _COLUMN_POSITION.items():
-        if finding.id.startswith(prefix + ".") and len(parts) > position:
-            return parts[position]
-    return None
 
 
 def behaviour_tested_columns(group_metrics: Any) -> set[str]:
@@ -60,11 +48,11 @@ def require_behaviour(findings: list[Finding], checks: dict[str, Any]) -> list[F
     tested = behaviour_tested_columns(checks.get("group_metrics"))
     if not tested:
         return findings
-    behaving = {finding_column(f) for f in findings if f.id.startswith("group_metrics.cell.") and raised(f)}
+    behaving = {f.column for f in findings if f.id.startswith("group_metrics.cell.") and raised(f)}
     clean = tested - behaving
     out = []
     for f in findings:
-        column = finding_column(f)
+        column = f.column
         # per-column evidence needs its column clean; column-free evidence needs every tested column clean
         demote = f.check in INDIRECT_CHECKS and raised(f) and (column in clean if column else not behaving)
         if demote:

@@ -218,7 +218,7 @@ def _confound_finding(table: ContingencyTable, params: BiasParams) -> Finding | 
     suffix = "" if table.scope == ALL else f".{table.scope}"
     return Finding(
         id=f"design.confounded.{table.column}{suffix}", check="design", severity=severity,
-        title=title, message=message, points_to="design",
+        title=title, message=message, points_to="design", column=table.column,
         evidence={"cramers_v": table.cramers_v, "chi2": table.chi2, "p_value": table.p_value,
                   "n": table.n, "counts": table.counts, "class_spans": table.class_spans,
                   "single_value_classes": single},

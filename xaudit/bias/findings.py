@@ -48,6 +48,7 @@ class Finding:
         evidence: the numbers behind it.
         threshold: the threshold(s) that fired, by parameter name.
         points_to: ``signature`` | ``pathology`` | ``design`` | ``neutral`` (see module doc).
+        column: the group column it is about (``site``...), None when it is not about one.
     """
 
     id: str
@@ -58,6 +59,7 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     threshold: dict[str, Any] = field(default_factory=dict)
     points_to: str = "neutral"
+    column: str | None = None
 
     def __post_init__(self) -> None:
         severity_rank(self.severity)
@@ -69,7 +71,7 @@ class Finding:
         return to_jsonable({
             "id": self.id, "check": self.check, "severity": self.severity, "title": self.title,
             "message": self.message, "evidence": self.evidence, "threshold": self.threshold,
-            "points_to": self.points_to,
+            "points_to": self.points_to, "column": self.column,
         })
 
 
@@ -95,10 +97,22 @@ def findings_at_or_above(findings: Iterable[Finding], severity: str) -> list[Fin
     return sort_findings(kept)
 
 
+_POINTS_TO_ORDER = {"signature": 0, "design": 1, "pathology": 2, "neutral": 3}
+
+
+def finding_order(finding: Finding | Mapping[str, Any]) -> tuple[int, int, str]:
+    """Sort key of a finding or its dict form (as in ``audit.json``): most severe first; within
+    a severity, signature evidence first, then by id."""
+    if isinstance(finding, Mapping):
+        severity, points_to, id_ = finding["severity"], finding.get("points_to") or "neutral", finding["id"]
+    else:
+        severity, points_to, id_ = finding.severity, finding.points_to, finding.id
+    return -severity_rank(severity), _POINTS_TO_ORDER[points_to], id_
+
+
 def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
     """Most severe first; within a severity, signature evidence first, then by id."""
-    order = {"signature": 0, "design": 1, "pathology": 2, "neutral": 3}
-    return sorted(findings, key=lambda f: (-severity_rank(f.severity), order[f.points_to], f.id))
+    return sorted(findings, key=finding_order)
 
 
 def verdict(findings: Iterable[Finding], results: Mapping[str, Any], top: int = 5) -> dict[str, Any]:

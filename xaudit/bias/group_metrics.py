@@ -235,7 +235,7 @@ def _group_finding(column: str, disparities: list[Disparity], params: BiasParams
     listed = "; ".join(f"{d.metric} {d.best} - {d.worst} = {d.difference.value:.2f} "
                        f"[{d.difference.low:.2f}, {d.difference.high:.2f}]" for d, _ in fired)
     return [Finding(
-        id=f"group_metrics.disparity.{column}", check="group_metrics", severity=severity,
+        id=f"group_metrics.disparity.{column}", check="group_metrics", severity=severity, column=column,
         title=f"performance differs between {column} values ({top.metric} {top.best} vs {top.worst}: "
               f"{top.difference.value:+.2f})",
         message=(f"Metrics differ between {column} values beyond chance ({listed}; {params.confidence:.0%} "
@@ -253,7 +253,7 @@ def _cell_finding(d: Disparity, cells: list[CellRow], params: BiasParams) -> lis
     worst = next(c for c in cells if c.class_name == d.class_name and c.value == d.worst)
     train = "" if worst.n_train is None else f", {worst.n_train} in training"
     return [Finding(
-        id=f"group_metrics.cell.{d.column}.{d.class_name}", check="group_metrics", severity=severity,
+        id=f"group_metrics.cell.{d.column}.{d.class_name}", check="group_metrics", severity=severity, column=d.column,
         title=(f"{d.class_name} subjects are recognised at {worst.accuracy.value:.0%} at {d.column} {worst.value} "
                f"vs {best.accuracy.value:.0%} at {best.value}"),
         message=(f"Recall of {d.class_name} depends on {d.column}: {worst.accuracy.value:.0%} "

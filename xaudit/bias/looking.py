@@ -345,7 +345,7 @@ def _difference_findings(tests: list[ShareTest], params: BiasParams) -> list[Fin
         means = ", ".join(f"{v}: {m:.0%}" for v, m in best.means.items())
         findings.append(Finding(
             id=f"looking.by_group.{column}.{class_name}" + (f".{method}" if method else ""),
-            check="looking", severity="warning",
+            check="looking", severity="warning", column=column,
             title=(f"where the model looks differs by {column} within class {class_name} "
                    f"({best.share}{f' of {method}' if method else ''}, eta2_H {best.eta2_h:.2f}, q={best.q_value:.2g})"),
             message=(f"Among {class_name} subjects, the share {best.share} differs between {column} values "

@@ -305,7 +305,7 @@ def _within_class_finding(score: ProbeScore, class_name: str, params: BiasParams
     if severity is None or not _significant(score, params):
         return []
     return [Finding(
-        id=f"probe.within_class.{score.target}.{class_name}", check="probes", severity=severity,
+        id=f"probe.within_class.{score.target}.{class_name}", check="probes", severity=severity, column=score.target,
         title=(f"{score.target} is decodable from the features within class {class_name} "
                f"(balanced accuracy {score.balanced_accuracy:.2f}, p={score.p_value:.3g})"),
         message=(f"A linear probe on the layer features tells {score.target} values apart among "
@@ -330,7 +330,7 @@ def _confounded_overall_finding(score: ProbeScore, params: BiasParams) -> list[F
     if score.balanced_accuracy < params.probe_balanced_accuracy_warning or not _significant(score, params):
         return []
     return [Finding(
-        id=f"probe.overall.{score.target}", check="probes", severity="info",
+        id=f"probe.overall.{score.target}", check="probes", severity="info", column=score.target,
         title=f"{score.target} is decodable from the features (balanced accuracy {score.balanced_accuracy:.2f})",
         message=(f"A linear probe predicts {score.target} from the features ({_numbers(score)}), but no class "
                  f"spans two {score.target} values with enough subjects, so this cannot be told apart "

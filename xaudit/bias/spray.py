@@ -200,7 +200,7 @@ def _findings(cls: SprayClassResult, params: BiasParams) -> list[Finding]:
         if ami is None or ami < params.spray_ami or ami - label < params.spray_ami_margin:
             continue
         out.append(Finding(
-            id=f"spray.{column}.{cls.class_name}", check="spray", severity="warning",
+            id=f"spray.{column}.{cls.class_name}", check="spray", severity="warning", column=column,
             title=(f"the attribution maps of class {cls.class_name} form {cls.n_clusters} strategies that follow "
                    f"{column} (AMI {ami:.2f} vs {label:.2f} with the label)"),
             message=(f"Spectral clustering of {cls.n} {cls.class_name} maps gives {cls.n_clusters} clusters "
