@@ -119,7 +119,9 @@ class AttributionConfig(Section):
     target: str = Field("predicted", description="predicted, label, or a class name")
     methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_METHODS))
     seed: int = 0
-    max_batch: int | None = Field(None, ge=1, description="cap on samples per forward+backward")
+    max_batch: int | None = Field(
+        None, ge=1, description="samples per forward+backward (capped by memory); unset: the fastest size that fits, "
+        "measured at the start of a run (bigger is not always faster on a CPU)")
     memory_fraction: float = Field(0.5, gt=0, le=1, description="share of free device memory to use")
     downsample: int = Field(32, ge=4, description="largest side of the per-subject maps kept for dataset statistics")
     atlas: Path | None = Field(None, description="integer label map (NIfTI, world space) for region methods (lime regions: atlas)")

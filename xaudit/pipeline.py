@@ -87,11 +87,16 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
             setup.model.module, _sample_input(setup), setup.device, config.attribution.memory_fraction, config.attribution.max_batch
         )
         _check_same_subject_config(run_dir, config)
-        _write_resolved_config(run_dir, config, setup, max_batch, options)
         todo_all = shard_subjects(setup.all_subjects, options.shard)
         done = run_dir.completed()
         rejected_ids = {p["subject_id"] for p in setup.rejected}
         todo = [s for s in todo_all if s.safe_id not in done and s.subject_id not in rejected_ids]
+        tuning = None
+        if todo and config.attribution.max_batch is None:
+            t0 = time.perf_counter()
+            max_batch, tuning = _tune_max_batch(setup, max_batch, config.attribution.amp)
+            timings["batch_tuning"] = time.perf_counter() - t0
+        _write_resolved_config(run_dir, config, setup, max_batch, options, tuning)
         log.info("%d subjects to audit (%d already done), max batch %d on %s", len(todo), len(todo_all) - len(todo), max_batch, setup.device)
         settings = PassSettings(
             spatial_dims=setup.spatial_dims, classes=config.model.classes, target=config.attribution.target,
@@ -127,6 +132,21 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
         logging.getLogger("xaudit").removeHandler(handler)
         handler.close()
         lock.release()
+
+
+def _tune_max_batch(setup, cap: int, amp: str) -> tuple[int, dict[int, float]]:
+    """The fastest batch size within the memory cap (`tune_max_batch`), logged."""
+    import torch
+
+    from xaudit.attribution.engine import tune_max_batch
+    from xaudit.subject_pass import autocast_dtype
+
+    sample = torch.randn((1, *setup.input_shape), generator=torch.Generator().manual_seed(0)).to(setup.device)
+    best, rates = tune_max_batch(setup.model.module, sample, cap, autocast_dtype(amp, setup.device))
+    if rates:
+        log.info("batch size %d (forward+backward samples/s by batch size: %s; memory allows %d)", best,
+                 ", ".join(f"{b}: {r:.3g}" for b, r in rates.items()), cap)
+    return best, rates
 
 
 def _sample_input(setup):
@@ -194,7 +214,8 @@ def _differences(old, new, key: str) -> list[str]:
     return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
 
 
-def _write_resolved_config(run_dir: RunDirectory, config: Config, setup, max_batch: int, options: RunOptions) -> None:
+def _write_resolved_config(run_dir: RunDirectory, config: Config, setup, max_batch: int, options: RunOptions,
+                           tuning: dict[int, float] | None = None) -> None:
     """``config.resolved.yaml``: the config as run (re-runnable) plus provenance."""
     import platform
 
@@ -207,7 +228,9 @@ def _write_resolved_config(run_dir: RunDirectory, config: Config, setup, max_bat
     resolved["provenance"] = {
         "xaudit": __version__, "python": platform.python_version(), "torch": str(torch.__version__),
         "monai": monai.__version__, "numpy": numpy.__version__, "platform": platform.platform(),
-        "device": str(setup.device), "max_batch": max_batch, "spatial_dims": setup.spatial_dims,
+        "device": str(setup.device), "max_batch": max_batch,
+        "batch_rates": {int(b): round(r, 4) for b, r in tuning.items()} if tuning else None,
+        "spatial_dims": setup.spatial_dims,
         "seeds": {"run": config.seed, "attribution": config.attribution.seed, "rules": config.rules.seed, "bias": config.bias.seed},
         "shard": list(options.shard) if options.shard else None, "config_hash": config.digest(),
         "import_dirs": list(IMPORT_DIRS),

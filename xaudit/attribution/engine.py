@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 
 import psutil
@@ -84,6 +85,58 @@ def estimate_max_batch(
     fit = max(1, budget // max(per_sample, 1))
     default_cap = 64 if device.type == "cuda" else 16
     return int(max(1, min(fit, cap if cap is not None else default_cap)))
+
+
+def tune_max_batch(
+    model: torch.nn.Module, sample: torch.Tensor, cap: int, precision: torch.dtype | None = None,
+    budget_s: float = 15.0,
+) -> tuple[int, dict[int, float]]:
+    """The batch size, at most ``cap``, with the highest forward+backward throughput.
+
+    Bigger is not always faster. On 2 CPU cores a MONAI ResNet-18 at 64^3 ran 0.54 samples/s
+    at batch 2 and 0.36 at batch 8, and xaudit's passes at the memory-bound batch of 16 ran at
+    0.75 of the best rate; at 32^3 with a quarter of the channels, 16 was the fastest. This
+    times one forward+backward to the input (what the gradient methods run) at 1, 2, 4, ...
+    up to ``cap``, after a warm-up, and stops when throughput falls more than 10 % below the
+    best so far or when the next size would overrun ``budget_s`` seconds.
+
+    Returns:
+        The fastest size measured and the rates (samples/s) by size.
+    """
+    if cap <= 1:
+        return max(cap, 1), {}
+    sizes = [1 << k for k in range(cap.bit_length()) if 1 << k <= cap]
+    sizes += [cap] if sizes[-1] != cap else []
+
+    def seconds(batch: int) -> float:
+        x = sample[:1].expand(batch, *sample.shape[1:]).clone().requires_grad_(True)
+        _synchronise(x.device)
+        t0 = time.perf_counter()
+        with torch.enable_grad(), torch.autocast(x.device.type, dtype=precision or torch.float32,
+                                                 enabled=precision is not None):
+            out = model(x)
+            torch.autograd.grad(out.reshape(batch, -1)[:, 0].float().sum(), x)
+        _synchronise(x.device)
+        return time.perf_counter() - t0
+
+    start = time.perf_counter()
+    seconds(1)  # warm-up: the first call allocates and picks kernels
+    rates: dict[int, float] = {}
+    for size in sizes:
+        if rates:
+            previous = max(rates)
+            expected = previous / rates[previous] * size / previous
+            if time.perf_counter() - start + expected > budget_s:
+                break
+        rates[size] = size / max(seconds(size), 1e-9)
+        if rates[size] < 0.9 * max(rates.values()):
+            break
+    return max(rates, key=rates.get), rates
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:

@@ -1,0 +1,65 @@
+"""Batch-size tuning: the fastest size within the memory cap, measured at the start of a run."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from conftest import make_cohort, make_config
+from xaudit.attribution.engine import tune_max_batch
+from xaudit.config import load_config
+from xaudit.pipeline import RunOptions, run_audit
+
+
+class Paced(nn.Module):
+    """A model whose forward takes ``fixed + per_sample * b ** power`` seconds for a batch of b."""
+
+    def __init__(self, fixed: float, per_sample: float, power: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1))
+        self.fixed, self.per_sample, self.power = fixed, per_sample, power
+
+    def forward(self, x):
+        time.sleep(self.fixed + self.per_sample * x.shape[0] ** self.power)
+        return torch.stack([x.flatten(1).sum(1), -x.flatten(1).sum(1)], 1) * self.weight
+
+
+SAMPLE = torch.zeros(1, 1, 4, 4, 4)
+
+
+def test_a_fixed_cost_per_pass_makes_the_biggest_batch_fastest():
+    best, rates = tune_max_batch(Paced(0.02, 0.001, 1), SAMPLE, cap=8)
+    assert best == 8 and sorted(rates) == [1, 2, 4, 8]
+
+
+def test_a_cost_that_grows_faster_than_the_batch_stops_the_search_early():
+    best, rates = tune_max_batch(Paced(0.0, 0.004, 2), SAMPLE, cap=16)  # rate 250 / b: 1 is fastest
+    assert best == 1
+    assert max(rates) == 2  # batch 2 ran at half the rate: no bigger size was tried
+
+
+def test_the_time_budget_and_the_cap_bound_the_search():
+    best, rates = tune_max_batch(Paced(0.1, 0.0, 1), SAMPLE, cap=64, budget_s=0.45)
+    assert max(rates) <= 2 and best == max(rates)  # warm-up 0.1 s, then each size 0.1 s
+    assert tune_max_batch(Paced(0.0, 0.0, 1), SAMPLE, cap=1) == (1, {})
+    best, rates = tune_max_batch(Paced(0.01, 0.0, 1), SAMPLE, cap=6)
+    assert sorted(rates) == [1, 2, 4, 6] and best == 6
+
+
+@pytest.mark.slow
+def test_a_run_tunes_the_batch_unless_the_config_sets_it(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n=4)
+    tuned = run_audit(load_config(make_config(tmp_path, manifest)), RunOptions(output=tmp_path / "tuned"))
+    provenance = yaml.safe_load((tuned.run_dir / "config.resolved.yaml").read_text())["provenance"]
+    assert provenance["batch_rates"] and provenance["max_batch"] in provenance["batch_rates"]
+    assert tuned.audit["run"]["timings_s"]["batch_tuning"] > 0
+
+    fixed = run_audit(load_config(make_config(tmp_path, manifest, attribution__max_batch=3)),
+                      RunOptions(output=tmp_path / "fixed"))
+    provenance = yaml.safe_load((fixed.run_dir / "config.resolved.yaml").read_text())["provenance"]
+    assert provenance["max_batch"] == 3 and provenance["batch_rates"] is None
+    assert "batch_tuning" not in fixed.audit["run"]["timings_s"]
