@@ -63,3 +63,18 @@ def test_a_run_tunes_the_batch_unless_the_config_sets_it(tmp_path):
     provenance = yaml.safe_load((fixed.run_dir / "config.resolved.yaml").read_text())["provenance"]
     assert provenance["max_batch"] == 3 and provenance["batch_rates"] is None
     assert "batch_tuning" not in fixed.audit["run"]["timings_s"]
+
+
+def test_a_model_the_tuner_cannot_time_keeps_the_memory_cap(caplog):
+    from types import SimpleNamespace
+
+    from xaudit.pipeline import _tune_max_batch
+
+    class Detached(nn.Module):  # no gradient reaches the input
+        def forward(self, x):
+            return torch.stack([x.flatten(1).sum(1), x.flatten(1).mean(1)], 1).detach()
+
+    setup = SimpleNamespace(model=SimpleNamespace(module=Detached()), input_shape=(1, 4, 4, 4), device=torch.device("cpu"))
+    with caplog.at_level("WARNING", logger="xaudit"):
+        assert _tune_max_batch(setup, 6, "off") == (6, {})
+    assert "batch size not tuned" in caplog.text

@@ -18,7 +18,8 @@ from xaudit.cohort import Cohort, load_cohort, write_features, write_predictions
 from xaudit.data.manifest import safe_file_id
 from xaudit.data.native import downsample_affine, write_volume
 from xaudit.metrics import classification_metrics, metrics_by_group
-from xaudit.outputs import SCHEMA_VERSION, RunDirectory, write_json
+from xaudit.errors import OutputError
+from xaudit.outputs import SCHEMA_VERSION, RunDirectory, run_provenance, write_json
 
 log = logging.getLogger("xaudit")
 
@@ -60,7 +61,7 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
         from xaudit.quality_stage import quality_stage
 
         t0 = time.perf_counter()
-        audit["attribution"]["quality"] = quality_stage(setup, cohort, config.quality, max(1, config.attribution.max_batch or 8))
+        audit["attribution"]["quality"] = quality_stage(setup, cohort, config.quality, _pass_batch(run_dir, config))
         timings["quality"] = time.perf_counter() - t0
     interrogation = None
     if setup is not None and config.interrogate is not None:
@@ -197,6 +198,16 @@ def _summary(values: np.ndarray) -> dict:
         return {"n": 0}
     return {"n": int(finite.size), "mean": float(finite.mean()), "median": float(np.median(finite)),
             "p95": float(np.percentile(finite, 95)), "max": float(finite.max())}
+
+
+def _pass_batch(run_dir: RunDirectory, config) -> int:
+    """The batch size the subject pass ran with (set, or tuned and recorded in the provenance)."""
+    if config.attribution.max_batch:
+        return config.attribution.max_batch
+    try:
+        return int(run_provenance(run_dir.root).get("max_batch") or 8)
+    except OutputError:
+        return 8
 
 
 def _feature_names(run_dir: RunDirectory) -> list[str]:

@@ -9,10 +9,8 @@ import os
 import shutil
 from pathlib import Path
 
-import yaml
-
 from xaudit.errors import OutputError
-from xaudit.outputs import RunDirectory, write_csv, write_text
+from xaudit.outputs import RunDirectory, run_provenance, write_csv, write_text
 
 
 def merge_runs(shard_dirs: list[Path], output: Path):
@@ -31,7 +29,7 @@ def merge_runs(shard_dirs: list[Path], output: Path):
     shard_dirs = [Path(d) for d in shard_dirs]
     hashes = {}
     for d in shard_dirs:
-        hashes[d] = _provenance(d).get("config_hash")
+        hashes[d] = run_provenance(d).get("config_hash")
     if len(set(hashes.values())) != 1:
         raise OutputError(f"shards come from different configs (config hashes {hashes}); merge shards of one run only")
     out = RunDirectory(output)
@@ -50,8 +48,8 @@ def merge_runs(shard_dirs: list[Path], output: Path):
         config = load_run_config(out.root)
         subjects = load_manifest(config.data, config.model.classes, check_files=False)
         setup = _model_setup(config)
-        audit = finish_run(out, config, subjects, device=_provenance(first).get("device", ""), setup=setup)
-        shards = {tuple(_provenance(d).get("shard") or ()) for d in shard_dirs}
+        audit = finish_run(out, config, subjects, device=run_provenance(first).get("device", ""), setup=setup)
+        shards = {tuple(run_provenance(d).get("shard") or ()) for d in shard_dirs}
         if len(shards) < len(shard_dirs):
             logging.getLogger("xaudit").warning("the same shard was given more than once: %s", [str(d) for d in shard_dirs])
         if audit["counts"]["missing"]:
@@ -95,13 +93,6 @@ def rerender_report(run_dir: Path) -> Path:
     audit = json.loads(audit_path.read_text(encoding="utf-8"))
     report_stage(audit, cohort, config, run)
     return run / "report.html"
-
-
-def _provenance(run_dir: Path) -> dict:
-    path = Path(run_dir) / "config.resolved.yaml"
-    if not path.is_file():
-        raise OutputError(f"{run_dir} is not an xaudit run directory (no config.resolved.yaml)")
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("provenance") or {}
 
 
 def _link_tree(src: Path, dst: Path) -> None:

@@ -153,6 +153,20 @@ def write_csv(path: Path | str, header: list[str], rows: list[list[Any]]) -> Pat
     return write_text(path, buffer.getvalue())
 
 
+def run_provenance(run_dir: Path | str) -> dict:
+    """The ``provenance`` block of a run's ``config.resolved.yaml`` (device, max_batch, shard...).
+
+    Raises:
+        OutputError: ``run_dir`` has no ``config.resolved.yaml``.
+    """
+    import yaml
+
+    path = Path(run_dir) / "config.resolved.yaml"
+    if not path.is_file():
+        raise OutputError(f"{run_dir} is not an xaudit run directory (no config.resolved.yaml)")
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("provenance") or {}
+
+
 def save_record(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     """A per-subject record (npz), written atomically."""
     buffer = io.BytesIO()

@@ -142,7 +142,11 @@ def _tune_max_batch(setup, cap: int, amp: str) -> tuple[int, dict[int, float]]:
     from xaudit.subject_pass import autocast_dtype
 
     sample = torch.randn((1, *setup.input_shape), generator=torch.Generator().manual_seed(0)).to(setup.device)
-    best, rates = tune_max_batch(setup.model.module, sample, cap, autocast_dtype(amp, setup.device))
+    try:
+        best, rates = tune_max_batch(setup.model.module, sample, cap, autocast_dtype(amp, setup.device))
+    except (RuntimeError, ValueError, TypeError) as exc:  # the subjects' own passes will say what is wrong
+        log.warning("batch size not tuned (%s: %s); using %d", type(exc).__name__, exc, cap)
+        return cap, {}
     if rates:
         log.info("batch size %d (forward+backward samples/s by batch size: %s; memory allows %d)", best,
                  ", ".join(f"{b}: {r:.3g}" for b, r in rates.items()), cap)
