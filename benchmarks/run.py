@@ -424,7 +424,10 @@ def main(argv: list[str] | None = None) -> int:
             print(report[:6000])
             return 0
         out.parent.mkdir(parents=True, exist_ok=True)
-        save = lambda result: out.write_text(json.dumps(result, indent=1, default=str))  # noqa: E731
+
+        def save(result: dict) -> None:
+            out.write_text(json.dumps(result, indent=1, default=str))
+
         result = benchmark(mode, work, {s.strip() for s in args.skip.split(",") if s.strip()}, args.threads,
                            args.repeats, checkpoint=save)
     save(result)

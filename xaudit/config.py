@@ -264,11 +264,9 @@ def format_validation_error(exc: ValidationError, raw: dict[str, Any]) -> str:
         loc = [p for p in loc if p not in ("str", "list[str]", "FactoryConfig", "MonaiNetConfig")]
         key = ".".join(loc) or "(top level)"
         if err["type"] == "extra_forbidden":
-            parent = _lookup(raw, loc[:-1])
             known = _known_keys(loc[:-1])
             hint = did_you_mean(loc[-1], known)
             lines.append(f"unknown key `{key}`.{hint} Valid keys here: {sorted(known)}" if known else f"unknown key `{key}`.{hint}")
-            del parent  # only looked up to make sure the path exists
         elif err["type"] == "missing":
             lines.append(f"`{key}` is required but missing.")
         else:
@@ -278,13 +276,6 @@ def format_validation_error(exc: ValidationError, raw: dict[str, Any]) -> str:
     lines = list(dict.fromkeys(lines))
     head = "invalid config" if len(lines) == 1 else f"invalid config ({len(lines)} problems)"
     return head + ":\n  " + "\n  ".join(lines)
-
-
-def _lookup(raw: Any, loc: list[str]) -> Any:
-    node = raw
-    for part in loc:
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
 
 
 def _known_keys(loc: list[str]) -> list[str]:

@@ -115,8 +115,6 @@ def class_activation_maps(model, inputs, targets, ctx: AttributionContext, weigh
     """Weighted sum of layer channels, upsampled to the input grid and repeated over channels."""
     layer = require_layer(ctx, method)
     targets = targets.to(inputs.device)
-    spatial = inputs.shape[2:]
-    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(spatial)]
     maps = torch.empty(inputs.shape, dtype=torch.float32, device=inputs.device)
     for part in chunks(inputs.shape[0], ctx.max_batch):
         acts, grads = layer_activations_and_gradients(model, layer, inputs[part], targets[part], ctx)

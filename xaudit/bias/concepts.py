@@ -30,7 +30,6 @@ has the same gradient and TCAV scores collapse to 0 or 1 (use an earlier layer t
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,8 +143,8 @@ def _tcav(activations, gradients, targets, labels, groups, class_names, params) 
                 continue
             rng = np.random.default_rng([params.seed, i, j])
             cavs, matched = _concept_cavs(activations, positive, others, labels, params.tcav_random_sets, rng)
-            mix = tuple(np.unique(labels[positive], return_counts=True)[1])
-            key = (tuple(np.unique(labels[positive])), mix, tuple(np.flatnonzero(known)))
+            classes, counts = np.unique(labels[positive], return_counts=True)
+            key = (classes.tobytes(), counts.tobytes(), known.tobytes())
             if key not in null_cache:  # subject sets of one size and class mix share a null
                 null_cache[key] = _null_cavs(activations, positive, np.flatnonzero(known), labels,
                                              params.tcav_null_sets, np.random.default_rng([params.seed, i, j, 1]))

@@ -169,7 +169,7 @@ def _map_figures(cohort, config, cells: list[Cell], column: str | None) -> list:
         rows.append(MapRow(f"{subject.subject_id} · {c.class_name}" + (f" · {c.value}" if c.value else "")
                            + f"\npredicted {pred} ({fmt_num(float(cohort.probs[i].max()))})",
                            cohort.images_small[i], cohort.maps[method][i]))
-    blocks.append(safe_figure(f"examples_{method}", f"One typical subject per class" + (f" x {column}" if column else "")
+    blocks.append(safe_figure(f"examples_{method}", "One typical subject per class" + (f" x {column}" if column else "")
                               + f" (the map closest to its cell's mean), {method}.",
                               lambda: map_grid_png(rows, affine, config.report.slices, f"{method}\nattribution")))
     return blocks
