@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import sklearn  # noqa: E402
 
-from xaudit.rules import Condition, RulesParams, extract_rules, rule_coverage  # noqa: E402
+from xaudit.analysis.rules import Condition, RulesParams, extract_rules, rule_coverage  # noqa: E402
 
 
 def synthetic_cohort(n: int, n_feat: int, seed: int = 0) -> dict:

@@ -52,12 +52,11 @@ TARGETS = {"efficiency": 0.85, "speedup_vs_peer": 1.5, "rss_growth_pct": 20.0}
 def instrument_xaudit(methods: dict):
     """Time the sections of xaudit's per-subject pass and count the model's forward passes.
 
-    Wraps module-level functions of `xaudit.subject_pass` and each method's ``attribute``
+    Wraps module-level functions of `xaudit.stages.subject_pass` and each method's ``attribute``
     for the duration of one run (restored after); a forward pre-hook on the model counts
     samples evaluated with and without autograd. Writer-thread sections run alongside compute.
     """
-    import xaudit.pipeline as pipeline
-    import xaudit.subject_pass as subject_pass
+    import xaudit.stages.subject_pass as subject_pass
     from xaudit.attribution import REGISTRY
 
     record = {"sections_s": defaultdict(float), "forward_samples": {"grad": 0, "no_grad": 0}, "forward_calls": {"grad": 0, "no_grad": 0}}
@@ -88,8 +87,8 @@ def instrument_xaudit(methods: dict):
     patches = [(subject_pass, n, timer(n, getattr(subject_pass, n))) for n in
                ("load_subject", "preprocessed_foreground", "_forward_pass", "_masked_probs", "write_subject", "downsample_volumes")]
     patches += [(REGISTRY[n], "attribute", timer(f"method:{n}", REGISTRY[n].attribute)) for n in methods]
-    original_pass = pipeline.run_subject_pass
-    patches.append((pipeline, "run_subject_pass", pass_with_hook))
+    original_pass = subject_pass.run_subject_pass
+    patches.append((subject_pass, "run_subject_pass", pass_with_hook))
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     try:
         for obj, name, new in patches:
@@ -129,7 +128,7 @@ def run_xaudit(manifest: Path, mode: Mode, methods: dict, out: Path) -> dict:
     """One xaudit per-subject pass (``--shard 0/1``: the dataset-level stages are left out), plus
     the batch-size tuning that precedes it."""
     from xaudit.config import load_config
-    from xaudit.pipeline import RunOptions, run_audit
+    from xaudit.workflows.audit import RunOptions, run_audit
 
     path = out.with_suffix(".yaml")
     path.write_text(yaml.safe_dump(xaudit_config(manifest, mode, methods, out)))
@@ -148,7 +147,7 @@ def run_xaudit(manifest: Path, mode: Mode, methods: dict, out: Path) -> dict:
 def rss_child(config_path: str) -> None:
     """Entry of the RSS subprocess: a whole xaudit run; prints its peak RSS (MiB) as JSON."""
     from xaudit.config import load_config
-    from xaudit.pipeline import run_audit
+    from xaudit.workflows.audit import run_audit
 
     import psutil
 

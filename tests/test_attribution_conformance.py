@@ -171,7 +171,7 @@ def test_mixed_precision_maps_match_float32(method_name, case):
 
 
 def test_amp_setting_maps_to_a_dtype():
-    from xaudit.subject_pass import autocast_dtype
+    from xaudit.stages.subject_pass import autocast_dtype
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert autocast_dtype("off", cuda) is None and autocast_dtype("auto", cpu) is None

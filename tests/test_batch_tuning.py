@@ -12,7 +12,7 @@ from torch import nn
 from conftest import make_cohort, make_config
 from xaudit.attribution.engine import tune_max_batch
 from xaudit.config import load_config
-from xaudit.pipeline import RunOptions, run_audit
+from xaudit.workflows.audit import RunOptions, run_audit
 
 
 class Paced(nn.Module):
@@ -68,7 +68,7 @@ def test_a_run_tunes_the_batch_unless_the_config_sets_it(tmp_path):
 def test_a_model_the_tuner_cannot_time_keeps_the_memory_cap(caplog):
     from types import SimpleNamespace
 
-    from xaudit.pipeline import _tune_max_batch
+    from xaudit.stages.subject_pass import tune_batch
 
     class Detached(nn.Module):  # no gradient reaches the input
         def forward(self, x):
@@ -76,5 +76,5 @@ def test_a_model_the_tuner_cannot_time_keeps_the_memory_cap(caplog):
 
     setup = SimpleNamespace(model=SimpleNamespace(module=Detached()), input_shape=(1, 4, 4, 4), device=torch.device("cpu"))
     with caplog.at_level("WARNING", logger="xaudit"):
-        assert _tune_max_batch(setup, 6, "off") == (6, {})
+        assert tune_batch(setup, 6, "off") == (6, {})
     assert "batch size not tuned" in caplog.text

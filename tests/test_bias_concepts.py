@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from xaudit.bias import BiasParams, concept_activation_vector, tcav, tcav_score
+from xaudit.analysis.bias import BiasParams, concept_activation_vector, tcav, tcav_score
 
 CLASSES = ["healthy", "lesion"]
 PARAMS = BiasParams(tcav_random_sets=6)

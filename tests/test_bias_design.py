@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xaudit.bias import BiasParams, check_design, cramers_v
+from xaudit.analysis.bias import BiasParams, check_design, cramers_v
 
 CLASSES = ["healthy", "lesion"]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from xaudit.bias import BiasParams, group_metrics, masked_input_summary
-from xaudit.bias.bootstrap import binary_auc, bootstrap_metrics, metric_functions, stratified_indices
+from xaudit.analysis.bias import BiasParams, group_metrics, masked_input_summary
+from xaudit.analysis.bias.bootstrap import binary_auc, bootstrap_metrics, metric_functions, stratified_indices
 
 CLASSES = ["healthy", "lesion"]
 FAST = BiasParams(bootstrap=300)

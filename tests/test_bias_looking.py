@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xaudit.bias import (
+from xaudit.analysis.bias import (
     BiasParams,
     MeanMapAccumulator,
     attribution_shares,

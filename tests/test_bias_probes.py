@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xaudit.bias import BiasParams, linear_probe, run_probes
+from xaudit.analysis.bias import BiasParams, linear_probe, run_probes
 
 CLASSES = ["healthy", "lesion"]
 FAST = BiasParams(permutations=19, probe_p_value=0.05, cv_folds=3)
@@ -87,7 +87,7 @@ def test_class_with_one_site_is_skipped_with_a_note():
 def test_batched_logistic_matches_sklearn():
     from sklearn.linear_model import LogisticRegression
 
-    from xaudit.bias.logistic import balanced_weights, fit_logistic
+    from xaudit.analysis.bias.logistic import balanced_weights, fit_logistic
 
     rng = np.random.default_rng(4)
     x = rng.normal(size=(40, 5))
@@ -116,7 +116,7 @@ def test_three_site_probe_uses_multiclass_path():
 def test_row_space_reduction_keeps_predictions():
     from sklearn.linear_model import LogisticRegression
 
-    from xaudit.bias.probes import _row_space
+    from xaudit.analysis.bias.probes import _row_space
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(20, 30))

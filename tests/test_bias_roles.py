@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import f_oneway
 
-from xaudit.bias import BiasParams, epsilon_squared, feature_roles
+from xaudit.analysis.bias import BiasParams, epsilon_squared, feature_roles
 
 
 def _cohort(seed: int = 0, n_per_cell: int = 25):

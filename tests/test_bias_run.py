@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from xaudit.bias import (
+from xaudit.analysis.bias import (
     BiasInputs,
     BiasParams,
     Finding,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xaudit.bias import BiasParams, downsample_map, spray
+from xaudit.analysis.bias import BiasParams, downsample_map, spray
 
 CLASSES = ["healthy", "lesion"]
 

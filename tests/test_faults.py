@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from conftest import make_cohort, make_config
 from xaudit.cli import app
 from xaudit.errors import OutputError
-from xaudit.outputs import atomic_path, write_json
+from xaudit.core.outputs import atomic_path, write_json
 
 runner = CliRunner()
 TESTS = Path(__file__).parent
@@ -71,7 +71,7 @@ def test_a_second_run_on_a_locked_directory_is_refused(tmp_path):
 
 
 def test_shards_lock_separately(tmp_path):
-    from xaudit.outputs import RunDirectory
+    from xaudit.core.outputs import RunDirectory
 
     run = RunDirectory(tmp_path)
     a = run.lock("0-of-2")
@@ -97,7 +97,7 @@ def test_disk_full_gives_a_clear_error_and_no_partial_file(tmp_path, monkeypatch
 
 def test_disk_full_during_a_run_exits_2(tmp_path, monkeypatch):
     config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4))
-    import xaudit.outputs as outputs
+    import xaudit.core.outputs as outputs
 
     real = outputs.os.replace
     calls = {"n": 0}
@@ -177,7 +177,7 @@ def test_written_files_get_the_umask_mode_not_a_private_one(tmp_path):
 def test_empty_or_misplaced_masks_fail_their_subject_with_the_reason(tmp_path):
     """A mask with no voxel on the image's grid would turn every share into nonsense."""
     from xaudit.config import load_config
-    from xaudit.pipeline import run_audit
+    from xaudit.workflows.audit import run_audit
 
     manifest = make_cohort(tmp_path / "c", n=6)
     frame = pd.read_csv(manifest)
@@ -212,7 +212,7 @@ def test_validate_lists_every_bad_subject_once(tmp_path):
 def test_only_dead_writers_temp_files_are_removed(tmp_path):
     import socket
 
-    from xaudit.outputs import WRITER, remove_orphaned_temp_files
+    from xaudit.core.outputs import WRITER, remove_orphaned_temp_files
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

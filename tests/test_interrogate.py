@@ -22,16 +22,17 @@ import yaml
 from conftest import OBLIQUE_AFFINE, make_cohort, make_config
 from torch import nn
 
-from xaudit.bias.looking import border_shell
+from xaudit.analysis.bias.looking import border_shell
 from xaudit.errors import ConfigError
-from xaudit.interrogate import InterrogateParams, interrogate_run
-from xaudit.interrogate.inversion import invert
-from xaudit.interrogate.layers import LayerReader, auto_layers, check_layers, resolve_channels, trace_layers
-from xaudit.interrogate.maximisation import maximise
-from xaudit.interrogate.optimise import TimeBudget, run_adam
-from xaudit.interrogate.priors import laplacian_energy, total_variation
-from xaudit.interrogate.retention import region_correlations, region_masks, retention_finding, retention_table
-from xaudit.interrogate.subjects import choose_subjects
+from xaudit.analysis.interrogate import InterrogateParams
+from xaudit.stages.interrogate import interrogate_run
+from xaudit.analysis.interrogate.inversion import invert
+from xaudit.analysis.interrogate.layers import LayerReader, auto_layers, check_layers, resolve_channels, trace_layers
+from xaudit.analysis.interrogate.maximisation import maximise
+from xaudit.analysis.interrogate.optimise import TimeBudget, run_adam
+from xaudit.analysis.interrogate.priors import laplacian_energy, total_variation
+from xaudit.analysis.interrogate.retention import region_correlations, region_masks, retention_finding, retention_table
+from xaudit.analysis.interrogate.subjects import choose_subjects
 from tiny_nets import TinyCNN
 
 FAST = {"steps": 60, "time_budget_s": 60.0}
@@ -295,7 +296,7 @@ def test_params_are_strict_and_frozen():
 def runs(tmp_path_factory):
     """Two finished runs on the same oblique, reoriented cohort: the border and interior nets."""
     from xaudit.config import load_config
-    from xaudit.pipeline import run_audit
+    from xaudit.workflows.audit import run_audit
 
     out = {}
     for keep in ("border", "interior"):
@@ -369,7 +370,7 @@ def test_run_level_time_budget_is_respected(runs):
 
 def test_run_level_2d(tmp_path):
     from xaudit.config import load_config
-    from xaudit.pipeline import run_audit
+    from xaudit.workflows.audit import run_audit
 
     manifest = make_cohort(tmp_path / "cohort", shape=(16, 18), spatial_dims=2, affine=np.diag([1.5, 0.8, 1.0, 1.0]))
     config = make_config(tmp_path, manifest, spatial_dims=2, methods={"saliency": {}},
@@ -422,7 +423,7 @@ def test_run_with_an_interrogate_section_reports_it(tmp_path):
 
     import xaudit
     from xaudit.config import load_config
-    from xaudit.pipeline import run_audit
+    from xaudit.workflows.audit import run_audit
 
     manifest = make_cohort(tmp_path / "cohort")
     config = make_config(
@@ -498,7 +499,7 @@ def test_config_refuses_interrogate_with_a_torchscript_model(tmp_path):
 
 def test_wrong_interrogate_layer_is_refused_before_the_run(tmp_path):
     from xaudit.config import load_config
-    from xaudit.pipeline import run_audit
+    from xaudit.workflows.audit import run_audit
 
     manifest = make_cohort(tmp_path / "cohort", n=4)
     config = make_config(tmp_path, manifest, methods={"saliency": {}}, interrogate={"layers": ["features.33"]})
@@ -514,14 +515,14 @@ def test_a_failing_interrogation_does_not_cost_the_audit(tmp_path, monkeypatch):
     import jsonschema
 
     import xaudit
-    import xaudit.interrogate_stage
+    import xaudit.workflows.finish
     from xaudit.config import load_config
-    from xaudit.pipeline import run_audit
+    from xaudit.workflows.audit import run_audit
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("out of memory in the optimiser")
 
-    monkeypatch.setattr(xaudit.interrogate_stage, "interrogation_stage", broken)
+    monkeypatch.setattr(xaudit.workflows.finish, "interrogation_stage", broken)
     manifest = make_cohort(tmp_path / "cohort", n=4)
     config = make_config(tmp_path, manifest, methods={"saliency": {}}, interrogate=FAST)
     run = run_audit(load_config(config)).run_dir
@@ -532,7 +533,7 @@ def test_a_failing_interrogation_does_not_cost_the_audit(tmp_path, monkeypatch):
 
 
 def test_merge_into_audit_replaces_retention_findings_and_keeps_the_bias_order():
-    from xaudit.interrogate_stage import merge_into_audit
+    from xaudit.workflows.interrogate import merge_into_audit
 
     def finding(id_, check, severity, points_to):
         return {"id": id_, "check": check, "severity": severity, "points_to": points_to, "title": id_}

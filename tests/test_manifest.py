@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xaudit.config import config_from_dict
-from xaudit.data.manifest import load_manifest, parse_label, safe_file_id
+from xaudit.core.ids import safe_file_id
+from xaudit.data.manifest import load_manifest, parse_label
 from xaudit.errors import DataError
 
 CLASSES = ["healthy", "lesion"]

@@ -9,7 +9,7 @@ import tiny_nets
 from xaudit.attribution.engine import build_methods
 from xaudit.config import config_from_dict
 from xaudit.errors import ConfigError, ModelError
-from xaudit.models import check_output, find_layer, load_model
+from xaudit.models.loading import check_output, find_layer, load_model
 
 CPU = torch.device("cpu")
 CLASSES = ["healthy", "lesion"]

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import make_cohort, make_config
 from xaudit.config import load_config
-from xaudit.merge import merge_runs
-from xaudit.pipeline import RunOptions, run_audit, shard_subjects
+from xaudit.workflows.merge import merge_runs
+from xaudit.workflows.audit import RunOptions, run_audit, shard_subjects
 
 pytestmark = pytest.mark.slow
 
@@ -127,7 +127,7 @@ def test_mean_baseline_uses_the_dataset_mean(tmp_path):
 
 def test_submit_with_the_local_executor_equals_a_single_run(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    from xaudit.submit import ClusterOptions, submit_shards
+    from xaudit.workflows.submit import ClusterOptions, submit_shards
 
     tests_dir = str(Path(__file__).parent)
     monkeypatch.setenv("PYTHONPATH", tests_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))

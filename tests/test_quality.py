@@ -17,8 +17,8 @@ from torch import nn
 
 from xaudit.attribution import AttributionContext, get_method
 from xaudit.errors import ConfigError, DataError
-from xaudit.quality import deletion_insertion, randomisation_sanity
-from xaudit.quality.perturbation import block_labels
+from xaudit.analysis.quality import deletion_insertion, randomisation_sanity
+from xaudit.analysis.quality.perturbation import block_labels
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -23,11 +23,12 @@ import yaml
 from PIL import Image
 
 from conftest import make_cohort, make_config
-from xaudit.cohort import load_cohort
+from xaudit.core.cohort import load_cohort
 from xaudit.config import load_config
 from xaudit.data import load_manifest
-from xaudit.outputs import RunDirectory
-from xaudit.pipeline import load_run_config, run_audit
+from xaudit.core.outputs import RunDirectory
+from xaudit.core.provenance import load_run_config
+from xaudit.workflows.audit import run_audit
 from xaudit.report import write_report
 from xaudit.report.figures_maps import MapRow, map_grid_png, to_ras
 from xaudit.report.format import fmt_ci, fmt_num, fmt_p, fmt_pct

@@ -8,9 +8,9 @@ from scipy import stats
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from xaudit.rules import Condition, RulesParams, extract_rules, rule_coverage
-from xaudit.rules.coverage import group_coverage, label_accuracy
-from xaudit.rules.extract import (
+from xaudit.analysis.rules import Condition, RulesParams, extract_rules, rule_coverage
+from xaudit.analysis.rules.coverage import group_coverage, label_accuracy
+from xaudit.analysis.rules.extract import (
     CandidateSet,
     forest_rules,
     merge_duplicates,
@@ -19,7 +19,7 @@ from xaudit.rules.extract import (
     simplify,
     tree_paths,
 )
-from xaudit.rules.rank import rank_order, rule_importance
+from xaudit.analysis.rules.rank import rank_order, rule_importance
 
 FAST = RulesParams(n_estimators=20, cv_folds=3, seed=0)
 

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from xaudit.errors import DataError
-from xaudit.rules import RulesParams, extract_rules
+from xaudit.analysis.rules import RulesParams, extract_rules
 
 FAST = RulesParams(n_estimators=10, cv_folds=5, seed=0)
 CLASSES = ["healthy", "lesion"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from xaudit.errors import DataError
-from xaudit.rules import (
+from xaudit.analysis.rules import (
     Condition,
     Rule,
     RulesParams,
@@ -17,9 +17,9 @@ from xaudit.rules import (
     extract_rules,
     format_rule,
     rule_coverage,
-    rules_markdown,
-    write_rules,
 )
+from xaudit.report.rules_md import rules_markdown
+from xaudit.stages.rules import write_rules
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_json_round_trip(result):
 
 def test_json_schema_fields(result):
     d = result.to_dict()
-    assert d["schema_version"] == 1
+    assert d["schema_version"] == "1.0"
     assert set(d["surrogate"]) >= {"fidelity", "fidelity_train", "surrogate_accuracy"}
     r = d["rules"][0]
     assert set(r) >= {"id", "text", "conditions", "length", "support", "confidence", "error",

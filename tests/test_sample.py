@@ -227,7 +227,7 @@ def test_every_method_runs_from_the_demo_config_on_the_sample_cohort(quick_data,
     """Each registered method, named in the demo config, writes finite native-space volumes."""
     from xaudit.attribution import REGISTRY
     from xaudit.config import load_config
-    from xaudit.pipeline import RunOptions, run_audit
+    from xaudit.workflows.audit import RunOptions, run_audit
 
     out, _, _ = quick_data
     small = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 4}, "vargrad": {"samples": 4},

@@ -9,8 +9,8 @@ import tiny_nets
 from xaudit.attribution import REGISTRY
 from xaudit.attribution.base import AttributionContext, AttributionMethod
 from xaudit.attribution.engine import MethodRun, choose_targets
-from xaudit.features import FeatureSpec
-from xaudit.subject_pass import PassSettings, _forward_pass
+from xaudit.models.features import FeatureSpec
+from xaudit.stages.subject_pass import PassSettings, _forward_pass
 
 
 def settings_for(model, layer, methods=()):

@@ -123,7 +123,7 @@ def run(
     if fail_on_findings is not None and fail_on_findings not in (*SEVERITIES, "config"):
         raise typer.BadParameter(f"--fail-on-findings expects one of {SEVERITIES} or 'config', got {fail_on_findings!r}")
     from xaudit.config import load_config
-    from xaudit.pipeline import RunOptions, run_audit
+    from xaudit.workflows.audit import RunOptions, run_audit
 
     cfg = _guard(load_config, config, set_)
     options = RunOptions(output=output, device=device, shard=_parse_shard(shard), resume=resume)
@@ -182,7 +182,7 @@ def validate(
     """Check config, manifest, every image, the model and layer names; no heavy work."""
     _setup_logging(True, False)
     from xaudit.config import load_config
-    from xaudit.validate import validate_setup
+    from xaudit.stages.validate import validate_setup
 
     cfg = _guard(load_config, config, set_)
     setup = _guard(validate_setup, cfg, device, True)
@@ -232,7 +232,7 @@ def rules(
     path = run_dir / "rules.json"
     if not path.is_file():
         _fail(OutputError(f"{run_dir} has no rules.json (the rules stage did not run; see audit.json)"))
-    from xaudit.rules import RulesResult, format_rule
+    from xaudit.analysis.rules import RulesResult, format_rule
 
     result = RulesResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
     chosen = result.rules[:top]
@@ -258,7 +258,7 @@ def compare(
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """Compare finished runs with the first: metric differences with intervals, findings, rules, attribution."""
-    from xaudit.compare.cli_impl import compare_command_impl
+    from xaudit.workflows.compare_command import compare_command_impl
 
     raise typer.Exit(_guard(compare_command_impl, run_dirs, output, as_json, fail_on_regression, allow_partial, quiet))
 
@@ -272,7 +272,7 @@ def merge(
 ) -> None:
     """Combine shard directories, then run the dataset-level stages."""
     _setup_logging(quiet, False)
-    from xaudit.merge import merge_runs
+    from xaudit.workflows.merge import merge_runs
 
     result = _guard(merge_runs, shard_dirs, output)
     summary = _run_summary(result)
@@ -301,7 +301,7 @@ def submit(
 ) -> None:
     """Run the shards of an audit as a SLURM job array (submitit), then merge them."""
     _setup_logging(quiet, False)
-    from xaudit.submit import ClusterOptions, submit_shards
+    from xaudit.workflows.submit import ClusterOptions, submit_shards
 
     options = ClusterOptions(cluster=cluster, partition=partition, timeout_min=timeout_min, cpus_per_task=cpus_per_task,
                              gpus_per_node=gpus_per_node, mem_gb=mem_gb)
@@ -320,7 +320,7 @@ def submit(
 def report(run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="a finished run directory")) -> None:
     """Re-render report.html and report.md from a run's results."""
     _setup_logging(True, False)
-    from xaudit.merge import rerender_report
+    from xaudit.workflows.rerender import rerender_report
 
     path = _guard(rerender_report, run_dir)
     typer.echo(str(path))
@@ -344,7 +344,7 @@ def interrogate(
     _setup_logging(quiet, verbose)
     if fail_on_findings is not None and fail_on_findings not in SEVERITIES:
         raise typer.BadParameter(f"--fail-on-findings expects one of {SEVERITIES}, got {fail_on_findings!r}")
-    from xaudit.interrogate_stage import interrogate_finished_run, params_for_run
+    from xaudit.workflows.interrogate import interrogate_finished_run, params_for_run
 
     params = _guard(params_for_run, run_dir, set_)
     audit = _guard(interrogate_finished_run, run_dir, params, device)

@@ -19,18 +19,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from xaudit.config.methods import BaselineKind, BaselineParams
 from xaudit.attribution.base import AttributionContext, MethodParams
 from xaudit.errors import ConfigError, DataError
-
-BaselineKind = Literal["zeros", "blur", "mean"]
-
-
-class BaselineParams(MethodParams):
-    """Parameters of every method that compares the input against a baseline."""
-
-    baseline: BaselineKind = Field("zeros", description="reference input: zeros, blur (Gaussian-blurred input) or mean (dataset mean input)")
-    blur_sigma: float = Field(4.0, gt=0, description="standard deviation of the blur baseline's Gaussian, in voxels of the preprocessed grid")
-
 
 def gaussian_blur(inputs: torch.Tensor, sigma: float) -> torch.Tensor:
     """Blur every channel of ``(N, C, *spatial)`` over its spatial axes with a Gaussian.

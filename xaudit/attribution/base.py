@@ -16,13 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
 
-
-class MethodParams(BaseModel):
-    """Base of every method's parameter model: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from xaudit.config.methods import MethodParams
 
 
 @dataclass

@@ -27,14 +27,11 @@ import torch
 from captum.attr import DeepLift as CaptumDeepLift
 from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
 
+from xaudit.config.methods import DeepLiftParams
 from xaudit.attribution._baselines import BaselineParams, make_baseline
 from xaudit.attribution.base import AttributionContext, AttributionMethod, AttributionResult, chunks, select_targets
 from xaudit.attribution.integrated_gradients import completeness_error
 from xaudit.errors import ModelError
-
-
-class DeepLiftParams(BaselineParams):
-    pass
 
 
 def logits_and_reuse(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, list[str]]:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from xaudit.config.methods import GradCAMParams
 from xaudit.attribution.base import (
     AttributionContext,
     AttributionMethod,
@@ -33,10 +34,6 @@ from xaudit.attribution.base import (
 )
 from xaudit.attribution.guided import check_relu_modules, relu_rule_gradients
 from xaudit.errors import ConfigError, ModelError
-
-
-class GradCAMParams(MethodParams):
-    relu: bool = Field(True, description="keep only positive evidence (the paper); False keeps the signed map")
 
 
 def require_layer(ctx: AttributionContext, method: str) -> torch.nn.Module:

@@ -20,6 +20,7 @@ import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
 from pydantic import Field, model_validator
 
+from xaudit.config.methods import IntegratedGradientsParams
 from xaudit.attribution._baselines import BaselineParams, make_baseline
 from xaudit.attribution.base import (
     AttributionContext,
@@ -30,21 +31,6 @@ from xaudit.attribution.base import (
     select_targets,
 )
 from xaudit.attribution.saliency import input_gradients
-
-Rule = Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_middle", "riemann_right"]
-
-
-class IntegratedGradientsParams(BaselineParams):
-    steps: int = Field(32, ge=1, description="number of points on the path from baseline to input")
-    rule: Rule = Field("gausslegendre", description="quadrature rule for the path integral (Captum's names)")
-
-    @model_validator(mode="after")
-    def _riemann_needs_two_steps(self):
-        # Captum's Riemann builders divide the path into steps - 1 intervals
-        if self.rule.startswith("riemann") and self.steps < 2:
-            raise ValueError(f"steps must be >= 2 with rule {self.rule!r}. Got {self.steps} instead.")
-        return self
-
 
 def target_logits(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, max_batch: int) -> torch.Tensor:
     """The target logit of each sample, forward only, in chunks; shape ``(N,)`` float32."""

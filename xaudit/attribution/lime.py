@@ -27,6 +27,7 @@ from pydantic import Field
 from sklearn.linear_model import Ridge
 from skimage.segmentation import slic
 
+from xaudit.config.methods import LimeParams
 from xaudit.attribution._baselines import BaselineParams, make_baseline
 from xaudit.attribution.base import (
     AttributionContext,
@@ -37,16 +38,6 @@ from xaudit.attribution.base import (
     select_targets,
 )
 from xaudit.errors import ConfigError, DataError
-
-
-class LimeParams(BaselineParams):
-    regions: Literal["slic", "atlas"] = Field("slic", description="slic supervoxels of the first channel, or the atlas labels given by the engine")
-    n_segments: int = Field(64, ge=1, description="approximate number of SLIC supervoxels")
-    compactness: float = Field(0.1, gt=0, description="SLIC compactness on the [0, 1]-rescaled image (higher = more cubic)")
-    samples: int = Field(200, ge=2, description="perturbed inputs per subject (the first keeps every region)")
-    kernel_width: float = Field(0.25, gt=0, description="width of the exponential kernel on cosine distance (LIME's image default)")
-    ridge_alpha: float = Field(1.0, ge=0, description="L2 penalty of the ridge surrogate (LIME's default 1)")
-    output: Literal["logit", "probability"] = Field("logit", description="model output the surrogate explains for the target class")
 
 
 def slic_regions(inputs: torch.Tensor, n_segments: int, compactness: float, foreground: torch.Tensor | None) -> np.ndarray:

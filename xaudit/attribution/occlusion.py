@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from pydantic import Field, field_validator
 
+from xaudit.config.methods import OcclusionParams
 from xaudit.attribution._baselines import BaselineParams, make_baseline
 from xaudit.attribution.base import AttributionContext, AttributionMethod, AttributionResult, expanded_chunks
 from xaudit.attribution.integrated_gradients import target_logits
@@ -28,21 +29,6 @@ from xaudit.errors import ConfigError
 
 #: input size assumed by `passes_per_sample` when none is given (the example config's grid)
 DEFAULT_COST_SHAPE = (48, 48, 48)
-
-
-class OcclusionParams(BaselineParams):
-    window: int | list[int] = Field(8, description="window size in voxels: one int, or one per spatial axis")
-    stride: int | list[int] | None = Field(
-        None, description="window step in voxels (int or per axis); None = the window (no overlap; window // 2 is smoother and 2^d times slower)"
-    )
-
-    @field_validator("window", "stride")
-    @classmethod
-    def _positive(cls, value):
-        values = [value] if isinstance(value, int) else (value or [])
-        if any(v < 1 for v in values):
-            raise ValueError(f"must be positive voxel counts. Got {value} instead.")
-        return value
 
 
 def per_axis(value: int | list[int], ndim: int, key: str) -> list[int]:

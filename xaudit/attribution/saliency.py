@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from xaudit.config.methods import SaliencyParams
 from xaudit.attribution.base import (
     AttributionContext,
     AttributionMethod,
@@ -30,10 +31,6 @@ def input_gradients(model, inputs, targets, max_batch: int) -> torch.Tensor:
             (grad,) = torch.autograd.grad(score, x)
         grads[part] = grad.float()
     return grads
-
-
-class SaliencyParams(MethodParams):
-    absolute: bool = Field(False, description="take |gradient| (the original paper) instead of the signed gradient")
 
 
 class Saliency(AttributionMethod):

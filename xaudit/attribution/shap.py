@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from xaudit.config.methods import GradientShapParams
 from xaudit.attribution._baselines import make_baseline
 from xaudit.attribution.base import (
     AttributionContext,
@@ -34,17 +35,6 @@ from xaudit.attribution.base import (
     sample_generators,
 )
 from xaudit.attribution.saliency import input_gradients
-
-
-class GradientShapParams(MethodParams):
-    samples: int = Field(16, ge=1, description="(baseline, path point, noise) draws per subject")
-    stdevs: float = Field(0.0, ge=0, description="std of Gaussian noise added to the input, in input units (Captum's stdevs)")
-    baselines: list[Literal["zeros", "blur", "mean"]] | None = Field(
-        None,
-        min_length=1,
-        description="baseline distribution drawn from uniformly; None = zeros, blur, and mean when available",
-    )
-    blur_sigma: float = Field(4.0, gt=0, description="sigma of the blur baseline in voxels of the preprocessed grid")
 
 
 def baseline_set(inputs: torch.Tensor, ctx: AttributionContext, params: GradientShapParams, method: str) -> torch.Tensor:

@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from xaudit.config.methods import SmoothGradParams
 from xaudit.attribution.base import (
     AttributionContext,
     AttributionMethod,
@@ -28,16 +29,6 @@ from xaudit.attribution.base import (
     sample_generators,
 )
 from xaudit.attribution.saliency import input_gradients
-
-
-class SmoothGradParams(MethodParams):
-    samples: int = Field(16, ge=1, description="noisy copies of each input")
-    noise_level: float = Field(
-        0.1, ge=0, description="noise standard deviation as a fraction of each input's intensity range (max - min)"
-    )
-    base: Literal["saliency", "input_x_gradient"] = Field(
-        "saliency", description="map averaged over the noisy copies: gradient, or noisy input times gradient"
-    )
 
 
 def noisy_copies(inputs, subject, generators, stdev) -> torch.Tensor:

@@ -7,8 +7,6 @@ space; `xaudit.data.native` uses that to put results back on the stored grid.
 
 from __future__ import annotations
 
-import importlib
-import sys
 import warnings
 from dataclasses import dataclass
 
@@ -29,6 +27,7 @@ from monai.transforms import (
 )
 
 from xaudit.data.manifest import Subject
+from xaudit.config.user_code import import_object
 from xaudit.errors import ConfigError, DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -81,48 +80,6 @@ def build_transforms(tcfg, spatial_dims: int):
 def _check_len(values, spatial_dims: int, key: str) -> None:
     if len(values) != spatial_dims:
         raise ConfigError(f"`{key}` needs {spatial_dims} values for {spatial_dims}D images. Got {list(values)} instead.")
-
-
-#: folders of the config files loaded in this process: a factory or transform module that
-#: is not importable otherwise is looked up there (next to the config, as a user expects)
-IMPORT_DIRS: list[str] = []
-
-
-def add_import_dir(folder) -> None:
-    folder = str(folder)
-    if folder not in IMPORT_DIRS:
-        IMPORT_DIRS.append(folder)
-
-
-def import_object(spec: str, key: str):
-    """Import ``module:attribute`` (trusted user code) with a clear error.
-
-    The module is looked up on ``sys.path`` first, then in the config's folder.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"`{key}` must look like 'package.module:function'. Got {spec!r} instead.")
-    try:
-        module = _import(module_name)
-    except ImportError as exc:
-        where = f" (looked on sys.path and in {IMPORT_DIRS})" if IMPORT_DIRS else ""
-        raise ConfigError(f"`{key}`: cannot import module {module_name!r}: {exc}{where}") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise ConfigError(f"`{key}`: module {module_name!r} has no attribute {attr!r}") from None
-
-
-def _import(module_name: str):
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        top = module_name.split(".")[0]
-        missing = [d for d in IMPORT_DIRS if d not in sys.path]
-        if exc.name != top or not missing:
-            raise
-        sys.path[len(sys.path):] = missing  # after everything else: never shadows an installed package
-        return importlib.import_module(module_name)
 
 
 _loader = LoadImage(image_only=True, ensure_channel_first=True, reader="NibabelReader", dtype=np.float32)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xaudit.core.ids import safe_file_id
 from xaudit.errors import DataError, did_you_mean
 
-SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,6 @@ class Subject:
     split: str = ""
     mask: Path | None = None
     rois: dict[str, Path] = field(default_factory=dict)
-
-
-def safe_file_id(subject_id: str) -> str:
-    """A file-name-safe form of an id: no separators, no leading dots, bounded length."""
-    cleaned = SAFE_ID.sub("_", subject_id).lstrip(".") or "_"
-    return cleaned[:120]
 
 
 def load_manifest(data_cfg, classes: list[str], check_files: bool = True) -> list[Subject]:

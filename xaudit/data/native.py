@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xaudit.outputs import atomic_path
+from xaudit.core.outputs import atomic_path
 
 
 def resample_between_grids(

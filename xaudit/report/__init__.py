@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from xaudit.outputs import write_bytes, write_text
+from xaudit.core.outputs import write_bytes, write_text
 from xaudit.report.document import Document
 from xaudit.report.html import render_html
 from xaudit.report.markdown import render_markdown
@@ -28,9 +28,9 @@ def write_report(audit, cohort, config, run_dir) -> Path:
 
     Args:
         audit: the ``audit.json`` content (verdict, findings, metrics, bias, rules, run).
-        cohort: the run's `xaudit.cohort.Cohort` (maps and images for the figures).
+        cohort: the run's `xaudit.core.cohort.Cohort` (maps and images for the figures).
         config: the run's `xaudit.config.Config` (title, slices, methods, model).
-        run_dir: the `xaudit.outputs.RunDirectory`.
+        run_dir: the `xaudit.core.outputs.RunDirectory`.
 
     Returns:
         The path of ``report.html``.

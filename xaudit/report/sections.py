@@ -30,9 +30,9 @@ def build_document(audit: dict, cohort, config, run_dir) -> Document:
 
     Args:
         audit: the ``audit.json`` content.
-        cohort: the run's `xaudit.cohort.Cohort` (maps and images for the figures).
+        cohort: the run's `xaudit.core.cohort.Cohort` (maps and images for the figures).
         config: the run's `xaudit.config.Config`.
-        run_dir: the `xaudit.outputs.RunDirectory` (for ``errors.csv``).
+        run_dir: the `xaudit.core.outputs.RunDirectory` (for ``errors.csv``).
     """
     bias = audit.get("bias") if isinstance(audit.get("bias"), dict) else {}
     checks = bias.get("checks") or {}
@@ -148,7 +148,7 @@ def read_errors(run_dir) -> list[dict[str, str]]:
     A subject that failed once and finished on ``--resume`` is not an error any more (the
     same rule as the run's ``counts.failed``).
     """
-    from xaudit.data.manifest import safe_file_id
+    from xaudit.core.ids import safe_file_id
 
     done = run_dir.completed() if hasattr(run_dir, "completed") else set()
     rows: dict[str, dict[str, str]] = {}

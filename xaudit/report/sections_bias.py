@@ -1,6 +1,6 @@
 """Report sections for the bias checks: design, performance by group, masked inputs, probes,
 feature roles, TCAV and SpRAy. Each reads its check's part of ``audit.json`` (the dicts
-written by `xaudit.bias`) and returns a `Section`; a skipped check becomes a one-line note.
+written by `xaudit.analysis.bias`) and returns a `Section`; a skipped check becomes a one-line note.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from xaudit.core.jsonable import to_jsonable
 from xaudit.errors import ConfigError
 from xaudit.sample import storage
 from xaudit.sample.anatomy import load_anatomy
@@ -87,17 +88,8 @@ def default_sample_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "sample_data"
 
 
-def _jsonable(value: Any) -> Any:
-    """Tuples to lists, recursively, so fingerprints compare equal after a JSON round trip."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _cohort_fingerprint(spec: CohortSpec, design: CohortDesign, seed: int) -> dict[str, Any]:
-    return _jsonable({
+    return to_jsonable({
         "format_version": FORMAT_VERSION, "seed": seed, "name": spec.name,
         "shape": spec.shape, "voxel_mm": spec.voxel_mm, "design": asdict(design),
         "anatomy": asdict(spec.anatomy), "sites": {k: asdict(v) for k, v in SITES.items()},
@@ -174,7 +166,7 @@ def train_and_check(folder: Path, spec: CohortSpec, seed: int, device: torch.dev
         per-cell test accuracy, verdict, and "trained" (False when skipped).
     """
     manifest = folder / "manifest.csv"
-    fingerprint = _jsonable({
+    fingerprint = to_jsonable({
         "cohort": storage.read_json(folder / "cohort.json"), "seed": seed,
         "train": asdict(spec.train), "transforms": spec.transforms,
         "network": network_args(len(spec.shape)),

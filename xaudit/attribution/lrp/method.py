@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
+from xaudit.config.methods import CompositeName, LRPParams, RuleName
 from xaudit.attribution.base import (
     AttributionContext,
     AttributionMethod,
@@ -30,54 +31,6 @@ from xaudit.attribution.lrp.composite import COMPOSITES, RuleSettings, assign_ru
 from xaudit.attribution.lrp.propagate import PreparedModel, prepare_model, relevance
 from xaudit.attribution.lrp.rules import is_rule_layer
 from xaudit.errors import ConfigError, ModelError, choices_message
-
-CompositeName = Literal[
-    "epsilon",
-    "zplus",
-    "alpha_beta",
-    "epsilon_plus",
-    "epsilon_alpha_beta",
-    "epsilon_plus_flat",
-    "epsilon_plus_wsquare",
-    "epsilon_plus_box",
-    "epsilon_gamma_box",
-]
-RuleName = Literal["epsilon", "zero", "zplus", "alpha_beta", "gamma", "flat", "wsquare", "box"]
-
-
-class LRPParams(MethodParams):
-    composite: CompositeName = Field(
-        "epsilon_plus_flat",
-        description="rules by layer kind: epsilon_plus_flat = epsilon (Linear), z+ (conv), flat (input layer); "
-        "see xaudit.attribution.lrp.composite",
-    )
-    epsilon: float = Field(
-        1e-6,
-        ge=0,
-        description="epsilon of the epsilon rule; 1e-6 only stabilises (near LRP-0, conserving); larger values "
-        "(e.g. 0.25 times the typical activation) absorb weak, contradictory relevance",
-    )
-    gamma: float = Field(0.25, ge=0, description="gamma of the gamma rule (weight on positive weights)")
-    alpha: float = Field(2.0, ge=1, description="alpha of the alpha-beta rule (alpha - beta must be 1)")
-    beta: float = Field(1.0, ge=0, description="beta of the alpha-beta rule (alpha - beta must be 1)")
-    input_low: float | None = Field(None, description="lowest possible input value for the z^B (box) rule; None = each sample's minimum")
-    input_high: float | None = Field(None, description="highest possible input value for the z^B (box) rule; None = each sample's maximum")
-    canonize: bool = Field(True, description="fold BatchNorm into the conv/linear layer it directly follows")
-    layer_rules: dict[str, RuleName] = Field(
-        {}, description="per-layer overrides: module path -> rule name (wins over the composite)"
-    )
-
-    @model_validator(mode="after")
-    def _check_ranges(self):
-        if abs(self.alpha - self.beta - 1.0) > 1e-9:
-            raise ValueError(f"alpha - beta must equal 1 so that relevance is conserved. Got alpha={self.alpha}, beta={self.beta} instead.")
-        if self.input_low is not None and self.input_high is not None and not self.input_low < self.input_high:
-            raise ValueError(f"input_low must be below input_high. Got input_low={self.input_low}, input_high={self.input_high} instead.")
-        return self
-
-    def settings(self) -> RuleSettings:
-        return RuleSettings(self.epsilon, self.gamma, self.alpha, self.beta, self.input_low, self.input_high)
-
 
 def _fingerprint(model: torch.nn.Module) -> tuple:
     """Changes whenever a parameter or buffer is replaced or modified in place."""
@@ -106,7 +59,7 @@ class LRP(AttributionMethod):
             return self._cache[2]
         self._check_layer_rules(model)
         p = self.params
-        rules_for = functools.partial(assign_rules, composite=p.composite, settings=p.settings(), overrides=dict(p.layer_rules))
+        rules_for = functools.partial(assign_rules, composite=p.composite, settings=RuleSettings(p.epsilon, p.gamma, p.alpha, p.beta, p.input_low, p.input_high), overrides=dict(p.layer_rules))
         prepared = prepare_model(model, example, rules_for, canonize=p.canonize)
         self._cache = (weakref.ref(model), key, prepared)
         return prepared

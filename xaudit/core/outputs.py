@@ -1,0 +1,199 @@
+"""The run directory: atomic writes, per-subject records, resume and locking.
+
+Every file is written to a temporary name in its own folder and renamed into place, so a
+killed run never leaves a half-written artifact. Per-subject records (``subjects/*.npz``)
+are written last for each subject, after its attribution volumes: a record's presence
+means the subject is complete, which is what ``--resume`` and ``merge`` rely on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import io
+import json
+import os
+import re
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from xaudit.core.jsonable import to_jsonable
+from xaudit.errors import OutputError
+
+
+
+def _file_mode() -> int:
+    """0o666 minus the process umask: what `open()` would have given (mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# read once at import: os.umask can only be read by setting it, which is not thread-safe
+FILE_MODE = _file_mode()
+# who writes a temporary file (host and process), so a later run can tell a dead writer's
+# leftovers from a live writer's work in progress
+HOST = socket.gethostname().replace(".", "_")
+WRITER = f"{HOST}-{os.getpid()}"
+TEMP_PATTERN = re.compile(r"^\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp")
+
+
+def remove_orphaned_temp_files(root: Path) -> int:
+    """Delete temporary files left by writers that died (``kill -9``), on this host only.
+
+    A file is removed when its writer ran on this host and that process no longer exists;
+    files of live writers, and of writers on other hosts (a shared file system), are kept.
+
+    Returns:
+        How many files were removed.
+    """
+    removed = 0
+    for candidate in Path(root).rglob(".*.tmp*"):
+        match = TEMP_PATTERN.match(candidate.name)
+        if match is None or match["host"] != HOST or _alive(int(match["pid"])):
+            continue
+        candidate.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it into place on success.
+
+    The temporary name keeps the file's suffixes (e.g. ``.nii.gz``) so writers that
+    choose a format by extension behave. Disk-full and permission errors become an
+    `OutputError` naming the file; the temporary file is removed.
+    """
+    path = Path(path)
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{WRITER}.", suffix=f".tmp{suffix}", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise _output_error(path, exc) from None
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, FILE_MODE)  # shared run directories: group/others read as the umask allows
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _output_error(path, exc) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _output_error(path: Path, exc: OSError) -> OutputError:
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"{path}: no space left on the device; free space or choose another output (-o)")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"{path}: permission denied; choose a writable output directory (-o)")
+    return OutputError(f"{path}: cannot write ({exc.strerror or exc})")
+
+
+def write_bytes(path: Path | str, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text(path: Path | str, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path | str, obj: Any) -> Path:
+    return write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def write_csv(path: Path | str, header: list[str], rows: list[list[Any]]) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return write_text(path, buffer.getvalue())
+
+
+def save_record(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """A per-subject record (npz), written atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return write_bytes(path, buffer.getvalue())
+
+
+def load_record(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+class RunDirectory:
+    """Paths of a run's output contract (see the README's "Output layout")."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def subjects_dir(self) -> Path:
+        return self.root / "subjects"
+
+    def record_path(self, safe_id: str) -> Path:
+        return self.subjects_dir / f"{safe_id}.npz"
+
+    def attribution_path(self, method: str, safe_id: str) -> Path:
+        return self.root / "attributions" / method / f"{safe_id}.nii.gz"
+
+    def completed(self) -> set[str]:
+        """safe ids whose per-subject record exists (finished subjects)."""
+        if not self.subjects_dir.is_dir():
+            return set()
+        return {p.name[: -len(".npz")] for p in self.subjects_dir.glob("*.npz") if not p.name.startswith(".")}
+
+    def prepare(self, resume: bool) -> None:
+        """Create the directory; refuse to mix a fresh run into an existing one."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _output_error(self.root, exc) from None
+        if not os.access(self.root, os.W_OK):
+            raise OutputError(f"{self.root}: permission denied; choose a writable output directory (-o)")
+        if not resume and self.completed():
+            raise OutputError(
+                f"{self.root} already holds a run ({len(self.completed())} finished subjects);"
+                " pass --resume to continue it, or choose another output (-o)"
+            )
+
+    def lock(self, shard: str = "") -> FileLock:
+        """An exclusive lock for this run (or shard) held while it writes."""
+        name = f".lock{('-' + shard) if shard else ''}"
+        lock = FileLock(str(self.root / name), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise OutputError(
+                f"{self.root} is in use by another xaudit run ({name}); wait for it to finish or choose another output (-o)"
+            ) from None
+        except OSError as exc:
+            raise _output_error(self.root / name, exc) from None
+        return lock

@@ -1,0 +1,177 @@
+"""The rules stage: rules that mimic the network, and where their features respond.
+
+Surrogate forest rules on the layer features (`xaudit.analysis.rules`) go to ``rules.json``
+and ``rules.md``. A rule feature ``layer:chK`` is a pooled channel. Its spatial counterpart is the channel's
+activation map before pooling: for a conv layer, the layer's own output; for the default
+(the input of the final linear layer), the last spatial activation computed before that
+layer with the same number of channels. For each top rule, the mean of that map over the
+subjects the rule covers is upsampled to the model-input grid and written as NIfTI
+(``maps/rules/<rule>__<feature>.nii.gz``, with the input grid's affine).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xaudit.analysis.rules import RulesResult, extract_rules
+from xaudit.core.cohort import Cohort
+from xaudit.core.outputs import write_json, write_text
+from xaudit.data.loading import load_subject
+from xaudit.data.native import write_volume
+from xaudit.errors import XauditError
+from xaudit.models.loading import unwrapped
+from xaudit.report.rules_md import rules_markdown
+
+log = logging.getLogger("xaudit")
+FEATURE = re.compile(r"^(?P<layer>.+?)(?P<input>\.input)?:ch(?P<channel>\d+)$")
+
+
+def spatial_module(model: nn.Module, layer: str, is_input: bool, width: int, sample: torch.Tensor) -> nn.Module | None:
+    """The module whose output holds the spatial maps of feature layer ``layer``."""
+    modules = dict(model.named_modules())
+    if not is_input:
+        return modules.get(layer)
+    order: list[tuple[nn.Module, torch.Tensor]] = []
+    target = modules.get(layer)
+    hooks = [m.register_forward_hook(lambda m, a, o: order.append((m, o))) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(sample)
+    finally:
+        for h in hooks:
+            h.remove()
+    candidate = None
+    for module, out in order:
+        if module is target:
+            break
+        if isinstance(out, torch.Tensor) and out.ndim > 2 and out.shape[1] == width:
+            candidate = module
+    return candidate
+
+
+def write_rule_maps(setup, cohort, rules: list[dict], run_dir, top: int = 3) -> list[str]:
+    """Mean activation map of each top rule's features over its covered subjects.
+
+    Returns:
+        Paths (relative to the run) of the volumes written.
+    """
+    model = unwrapped(setup.model.module)
+    if setup.model.scripted or not rules:
+        return []
+    ids = {s.subject_id: s for s in cohort.subjects}
+    affine = cohort.input_affines[0] if cohort.n else None
+    written = []
+    for rule in rules[:top]:
+        covered = [ids[s] for s in rule.get("covered_subjects", []) if s in ids][:32]
+        for feature in sorted({c["feature"] for c in rule.get("conditions", [])}):
+            try:
+                volume = _mean_feature_map(setup, model, feature, covered)
+            except XauditError as exc:
+                log.warning("rule map for %s skipped: %s", feature, exc)
+                continue
+            if volume is None:
+                continue
+            rel = f"maps/rules/{rule['id']}__{re.sub(r'[^A-Za-z0-9._-]+', '_', feature)}.nii.gz"
+            write_volume(volume, affine, run_dir / rel)
+            written.append(rel)
+    return written
+
+
+def _mean_feature_map(setup, model, feature: str, subjects) -> np.ndarray | None:
+    match = FEATURE.match(feature)
+    if match is None or not subjects:
+        return None
+    channel = int(match["channel"])
+    first = load_subject(subjects[0], setup.transforms, setup.spatial_dims).tensor[None].to(setup.device)
+    width = _feature_width(model, match["layer"], bool(match["input"]), first)
+    module = spatial_module(model, match["layer"], bool(match["input"]), width, first)
+    if module is None:
+        return None
+    captured: list[torch.Tensor] = []
+    hook = module.register_forward_hook(lambda m, a, o: captured.append(o[:, channel].detach().float()))
+    total = None
+    try:
+        for subject in subjects:
+            x = load_subject(subject, setup.transforms, setup.spatial_dims).tensor[None].to(setup.device)
+            captured.clear()
+            with torch.no_grad():
+                model(x)
+            mode = "trilinear" if setup.spatial_dims == 3 else "bilinear"
+            up = F.interpolate(captured[-1][:, None], size=tuple(x.shape[2:]), mode=mode, align_corners=False)[0, 0]
+            total = up if total is None else total + up
+    finally:
+        hook.remove()
+    return (total / len(subjects)).cpu().numpy()
+
+
+def _feature_width(model, layer: str, is_input: bool, sample) -> int:
+    captured = []
+    module = dict(model.named_modules())[layer]
+    if is_input:
+        hook = module.register_forward_pre_hook(lambda m, a: captured.append(a[0]))
+    else:
+        hook = module.register_forward_hook(lambda m, a, o: captured.append(o))
+    try:
+        with torch.no_grad():
+            model(sample)
+    finally:
+        hook.remove()
+    return int(captured[0].shape[1])
+
+
+@dataclass(frozen=True)
+class RulesStageResult:
+    """``audit.json``'s ``rules``: the top rules with the surrogate's fidelity, the features'
+    importances, the feature maps written; or why there are none (``skipped``)."""
+
+    summary: dict
+    feature_importances: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    skipped: str | None = None
+
+    def to_dict(self) -> dict:
+        if self.skipped:
+            return {"skipped": self.skipped}
+        return {**self.summary, "feature_importances": self.feature_importances}
+
+
+def rules_stage(cohort: Cohort, rules_cfg, run_dir, setup=None) -> RulesStageResult:
+    """Surrogate forest rules on the layer features (``rules.json``, ``rules.md``), and where
+    the top rules' features respond (with the model at hand: ``setup``)."""
+    if cohort.features.shape[1] == 0:
+        return RulesStageResult({}, skipped="no layer features (TorchScript model, or no linear layer)")
+    result = extract_rules(
+        cohort.features, cohort.feature_names, cohort.predicted, cohort.labels, cohort.classes,
+        {k: v.astype(str) for k, v in cohort.groups.items()}, cohort.subject_ids, rules_cfg,
+    )
+    write_rules(result, Path(run_dir.root))
+    summary = result.to_dict()
+    rules = summary.get("rules", [])
+    summary["rules"] = rules[: rules_cfg.top_n]
+    if setup is not None:
+        summary["feature_maps"] = write_rule_maps(setup, cohort, summary["rules"], run_dir)
+    return RulesStageResult(summary, feature_importances(rules),
+                            artifacts={"rules_json": "rules.json", "rules_md": "rules.md"})
+
+
+def write_rules(result: RulesResult, out_dir: Path) -> tuple[Path, Path]:
+    """Write ``rules.json`` and ``rules.md`` into ``out_dir``, each atomically."""
+    return write_json(out_dir / "rules.json", result.to_dict()), write_text(out_dir / "rules.md", rules_markdown(result))
+
+
+def feature_importances(rules: list[dict]) -> dict[str, float]:
+    """Each rule's importance shared equally among the features its conditions use."""
+    totals: dict[str, float] = {}
+    for rule in rules:
+        features = {c["feature"] for c in rule.get("conditions", [])}
+        for f in features:
+            totals[f] = totals.get(f, 0.0) + float(rule.get("importance") or 0.0) / len(features)
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))

@@ -1,0 +1,338 @@
+"""The per-subject pass: predictions, features and attribution maps, streamed in batches.
+
+Images stream through a DataLoader (never the whole dataset in memory); each batch gets
+one forward pass that yields logits, features and the concept layer's activation and
+gradient, then every configured method. Writing (native-space resampling, gzip NIfTI,
+the per-subject record) runs on background threads so the device keeps computing. A
+subject's record is written after its volumes: its presence marks the subject done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from xaudit.attribution.base import SharedPass
+from xaudit.attribution.dataset_mean import dataset_mean_input, needs_dataset_mean
+from xaudit.attribution.engine import MethodRun, choose_targets, estimate_max_batch, make_context, tune_max_batch
+from xaudit.data.loading import load_subject
+from xaudit.data.manifest import Subject
+from xaudit.data.native import downsample_volumes
+from xaudit.errors import OutputError, XauditError
+from xaudit.models.features import FeatureSpec, capture
+from xaudit.data.foreground import atlas_on_grid, preprocessed_foreground
+from xaudit.stages.subject_outputs import SubjectOutputs, write_subject
+
+log = logging.getLogger("xaudit")
+
+
+@dataclass
+class PassSettings:
+    """Everything the per-subject pass needs besides data and model."""
+
+    spatial_dims: int
+    classes: list[str]
+    target: str
+    methods: list[MethodRun]
+    feature_spec: FeatureSpec
+    concept_layer: torch.nn.Module | None
+    layer_name: str | None
+    max_batch: int
+    seed: int
+    downsample: int
+    batch_size: int
+    num_workers: int
+    on_error: str
+    baseline_mean: torch.Tensor | None = None
+    atlas: str | None = None
+    amp: str = "off"
+
+
+@dataclass
+class PassResult:
+    done: list[str] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    feature_widths: list[int] | None = None
+
+
+class SubjectDataset(Dataset):
+    """Loads and preprocesses one subject per item; failures become items, not crashes."""
+
+    def __init__(self, subjects: list[Subject], transforms, spatial_dims: int, atlas=None):
+        self.subjects = subjects
+        self.transforms = transforms
+        self.spatial_dims = spatial_dims
+        self.atlas = atlas
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def __getitem__(self, index: int) -> dict:
+        subject = self.subjects[index]
+        try:
+            loaded = load_subject(subject, self.transforms, self.spatial_dims)
+            foreground = preprocessed_foreground(subject, loaded, self.spatial_dims)
+            item = {"index": index, "image": loaded.tensor, "affine": loaded.affine, "foreground": foreground}
+            if self.atlas is not None:
+                item["regions"] = atlas_on_grid(self.atlas, loaded, self.spatial_dims)
+            return item
+        except XauditError as exc:
+            return {"index": index, "error": str(exc), "stage": "load"}
+        except Exception as exc:  # noqa: BLE001 - isolate any per-subject failure
+            return {"index": index, "error": f"{type(exc).__name__}: {exc}", "stage": "load"}
+
+
+def _as_list(batch):
+    return batch
+
+
+def subject_pass_stage(setup, subjects: list[Subject], outputs: SubjectOutputs, max_batch: int,
+                       progress: Callable[[int], Callable[[int], None]] | None = None) -> PassResult:
+    """The per-subject stage: every subject's predictions, features, maps and record.
+
+    Args:
+        setup: the validated `xaudit.stages.validate.Setup` (model, transforms, methods).
+        subjects: the subjects still to do (a shard's, less those already done).
+        outputs: where each subject's volumes and record go.
+        max_batch: input-sized samples per forward+backward (`choose_max_batch`).
+        progress: optional factory ``progress(total) -> advance(n)``.
+
+    Returns:
+        `PassResult`: ids done, failures, feature widths.
+    """
+    config = setup.config
+    settings = PassSettings(
+        spatial_dims=setup.spatial_dims, classes=config.model.classes, target=config.attribution.target,
+        methods=setup.methods, feature_spec=setup.feature_spec, concept_layer=setup.layer,
+        layer_name=config.model.layer, max_batch=max_batch, seed=config.attribution.seed,
+        downsample=config.attribution.downsample, batch_size=config.data.batch_size,
+        num_workers=config.data.num_workers, on_error=config.data.on_error,
+        atlas=str(config.attribution.atlas) if config.attribution.atlas else None, amp=config.attribution.amp,
+    )
+    if needs_dataset_mean(setup.methods):
+        mean = dataset_mean_input(setup.subjects, setup.transforms, setup.spatial_dims)
+        settings.baseline_mean = None if mean is None else mean.to(setup.device)
+    advance = progress(len(subjects)) if progress else (lambda n: None)
+    return run_subject_pass(subjects, setup.transforms, setup.model.module, setup.device, outputs, settings, advance)
+
+
+def choose_max_batch(setup, tune: bool) -> tuple[int, dict[int, float] | None]:
+    """Samples per forward+backward: ``attribution.max_batch`` if set, else the memory cap,
+    tuned for throughput when ``tune`` (there is work to do).
+
+    Returns:
+        (batch size, samples/s by batch size tried, or None when not tuned).
+    """
+    config = setup.config
+    sample = torch.zeros((1, *setup.input_shape), device=setup.device)
+    cap = estimate_max_batch(setup.model.module, sample, setup.device, config.attribution.memory_fraction,
+                             config.attribution.max_batch)
+    if not tune or config.attribution.max_batch is not None:
+        return cap, None
+    return tune_batch(setup, cap, config.attribution.amp)
+
+
+def tune_batch(setup, cap: int, amp: str) -> tuple[int, dict[int, float]]:
+    """The fastest batch size within the memory cap (`tune_max_batch`), logged."""
+    sample = torch.randn((1, *setup.input_shape), generator=torch.Generator().manual_seed(0)).to(setup.device)
+    try:
+        best, rates = tune_max_batch(setup.model.module, sample, cap, autocast_dtype(amp, setup.device))
+    except (RuntimeError, ValueError, TypeError) as exc:  # the subjects' own passes will say what is wrong
+        log.warning("batch size not tuned (%s: %s); using %d", type(exc).__name__, exc, cap)
+        return cap, {}
+    if rates:
+        log.info("batch size %d (forward+backward samples/s by batch size: %s; memory allows %d)", best,
+                 ", ".join(f"{b}: {r:.3g}" for b, r in rates.items()), cap)
+    return best, rates
+
+
+def run_subject_pass(
+    subjects: list[Subject],
+    transforms,
+    model: torch.nn.Module,
+    device: torch.device,
+    outputs: SubjectOutputs,
+    settings: PassSettings,
+    advance: Callable[[int], None] = lambda n: None,
+) -> PassResult:
+    """Run predictions, features and attributions for every subject; write per-subject artifacts.
+
+    Returns:
+        The ids done and the failures (``subject_id``, ``row``, ``stage``, ``reason``).
+
+    Raises:
+        SubjectError-derived XauditError: with ``on_error: fail``, the first failure.
+        OutputError: the output cannot be written (disk full, permissions): always fatal.
+    """
+    result = PassResult()
+    loader = DataLoader(
+        SubjectDataset(subjects, transforms, settings.spatial_dims, settings.atlas),
+        batch_size=settings.batch_size,
+        num_workers=settings.num_workers,
+        collate_fn=_as_list,
+        persistent_workers=False,
+    )
+    pending: list[tuple[Subject, Future]] = []
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xaudit-writer") as writer:
+        for items in loader:
+            for item in items:
+                if "error" in item:
+                    _fail(result, subjects[item["index"]], item["stage"], item["error"], settings)
+                    advance(1)
+            for group in _group_by_shape([i for i in items if "error" not in i]):
+                batch_subjects = [subjects[i["index"]] for i in group]
+                try:
+                    records = _process_batch(group, batch_subjects, model, device, settings, result)
+                except XauditError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one batch's failure fails its subjects only
+                    for s in batch_subjects:
+                        _fail(result, s, "attribution", f"{type(exc).__name__}: {exc}", settings)
+                    advance(len(batch_subjects))
+                    continue
+                for subject, record in zip(batch_subjects, records):
+                    pending.append((subject, writer.submit(write_subject, outputs, subject, record, settings.spatial_dims)))
+                pending = _drain(pending, result, settings, advance, keep=2 * settings.batch_size)
+        _drain(pending, result, settings, advance, keep=0)
+    return result
+
+
+def _drain(pending, result: PassResult, settings: PassSettings, advance, keep: int):
+    """Wait for finished (or all but ``keep``) writes; record failures."""
+    still = []
+    for n, (subject, future) in enumerate(pending):
+        if future.done() or n < len(pending) - keep:
+            try:
+                future.result()
+                result.done.append(subject.subject_id)
+            except OutputError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                _fail(result, subject, "write", str(exc) if isinstance(exc, XauditError) else f"{type(exc).__name__}: {exc}", settings)
+            advance(1)
+        else:
+            still.append((subject, future))
+    return still
+
+
+def _fail(result: PassResult, subject: Subject, stage: str, reason: str, settings: PassSettings) -> None:
+    from xaudit.errors import SubjectError
+
+    reason = " ".join(str(reason).split())[:500]
+    if settings.on_error == "fail":
+        raise SubjectError(subject.subject_id, stage, reason)
+    log.warning("subject %s failed in %s: %s", subject.subject_id, stage, reason)
+    result.failed.append({"subject_id": subject.subject_id, "row": subject.row, "stage": stage, "reason": reason})
+
+
+def _group_by_shape(items: list[dict]) -> list[list[dict]]:
+    groups: dict[tuple, list[dict]] = {}
+    for item in items:
+        groups.setdefault(tuple(item["image"].shape), []).append(item)
+    return list(groups.values())
+
+
+def _process_batch(group, batch_subjects, model, device, settings: PassSettings, result: PassResult) -> list[dict]:
+    x = torch.stack([i["image"] for i in group]).to(device)
+    labels = torch.tensor([s.label for s in batch_subjects], dtype=torch.long)
+    precision = autocast_dtype(settings.amp, x.device)
+    with _autocast(x.device, precision):
+        forward = _forward_pass(model, x, labels, settings)
+    if result.feature_widths is None:
+        result.feature_widths = forward["widths"]
+    targets = forward["targets"]
+    fg = torch.stack([i["foreground"] for i in group]).to(device)
+    with _autocast(x.device, precision):
+        masked = _masked_probs(model, x, fg)
+    regions = torch.stack([i["regions"] for i in group]).to(device) if "regions" in group[0] else None
+    ctx = make_context(
+        settings.concept_layer, settings.layer_name, settings.max_batch, settings.seed,
+        settings.baseline_mean, [s.subject_id for s in batch_subjects], foreground=fg, regions=regions,
+        logits=forward["logits_tensor"],
+    )
+    maps, stats, regions = {}, {}, {}
+    for run in settings.methods:
+        with _autocast(x.device, precision if type(run.method).supports_amp else None):
+            out = run.method.from_shared(forward["shared"]) or run.method.attribute(model, x, targets, ctx)
+        maps[run.name] = out.maps.detach().float().sum(dim=1).cpu()  # channels summed: one map per subject
+        stats[run.name] = {k: v.detach().float().cpu() for k, v in out.stats.items()}
+        regions[run.name] = out.region_weights
+    small_image = downsample_volumes(x[:, 0].float().cpu(), settings.downsample)
+    records = []
+    for j, item in enumerate(group):
+        record = {
+            "probs": forward["probs"][j], "logits": forward["logits"][j], "target": targets[j].item(),
+            "features": forward["features"][j], "concept_acts": forward["concept_acts"][j],
+            "concept_grads": forward["concept_grads"][j], "affine": item["affine"],
+            "foreground": item["foreground"].numpy(), "image_small": small_image[j],
+            "maps": {m: maps[m][j] for m in maps},
+            "stats": {m: {k: float(v[j]) for k, v in stats[m].items()} for m in stats},
+            "regions": {m: (regions[m][j] if regions[m] is not None else None) for m in regions},
+            "downsample": settings.downsample,
+        }
+        record.update({k: v[j] for k, v in masked.items()})
+        records.append(record)
+    return records
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``attribution.amp`` on a device, or None for float32."""
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def _forward_pass(model, x, labels, settings: PassSettings) -> dict:
+    """The shared forward+backward: logits, features, and for each sample's target the
+    gradient w.r.t. the input and the concept layer (saliency, Grad-CAM and TCAV reuse it)."""
+    input_grad = any(type(run.method).uses_input_gradient for run in settings.methods)
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), capture(model, settings.feature_spec, settings.concept_layer) as store:
+        logits = model(x)
+        targets = choose_targets(settings.target, settings.classes, logits.detach(), labels)
+        concept = store["concept"] if store.get("concept_calls") == 1 else None
+        with_concept = concept is not None and concept.requires_grad
+        wrt = ([x] if input_grad else []) + ([concept] if with_concept else [])
+        score = logits.gather(1, targets.view(-1, 1)).sum()
+        grads = list(torch.autograd.grad(score, wrt)) if wrt else []
+    shared = SharedPass(inputs=x.detach(), input_grads=grads.pop(0).detach() if input_grad else None)
+    if with_concept:
+        concept_grad = grads.pop(0)
+        shared.layer_acts, shared.layer_grads = concept.detach(), concept_grad.detach()
+        acts = concept.detach()
+        concept_acts = acts.flatten(2).mean(2) if acts.ndim > 2 else acts
+        concept_grads = concept_grad.flatten(2).sum(2) if concept_grad.ndim > 2 else concept_grad
+    else:
+        concept_acts = concept_grads = torch.zeros(x.shape[0], 0)
+    features = [f for f in store["features"] if f is not None]
+    widths = [f.shape[1] for f in features]
+    feats = torch.cat(features, dim=1) if features else torch.zeros(x.shape[0], 0)
+    logits = logits.detach().float()
+    return {
+        "logits_tensor": logits,
+        "logits": logits.cpu().numpy(), "probs": torch.softmax(logits, 1).cpu().numpy(), "targets": targets,
+        "features": feats.cpu().numpy(), "widths": widths, "shared": shared,
+        "concept_acts": concept_acts.float().cpu().numpy(), "concept_grads": concept_grads.float().cpu().numpy(),
+    }
+
+
+def _masked_probs(model, x, fg) -> dict:
+    """Probabilities with the foreground blanked, and with the background blanked."""
+    with torch.no_grad():
+        mask = fg.unsqueeze(1).to(x.dtype)
+        fill = x.amin(dim=tuple(range(1, x.ndim)), keepdim=True)  # the darkest value: "nothing here"
+        no_fg = model(x * (1 - mask) + fill * mask)
+        no_bg = model(x * mask + fill * (1 - mask))
+    return {
+        "probs_fg_blanked": torch.softmax(no_fg.float(), 1).cpu().numpy(),
+        "probs_bg_blanked": torch.softmax(no_bg.float(), 1).cpu().numpy(),
+    }

@@ -1,0 +1,170 @@
+"""Validation before heavy work: config, manifest, images, model, layers, methods.
+
+`validate_setup` is the first stage of every run and all of ``xaudit validate``: it
+returns everything later stages need, or raises a one-line error naming the file, row
+or key and what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from xaudit.attribution.engine import MethodRun, build_methods
+from xaudit.data import build_transforms, infer_spatial_dims, load_manifest, load_subject
+from xaudit.data.loading import NIFTI_SUFFIXES, check_voxels
+from xaudit.data.manifest import Subject
+from xaudit.errors import DataError, XauditError
+from xaudit.models.features import FeatureSpec, feature_spec
+from xaudit.models.loading import LoadedModel, check_output, find_layer, load_model, resolve_device, unwrapped
+
+log = logging.getLogger("xaudit")
+
+
+@dataclass
+class Setup:
+    """A validated run: subjects, preprocessing, model and methods, ready to stream."""
+
+    config: object
+    device: torch.device
+    subjects: list[Subject]
+    spatial_dims: int
+    transforms: object
+    model: LoadedModel
+    layer: torch.nn.Module | None
+    feature_spec: FeatureSpec
+    methods: list[MethodRun]
+    input_shape: tuple[int, ...]
+    rejected: list[dict] = field(default_factory=list)
+    all_subjects: list[Subject] = field(default_factory=list)
+
+
+def validate_setup(config, device_name: str | None = None, deep: bool = False) -> Setup:
+    """Check everything a run needs, cheaply; load the model.
+
+    With ``on_error: skip`` a run leaves out subjects whose files are missing or
+    unreadable (listed in ``Setup.rejected``, then ``errors.csv``); ``deep`` and
+    ``on_error: fail`` make the first such problem an error.
+
+    Args:
+        config: the loaded `Config`.
+        device_name: overrides ``config.device`` (``--device``).
+        deep: also read every image fully (NaN/Inf, constant, corrupt gzip), as
+            ``xaudit validate`` does; a run checks voxels per subject instead and records
+            failures in ``errors.csv``.
+
+    Raises:
+        XauditUsageError subclasses with a one-line, actionable message.
+    """
+    device = resolve_device(device_name or config.device)
+    subjects = load_manifest(config.data, config.model.classes, check_files=False)
+    problems = [p for s in subjects if (p := file_problem(s))]
+    readable = [s for s in subjects if not any(p["subject_id"] == s.subject_id for p in problems)]
+    if not readable:
+        raise DataError(f"no readable image in {config.data.manifest}: {problems[0]['reason']}")
+    spatial_dims = infer_spatial_dims(config.data, config.model, readable[0].images[0])
+    problems += [p for s in readable if (p := header_problem(s, spatial_dims))]
+    if deep:  # one problem per subject: a file whose header failed is not read again
+        flagged = {p["subject_id"] for p in problems}
+        problems += [p for s in readable if s.subject_id not in flagged and (p := voxel_problem(s, spatial_dims))]
+    _raise_or_keep(problems, subjects, strict=deep or config.data.on_error == "fail")
+    rejected_ids = {p["subject_id"] for p in problems}
+    all_subjects, subjects = subjects, [s for s in subjects if s.subject_id not in rejected_ids]
+    transforms = build_transforms(config.data.transforms, spatial_dims)
+    first = _first_loadable(subjects, transforms, spatial_dims)
+    model = load_model(config.model, device)
+    model = check_output(model, first.tensor[None].to(device), config.model.classes)
+    base = unwrapped(model.module)
+    layer = None
+    if config.model.layer is not None:
+        if model.scripted:
+            log.warning("model.layer is ignored for a TorchScript model (no hooks)")
+        else:
+            layer = find_layer(base, config.model.layer)
+    if config.interrogate is not None and config.interrogate.layers and not model.scripted:
+        for name in config.interrogate.layers:  # checked now, not after the whole run
+            find_layer(base, name, key="interrogate.layers")
+    spec = feature_spec(base, config.features) if not model.scripted else FeatureSpec([], config.features.pooling)
+    methods = build_methods(config.attribution.methods, model.scripted, layer is not None)
+    return Setup(config, device, subjects, spatial_dims, transforms, model, layer, spec, methods, tuple(first.tensor.shape), problems, all_subjects)
+
+
+#: problems listed in one error message; the rest are counted
+MAX_LISTED = 10
+
+
+def _raise_or_keep(problems: list[dict], subjects: list[Subject], strict: bool) -> None:
+    """Strict (validate, ``on_error: fail``): the first problem is an error. Otherwise the
+    subjects concerned are left out and listed in ``errors.csv``, unless none is left."""
+    if not problems:
+        return
+    if strict or len(problems) == len(subjects):
+        lines = [f"manifest line {p['row']} ({p['subject_id']}): {p['reason']}" for p in problems[:MAX_LISTED]]
+        if len(problems) > MAX_LISTED:
+            lines.append(f"... and {len(problems) - MAX_LISTED} more subject(s) with problems")
+        raise DataError(lines[0] if len(lines) == 1 else f"{len(problems)} subjects have problems:\n  " + "\n  ".join(lines))
+    for p in problems:
+        log.warning("skipping subject %s: %s", p["subject_id"], p["reason"])
+
+
+def _problem(s: Subject, stage: str, reason: str) -> dict:
+    return {"subject_id": s.subject_id, "row": s.row, "stage": stage, "reason": reason}
+
+
+def _paths(s: Subject):
+    return (*s.images, *([s.mask] if s.mask else []), *s.rois.values())
+
+
+def file_problem(s: Subject) -> dict | None:
+    """A missing file or one that is not NIfTI by name."""
+    for path in _paths(s):
+        if not path.is_file():
+            return _problem(s, "validate", f"{path}: file not found; fix the path in the manifest")
+        if not str(path).endswith(NIFTI_SUFFIXES):
+            return _problem(s, "validate", f"{path}: not a NIfTI file (.nii or .nii.gz expected)")
+    return None
+
+
+def header_problem(s: Subject, spatial_dims: int) -> dict | None:
+    """An unreadable header, wrong dimensionality, or an empty/absurd shape."""
+    for path in _paths(s):
+        try:
+            shape = list(nib.load(str(path)).shape)
+        except Exception as exc:  # noqa: BLE001 - any reader failure
+            return _problem(s, "validate", f"{path}: unreadable NIfTI ({str(exc).splitlines()[0][:150]}); re-export the file")
+        while len(shape) > spatial_dims and shape[-1] == 1:
+            shape.pop()
+        if len(shape) != spatial_dims:
+            return _problem(s, "validate", f"{path}: image has shape {tuple(shape)}, expected {spatial_dims}D"
+                            " (a 4D series needs one volume per row; a 2D model needs 2D images)")
+        if any(n < 2 for n in shape) or int(np.prod(shape)) > 2**31:
+            return _problem(s, "validate", f"{path}: image shape {tuple(shape)} is empty or absurd")
+    return None
+
+
+def voxel_problem(s: Subject, spatial_dims: int) -> dict | None:
+    """Corrupt data (truncated gzip), NaN/Inf or constant images: needs a full read."""
+    for path in s.images:
+        try:
+            data = np.asanyarray(nib.load(str(path)).dataobj)
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
+            return _problem(s, "validate", f"{path}: cannot read voxels ({str(exc).splitlines()[0][:150]})")
+        try:
+            check_voxels(path, torch.from_numpy(np.asarray(data, dtype=np.float32)))
+        except DataError as exc:
+            return _problem(s, "validate", str(exc))
+    return None
+
+
+def _first_loadable(subjects, transforms, spatial_dims):
+    errors = []
+    for s in subjects[:5]:
+        try:
+            return load_subject(s, transforms, spatial_dims)
+        except XauditError as exc:
+            errors.append(f"line {s.row}: {exc}")
+    raise DataError("none of the first subjects could be loaded: " + "; ".join(errors))

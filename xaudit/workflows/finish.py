@@ -1,0 +1,134 @@
+"""The dataset-level stages, run on the per-subject records of a finished (or merged) run.
+
+Each stage (`xaudit.stages`) is a plain function that writes its own artifact and returns
+a frozen result; `finish_run` calls them in order and writes ``audit.json`` last, from
+those results.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from xaudit._version import __version__
+from xaudit.core import versions
+from xaudit.core.cohort import feature_names_of, load_cohort, write_features, write_predictions
+from xaudit.core.ids import safe_file_id
+from xaudit.core.outputs import RunDirectory, write_json
+from xaudit.core.provenance import run_provenance
+from xaudit.errors import DataError, OutputError
+from xaudit.stages.attribution import attribution_stage
+from xaudit.stages.bias import bias_stage
+from xaudit.stages.metrics import metrics_stage
+from xaudit.stages.quality import quality_stage
+from xaudit.stages.report import report_stage
+from xaudit.stages.rules import rules_stage
+from xaudit.workflows.interrogate import interrogation_stage, merge_into_audit
+
+log = logging.getLogger("xaudit")
+
+
+def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = None, started: float | None = None,
+               device: str = "", setup=None) -> dict:
+    """Run metrics, attribution summaries, rules, bias, quality, interrogation and the report;
+    write ``audit.json``.
+
+    ``setup`` (the validated model and preprocessing) enables the stages that need the
+    model again: the top rules' feature maps, explanation quality, interrogation.
+
+    Returns:
+        The ``audit.json`` content.
+    """
+    timings = dict(timings or {})
+
+    def timed(name, stage, *args):
+        t0 = time.perf_counter()
+        out = stage(*args)
+        timings[name] = time.perf_counter() - t0
+        return out
+
+    cohort = load_cohort(run_dir, subjects, config.model.classes, feature_names_of(run_dir))
+    if cohort.n == 0:
+        raise DataError(f"no subject finished (see {run_dir / 'errors.csv'}); nothing to report")
+    artifacts = {"predictions": "predictions.csv", "errors": "errors.csv", "config": "config.resolved.yaml", "log": "run.log"}
+    write_predictions(cohort, run_dir / "predictions.csv")
+    if cohort.features.shape[1]:
+        write_features(cohort, run_dir / "features.csv")
+        artifacts["features"] = "features.csv"
+    metrics = timed("metrics", metrics_stage, cohort)
+    attribution = timed("attribution", attribution_stage, cohort, config.attribution, run_dir)
+    rules = timed("rules", rules_stage, cohort, config.rules, run_dir, setup)
+    bias = timed("bias", bias_stage, cohort, config.bias, list(config.attribution.methods), rules.feature_importances)
+    if setup is not None:
+        quality = timed("quality", quality_stage, setup, cohort, config.quality, pass_batch(run_dir, config))
+        attribution = dataclasses.replace(attribution, quality=quality.to_dict())
+    interrogation = None
+    if setup is not None and config.interrogate is not None:
+        interrogation = timed("interrogation", _optional_interrogation, run_dir, config.interrogate, setup.device)
+    failed = count_failed(run_dir)
+    audit = {
+        "schema_version": versions.AUDIT,
+        "metrics": metrics.to_dict(),
+        "attribution": attribution.to_dict(),
+        "rules": rules.to_dict(),
+        "bias": bias.to_dict(),
+        "run": _run_metadata(config, started, device, timings),
+        "counts": {"subjects": len(subjects), "audited": cohort.n, "failed": failed, "missing": len(subjects) - cohort.n - failed},
+        "findings": bias.findings,
+        "verdict": bias.verdict,
+        "artifacts": {**artifacts, **attribution.artifacts, **rules.artifacts},
+    }
+    if interrogation is not None:
+        merge_into_audit(audit, interrogation)
+    t0 = time.perf_counter()
+    report_stage(audit, cohort, config, run_dir)
+    audit["run"]["timings_s"]["report"] = round(time.perf_counter() - t0, 3)
+    audit["artifacts"].update({"report_html": "report.html", "report_md": "report.md"})
+    write_json(run_dir / "audit.json", audit)
+    return audit
+
+
+def _optional_interrogation(run_dir: RunDirectory, params, device) -> dict:
+    """The interrogation, or why it failed: an optional stage must not cost the audit."""
+    try:
+        return interrogation_stage(run_dir.root, params, device)
+    except Exception as exc:  # noqa: BLE001 - an optional stage must not cost the audit
+        log.warning("interrogation failed (%s: %s); the audit goes on without it. Re-run it with "
+                    "`xaudit interrogate %s` once fixed.", type(exc).__name__, exc, run_dir.root, exc_info=True)
+        return {"failed": f"{type(exc).__name__}: {exc}"}
+
+
+def pass_batch(run_dir: RunDirectory, config) -> int:
+    """The batch size the subject pass ran with (set, or tuned and recorded in the provenance)."""
+    if config.attribution.max_batch:
+        return config.attribution.max_batch
+    try:
+        return int(run_provenance(run_dir.root).get("max_batch") or 8)
+    except OutputError:
+        return 8
+
+
+def count_failed(run_dir: RunDirectory) -> int:
+    done = run_dir.completed()
+    failed = set()
+    for path in Path(run_dir.root).glob("errors*.csv"):
+        with open(path, newline="", encoding="utf-8") as fh:
+            failed |= {row["subject_id"] for row in csv.DictReader(fh)}
+    return len({f for f in failed if safe_file_id(f) not in done})
+
+
+def _run_metadata(config, started: float | None, device: str, timings: dict) -> dict:
+    now = datetime.now(timezone.utc)
+    return {
+        "xaudit_version": __version__,
+        "config_hash": config.digest(),
+        "device": device,
+        "seed": config.seed,
+        "started": datetime.fromtimestamp(started, timezone.utc).isoformat() if started else None,
+        "finished": now.isoformat(),
+        "timings_s": {k: round(v, 3) for k, v in timings.items()},
+    }

@@ -1,0 +1,105 @@
+"""Combining shard directories into one run, then running its dataset-level stages."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from xaudit.core.ids import safe_file_id
+from xaudit.core.outputs import RunDirectory, write_csv, write_text
+from xaudit.core.provenance import load_run_config, run_provenance
+from xaudit.data import load_manifest
+from xaudit.errors import OutputError, XauditError
+from xaudit.stages.validate import validate_setup
+from xaudit.workflows.audit import RunResult
+from xaudit.workflows.finish import finish_run
+
+
+def merge_runs(shard_dirs: list[Path], output: Path):
+    """Link (or copy) every shard's per-subject artifacts into ``output``, then finish the run.
+
+    All shards must come from the same config (same config hash). Subjects finished in
+    several shards keep one copy; ``errors.csv`` lists failures not finished elsewhere.
+
+    Returns:
+        `RunResult` of the merged run.
+    """
+    shard_dirs = [Path(d) for d in shard_dirs]
+    hashes = {}
+    for d in shard_dirs:
+        hashes[d] = run_provenance(d).get("config_hash")
+    if len(set(hashes.values())) != 1:
+        raise OutputError(f"shards come from different configs (config hashes {hashes}); merge shards of one run only")
+    out = RunDirectory(output)
+    out.root.mkdir(parents=True, exist_ok=True)
+    lock = out.lock()
+    try:
+        for d in shard_dirs:
+            if Path(d).resolve() != out.root.resolve():
+                _link_tree(Path(d) / "subjects", out.subjects_dir)
+                _link_tree(Path(d) / "attributions", out.root / "attributions")
+        _merge_errors(shard_dirs, out)
+        first = shard_dirs[0]
+        for name in ("config.resolved.yaml", "features.json"):
+            if (first / name).is_file() and (first / name).resolve() != (out.root / name).resolve():
+                write_text(out.root / name, (first / name).read_text(encoding="utf-8"))
+        config = load_run_config(out.root)
+        subjects = load_manifest(config.data, config.model.classes, check_files=False)
+        setup = _model_setup(config)
+        audit = finish_run(out, config, subjects, device=run_provenance(first).get("device", ""), setup=setup)
+        shards = {tuple(run_provenance(d).get("shard") or ()) for d in shard_dirs}
+        if len(shards) < len(shard_dirs):
+            logging.getLogger("xaudit").warning("the same shard was given more than once: %s", [str(d) for d in shard_dirs])
+        if audit["counts"]["missing"]:
+            logging.getLogger("xaudit").warning(
+                "%d of %d subjects are in no shard given (neither finished nor failed): merge every shard, or "
+                "finish the missing ones with `xaudit run ... --shard i/N --resume`", audit["counts"]["missing"],
+                audit["counts"]["subjects"])
+        return RunResult(out.root, audit, failed=audit["counts"]["failed"])
+    finally:
+        lock.release()
+
+
+def _model_setup(config):
+    """The model and preprocessing for model-dependent dataset stages, if still loadable."""
+    try:
+        return validate_setup(config)
+    except XauditError as exc:
+        logging.getLogger("xaudit").warning("model not loadable for merge (%s): rule feature maps skipped", exc)
+        return None
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    if not src.is_dir():
+        return
+    for path in src.rglob("*"):
+        if path.is_dir() or path.name.startswith("."):
+            continue
+        target = dst / path.relative_to(src)
+        if target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.merge-tmp")
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copy2(path, tmp)
+        os.replace(tmp, target)
+
+
+def _merge_errors(shard_dirs: list[Path], out: RunDirectory) -> None:
+    done = out.completed()
+    rows, seen = [], set()
+    for d in shard_dirs:
+        for path in sorted(Path(d).glob("errors*.csv")):
+            with open(path, newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    sid = row["subject_id"]
+                    if sid not in seen and safe_file_id(sid) not in done:
+                        seen.add(sid)
+                        rows.append([sid, row.get("manifest_line", ""), row.get("stage", ""), row.get("reason", "")])
+    write_csv(out / "errors.csv", ["subject_id", "manifest_line", "stage", "reason"], rows)
