@@ -21,7 +21,8 @@ from conftest import make_cohort, make_config
 from xaudit.analysis.compare import CompareParams, IncompatibleRunsError, parse_thresholds
 from xaudit.workflows.compare import compare_runs, regressions
 from xaudit.analysis.compare.attribution_diff import holm, share_test
-from xaudit.analysis.compare.bootstrap import metric_samples, resample_counts
+from xaudit.analysis.compare.metrics_diff import metric_samples
+from xaudit.analysis.stats import counts_from_draws
 from xaudit.workflows.compare_command import compare_command_impl
 from xaudit.analysis.compare.findings_diff import compare_findings, new_critical
 from xaudit.core.ids import safe_file_id
@@ -277,7 +278,7 @@ def test_bootstrap_rows_equal_metrics_of_the_resampled_subjects():
     labels = rng.integers(0, 2, 40)
     probs = rng.dirichlet([1, 1], 40).round(1)  # many ties
     draws = rng.integers(0, 40, (5, 40))
-    samples = metric_samples(resample_counts(40, draws), labels, probs)
+    samples = metric_samples(counts_from_draws(40, draws), labels, probs)
     for b in range(5):
         y, p = labels[draws[b]], probs[draws[b]]
         assert samples["accuracy"][b] == pytest.approx((p.argmax(1) == y).mean())

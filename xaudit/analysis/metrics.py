@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import balanced_accuracy_score
+
+from xaudit.analysis.stats import roc_auc_point
 
 
 def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
@@ -26,17 +28,9 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
 
 
 def safe_auc(y: np.ndarray, p: np.ndarray) -> float | None:
-    present = np.unique(y)
-    if present.size < 2:
-        return None
-    if p.shape[1] == 2:
-        return float(roc_auc_score(y, p[:, 1]))
-    if present.size < p.shape[1]:
-        cols = p[:, present]
-        cols = cols / np.clip(cols.sum(axis=1, keepdims=True), 1e-12, None)
-        y = np.searchsorted(present, y)
-        return float(roc_auc_score(y, cols, multi_class="ovr", average="macro")) if present.size > 2 else float(roc_auc_score(y, cols[:, 1]))
-    return float(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+    """`xaudit.analysis.stats.roc_auc_point`, None where undefined (one class present)."""
+    value = roc_auc_point(y, p)
+    return value if np.isfinite(value) else None
 
 
 def metrics_by_group(labels: np.ndarray, probs: np.ndarray, groups: dict[str, np.ndarray]) -> dict:

@@ -170,8 +170,8 @@ def _cell_rows(column, values, known, evaluate, train, labels, predicted, class_
             n_train = None if train is None else int((cell & train).sum())
             if not member.any():
                 continue
-            correct = (predicted == labels)[member]
-            fns = {"accuracy": lambda idx, correct=correct: correct[idx].mean(axis=1)}
+            correct = (predicted == labels)[member].astype(float)
+            fns = {"accuracy": lambda w, correct=correct: (w @ correct) / w.sum(axis=1)}
             est, samples = bootstrap_metrics(fns, np.zeros(int(member.sum())), params.bootstrap,
                                              params.confidence, [params.seed, i, j, c + 1])
             out.append(CellRow(column, value, name, int(member.sum()), n_train, est["accuracy"], samples["accuracy"]))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from xaudit.analysis.bias.bootstrap import Estimate, binary_auc, bootstrap_metrics
+from xaudit.analysis.stats import Estimate, bootstrap, roc_auc, roc_auc_point
 from xaudit.analysis.bias.findings import Finding
 from xaudit.core.jsonable import to_jsonable
 from xaudit.config.bias import BiasParams
@@ -41,13 +41,7 @@ class MaskedInputResult:
 
 def macro_auc(y: np.ndarray, probs: np.ndarray) -> float:
     """ROC AUC of classes ``y`` from ``probs`` (binary: column 1; else one-vs-rest macro)."""
-    present = [int(c) for c in np.unique(y)]
-    if len(present) < 2:
-        return float("nan")
-    whole = np.arange(len(y))[None, :]
-    if probs.shape[1] == 2:
-        return float(binary_auc(y == 1, probs[:, 1], whole)[0])
-    return float(np.mean([binary_auc(y == c, probs[:, c], whole)[0] for c in present]))
+    return roc_auc_point(y, probs)
 
 
 def _auc_estimate(y: np.ndarray, probs: np.ndarray, params: BiasParams, seed: list[int]) -> Estimate:
@@ -55,13 +49,7 @@ def _auc_estimate(y: np.ndarray, probs: np.ndarray, params: BiasParams, seed: li
     _, counts = np.unique(y, return_counts=True)
     if np.sum(counts >= params.min_group_size) < 2:
         return Estimate(float("nan"), float("nan"), float("nan"))
-    k = probs.shape[1]
-    if k == 2:
-        fn = {"auc": lambda idx: binary_auc(y == 1, probs[:, 1], idx)}
-    else:
-        present = [int(c) for c in np.unique(y)]
-        fn = {"auc": lambda idx: np.mean(np.stack([binary_auc(y == c, probs[:, c], idx) for c in present]), axis=0)}
-    return bootstrap_metrics(fn, y, params.bootstrap, params.confidence, seed)[0]["auc"]
+    return bootstrap({"auc": lambda w: roc_auc(w, y, probs)}, y, params.bootstrap, params.confidence, seed)[0]["auc"]
 
 
 def masked_input_summary(

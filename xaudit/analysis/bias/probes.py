@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from xaudit.analysis.stats import roc_auc_point
 from xaudit.analysis.bias.findings import Finding, severity_for
 from xaudit.analysis.bias.inputs import group_strings, values_with_count
 from xaudit.core.jsonable import to_jsonable
@@ -185,13 +185,12 @@ def _batched_scores(x, labelings, folds, seeds, with_auc=False) -> tuple[np.ndar
         z = decision_function(x, coef)
         total += _balanced_accuracy(labelings, (z > 0).astype(int), test)
         if with_auc:
-            aucs.append(roc_auc_score(labelings[0][test[0]], z[0][test[0]]))
+            aucs.append(roc_auc_point(labelings[0][test[0]], np.c_[-z[0][test[0]], z[0][test[0]]]))
     return total / folds, float(np.mean(aucs)) if with_auc else float("nan")
 
 
 def _sklearn_scores(x, labelings, folds, seeds, with_auc=False) -> tuple[np.ndarray, float]:
     """As `_batched_scores`, one ``LogisticRegression`` per labeling and fold (any classes)."""
-    k = int(labelings.max()) + 1
     total, aucs = np.zeros(len(labelings)), []
     for b, (y, seed) in enumerate(zip(labelings, seeds)):
         fold_of = _fold_index(y, folds, seed)
@@ -202,8 +201,7 @@ def _sklearn_scores(x, labelings, folds, seeds, with_auc=False) -> tuple[np.ndar
             predicted = probe.classes_[proba.argmax(axis=1)]
             total[b] += _balanced_accuracy(y[None, test], predicted[None], np.ones((1, test.sum()), bool))[0]
             if with_auc and b == 0:
-                aucs.append(roc_auc_score(y[test], proba[:, 1]) if k == 2 else
-                            roc_auc_score(y[test], proba, multi_class="ovr", labels=np.arange(k)))
+                aucs.append(roc_auc_point(np.searchsorted(probe.classes_, y[test]), proba))
     return total / folds, float(np.mean(aucs)) if with_auc else float("nan")
 
 

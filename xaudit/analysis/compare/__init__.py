@@ -4,7 +4,6 @@ Modules, one concept each:
     params            CompareParams, threshold parsing
     load              a run directory -> RunData
     compat            which parts are comparable; refusal listing what differs
-    bootstrap         vectorised bootstrap of accuracy, balanced accuracy, ROC AUC
     metrics_diff      metric differences with intervals, overall and per group value
     shift             prediction-distribution shift (KS, chi-square, changed predictions)
     findings_diff     findings and feature roles matched by name

@@ -14,7 +14,7 @@ import zlib
 
 import numpy as np
 
-from xaudit.analysis.compare.bootstrap import interval, metric_samples, resample_counts
+from xaudit.analysis.stats import counts_from_draws, percentile_interval, recall, roc_auc
 from xaudit.analysis.compare.params import METRICS, CompareParams
 
 
@@ -40,6 +40,21 @@ def point_metrics(labels: np.ndarray, probs: np.ndarray) -> dict:
         return {**out, **{m: None for m in METRICS}}
     samples = metric_samples(np.ones((1, int(known.sum()))), labels[known], probs[known])
     return {**out, **{m: _finite(samples[m][0]) for m in METRICS}}
+
+
+def metric_samples(weights: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dict[str, np.ndarray]:
+    """accuracy, balanced_accuracy (undefined with one class present) and roc_auc for every
+    resample row of ``weights`` (`xaudit.analysis.stats`)."""
+    correct = (probs.argmax(axis=1) == labels).astype(float)
+    recalls = np.vstack([recall(weights, labels, correct, k) for k in range(probs.shape[1])])
+    present = np.isfinite(recalls).sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        balanced = np.where(present > 1, np.nansum(recalls, axis=0) / np.maximum(present, 1), np.nan)
+    return {
+        "accuracy": (weights @ correct) / weights.sum(axis=1),
+        "balanced_accuracy": balanced,
+        "roc_auc": roc_auc(weights, labels, probs),
+    }
 
 
 def _finite(value: float) -> float | None:
@@ -91,13 +106,15 @@ def _entry(ref: tuple, other: tuple, params: CompareParams, key: str) -> tuple[d
     samples = None
     if draws is not None:
         ref_draw, oth_draw, paired = draws
-        ref_s = metric_samples(resample_counts(ref_lab.size, ref_draw), ref_lab, ref_probs)
-        oth_s = metric_samples(resample_counts(oth_lab.size, oth_draw), oth_lab, oth_probs)
+        ref_s = metric_samples(counts_from_draws(ref_lab.size, ref_draw), ref_lab, ref_probs)
+        oth_s = metric_samples(counts_from_draws(oth_lab.size, oth_draw), oth_lab, oth_probs)
         samples = {m: oth_s[m] - ref_s[m] for m in METRICS}
     for m in METRICS:
         a, b = ref_point[m], oth_point[m]
         diff = None if a is None or b is None else b - a
-        low, high = interval(samples[m], params.confidence) if samples is not None and diff is not None else (None, None)
+        low, high = percentile_interval(samples[m], params.confidence) if samples is not None and diff is not None \
+            else (float("nan"), float("nan"))
+        low, high = _finite(low), _finite(high)
         significant = None if low is None else bool(low > 0 or high < 0)
         entry[m] = {"reference": a, "other": b, "difference": diff, "ci_low": low, "ci_high": high, "significant": significant}
     return entry, bool(draws and draws[2])

@@ -1,0 +1,149 @@
+"""The statistics every analysis shares: one ROC AUC, one bootstrap, one percentile interval.
+
+A resample is a row of counts ``W[b, i]`` (how often subject ``i`` was drawn; the data itself
+is a row of ones), so every metric of every resample is a few array operations. ROC AUC is
+the weighted Mann-Whitney statistic with ties counted one half, the same value as
+scikit-learn's ``roc_auc_score`` (tested against it). Undefined values are NaN here and
+None in JSON (`xaudit.core.jsonable.to_jsonable`).
+
+Bootstrap intervals are percentile intervals (Efron & Tibshirani 1993); resampling may be
+stratified by the true class (as pROC does by default; Robin et al. 2011, BMC
+Bioinformatics 12:77), so AUC and balanced accuracy are defined in every resample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from xaudit.core.jsonable import to_jsonable
+
+#: a metric as a function of resample counts ``(B, n)`` -> ``(B,)``
+Metric = Callable[[np.ndarray], np.ndarray]
+MAX_ELEMENTS = 4_000_000  # count-matrix entries per chunk: bounds memory at ~100 MB
+MIN_FINITE = 10  # fewer finite resamples than this: the interval is undefined
+
+
+@dataclass
+class Estimate:
+    """A point estimate with its percentile interval (NaN where undefined)."""
+
+    value: float
+    low: float
+    high: float
+
+    def excludes(self, value: float) -> bool:
+        """True when the interval lies entirely above or below ``value``."""
+        return bool(self.low > value or self.high < value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable({"value": self.value, "low": self.low, "high": self.high})
+
+
+def counts_from_draws(n: int, draws: np.ndarray) -> np.ndarray:
+    """``(B, n)`` counts of each subject per resample, from ``(B, n)`` drawn indices."""
+    b = draws.shape[0]
+    flat = (draws + np.arange(b)[:, None] * n).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(float)
+
+
+def stratified_draws(strata: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_boot, n)`` indices drawn with replacement within each stratum (sizes kept)."""
+    idx = np.empty((n_boot, len(strata)), dtype=np.int64)
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        idx[:, members] = rng.choice(members, size=(n_boot, len(members)), replace=True)
+    return idx
+
+
+def auc(weights: np.ndarray, scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """``(B,)`` weighted ROC AUC of ``scores`` for ``positive`` (NaN when a class is absent)."""
+    order = np.argsort(scores, kind="mergesort")
+    sorted_scores = scores[order]
+    w = np.atleast_2d(weights)[:, order]
+    pos = positive[order].astype(float)
+    # tie blocks: equal scores count one half, as in the Mann-Whitney statistic
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    pos_w = np.add.reduceat(w * pos, starts, axis=1)
+    neg_w = np.add.reduceat(w * (1.0 - pos), starts, axis=1)
+    neg_below = np.cumsum(neg_w, axis=1) - neg_w
+    n_pos, n_neg = pos_w.sum(axis=1), neg_w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = (pos_w * (neg_below + 0.5 * neg_w)).sum(axis=1) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), value, np.nan)
+
+
+def roc_auc(weights: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """``(B,)`` AUC of class 1's probability for two classes, else the one-vs-rest macro AUC
+    over the classes present (NaN when fewer than two are)."""
+    if probs.shape[1] == 2:
+        return auc(weights, probs[:, 1], labels == 1)
+    per_class = np.vstack([auc(weights, probs[:, k], labels == k) for k in range(probs.shape[1])])
+    defined = np.isfinite(per_class).sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        return np.where(defined > 1, np.nansum(per_class, axis=0) / np.maximum(defined, 1), np.nan)
+
+
+def roc_auc_point(labels: np.ndarray, probs: np.ndarray) -> float:
+    """`roc_auc` of the data itself (all weights 1); NaN when undefined."""
+    return float(roc_auc(np.ones((1, len(labels))), labels, probs)[0])
+
+
+def recall(weights: np.ndarray, labels: np.ndarray, correct: np.ndarray, cls: int) -> np.ndarray:
+    """``(B,)`` weighted share of class ``cls`` predicted correctly (NaN when absent)."""
+    member = (labels == cls).astype(float)
+    total = weights @ member
+    hits = weights @ (member * correct)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, hits / np.maximum(total, 1e-300), np.nan)
+
+
+def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+    """Percentile interval of the finite samples; (NaN, NaN) with fewer than `MIN_FINITE`."""
+    finite = samples[np.isfinite(samples)]
+    if finite.size < MIN_FINITE:
+        return float("nan"), float("nan")
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def bootstrap(
+    fns: dict[str, Metric], strata: np.ndarray, n_boot: int, confidence: float, seed: Any
+) -> tuple[dict[str, Estimate], dict[str, np.ndarray]]:
+    """Point estimates, percentile intervals and the resampled values of each metric.
+
+    All metrics share the same resamples (stratified by ``strata``), so differences between
+    them, or between groups resampled with their own seeds, are taken resample by resample.
+
+    Args:
+        fns: metric name -> function of a count matrix ``(B, n)``.
+        strata: ``(n,)`` stratum of each row (e.g. the true class; all equal: plain bootstrap).
+        n_boot: number of resamples.
+        confidence: interval level, e.g. 0.95.
+        seed: anything ``np.random.default_rng`` takes; the same seed, the same interval.
+
+    Returns:
+        ``(estimates, samples)`` with ``samples[name]`` of shape ``(n_boot,)``.
+    """
+    n = len(strata)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, MAX_ELEMENTS // max(n, 1))
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in fns}
+    for start in range(0, n_boot, chunk):
+        weights = counts_from_draws(n, stratified_draws(strata, min(chunk, n_boot - start), rng))
+        for name, fn in fns.items():
+            parts[name].append(fn(weights))
+    samples = {name: np.concatenate(p) if p else np.empty(0) for name, p in parts.items()}
+    whole = np.ones((1, n))
+    estimates = {name: Estimate(float(fns[name](whole)[0]), *percentile_interval(samples[name], confidence))
+                 for name in fns}
+    return estimates, samples
+
+
+def difference(a: np.ndarray, b: np.ndarray, value: float, confidence: float) -> Estimate:
+    """Estimate of ``value`` = a - b with the interval of the resampled differences."""
+    return Estimate(value, *percentile_interval(a - b, confidence))
