@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import psutil
 import torch
 
+from xaudit.models.hooks import forward_hooks, leaf_modules
 from xaudit.attribution import get_method
 from xaudit.attribution.base import AttributionContext, AttributionMethod
 from xaudit.errors import ConfigError
@@ -141,24 +142,16 @@ def _synchronise(device: torch.device) -> None:
 
 def _activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
     total = 0
-    handles = []
 
-    def hook(_m, _i, out):
+    def hook(_name, _m, _args, out):
         nonlocal total
         if isinstance(out, torch.Tensor):
             total += out.numel() * out.element_size()
 
     if any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
         return x.numel() * 4 * 50  # no hooks on TorchScript (also inside a wrapper): a generous guess
-    for m in model.modules():
-        if not list(m.children()):
-            handles.append(m.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks(leaf_modules(model), hook), torch.no_grad():
+        model(x)
     return total
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from xaudit.models.hooks import forward_hooks
 from xaudit.config.methods import GradCAMParams
 from xaudit.attribution.base import (
     AttributionContext,
@@ -58,20 +59,16 @@ def layer_activations_and_gradients(model, layer, inputs, targets, ctx: Attribut
     """
     captured: list[torch.Tensor] = []
 
-    def keep(module, args, output):
+    def keep(_name, _module, _args, output):
         captured.append(output)
         # later in-place ops (ReLU(inplace=True)) would overwrite the tensor we keep
         return output.clone() if isinstance(output, torch.Tensor) else output
 
-    handle = layer.register_forward_hook(keep)
-    try:
-        with torch.enable_grad():
-            x = inputs.detach().clone().requires_grad_(True)
-            score = select_targets(model(x), targets).sum()
-            _check_layer_output(captured, inputs, ctx.layer_name)
-            (grads,) = torch.autograd.grad(score, captured[0])
-    finally:
-        handle.remove()
+    with forward_hooks([("layer", layer)], keep), torch.enable_grad():
+        x = inputs.detach().clone().requires_grad_(True)
+        score = select_targets(model(x), targets).sum()
+        _check_layer_output(captured, inputs, ctx.layer_name)
+        (grads,) = torch.autograd.grad(score, captured[0])
     return captured[0].detach().float(), grads.detach().float()
 
 

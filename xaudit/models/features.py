@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from xaudit.models.hooks import forward_hooks
 from xaudit.errors import ConfigError
 from xaudit.models.loading import find_layer, last_linear_name
 
@@ -58,34 +59,29 @@ def capture(module: nn.Module, spec: FeatureSpec, concept_layer: nn.Module | Non
     spec order) and ``concept`` (the concept layer's output, graph attached).
     """
     store: dict = {"features": [None] * len(spec.layers), "concept": None}
-    handles = []
     modules = dict(module.named_modules())
-    for i, (name, where) in enumerate(spec.layers):
-        if where == "input":
-            def pre_hook(_m, args, i=i):
-                store["features"][i] = pool(args[0].detach(), spec.pooling).float()
+    position = {name: i for i, (name, _) in enumerate(spec.layers)}
+    inputs = [(n, modules[n]) for n, where in spec.layers if where == "input"]
+    outputs = [(n, modules[n]) for n, where in spec.layers if where != "input"]
 
-            handles.append(modules[name].register_forward_pre_hook(pre_hook))
-        else:
-            def hook(_m, _args, out, i=i):
-                store["features"][i] = pool(out.detach(), spec.pooling).float()
+    def keep_input(name, _m, args, _out):
+        store["features"][position[name]] = pool(args[0].detach(), spec.pooling).float()
 
-            handles.append(modules[name].register_forward_hook(hook))
-    if concept_layer is not None:
-        def concept_hook(_m, _args, out):
-            if not isinstance(out, torch.Tensor):
-                return out
-            store["concept_calls"] = store.get("concept_calls", 0) + 1
-            store["concept"] = out
-            # later in-place ops (ReLU(inplace=True)) must not overwrite what we keep
-            return out.clone()
+    def keep_output(name, _m, _args, out):
+        store["features"][position[name]] = pool(out.detach(), spec.pooling).float()
 
-        handles.append(concept_layer.register_forward_hook(concept_hook))
-    try:
+    def keep_concept(_name, _m, _args, out):
+        if not isinstance(out, torch.Tensor):
+            return out
+        store["concept_calls"] = store.get("concept_calls", 0) + 1
+        store["concept"] = out
+        # later in-place ops (ReLU(inplace=True)) must not overwrite what we keep
+        return out.clone()
+
+    concept = [("concept", concept_layer)] if concept_layer is not None else []
+    with forward_hooks(inputs, keep_input, pre=True), forward_hooks(outputs, keep_output), \
+            forward_hooks(concept, keep_concept):
         yield store
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def feature_names(spec: FeatureSpec, widths: list[int]) -> list[str]:

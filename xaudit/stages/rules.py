@@ -27,6 +27,7 @@ from xaudit.core.outputs import write_json, write_text
 from xaudit.data.loading import load_subject
 from xaudit.data.native import write_volume
 from xaudit.errors import XauditError
+from xaudit.models.hooks import forward_hooks, leaf_modules
 from xaudit.models.loading import unwrapped
 from xaudit.report.rules_md import rules_markdown
 
@@ -41,13 +42,8 @@ def spatial_module(model: nn.Module, layer: str, is_input: bool, width: int, sam
         return modules.get(layer)
     order: list[tuple[nn.Module, torch.Tensor]] = []
     target = modules.get(layer)
-    hooks = [m.register_forward_hook(lambda m, a, o: order.append((m, o))) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            model(sample)
-    finally:
-        for h in hooks:
-            h.remove()
+    with forward_hooks(leaf_modules(model), lambda _n, m, _a, o: order.append((m, o))), torch.no_grad():
+        model(sample)
     candidate = None
     for module, out in order:
         if module is target:
@@ -96,9 +92,8 @@ def _mean_feature_map(setup, model, feature: str, subjects) -> np.ndarray | None
     if module is None:
         return None
     captured: list[torch.Tensor] = []
-    hook = module.register_forward_hook(lambda m, a, o: captured.append(o[:, channel].detach().float()))
     total = None
-    try:
+    with forward_hooks([("feature", module)], lambda _n, _m, _a, o: captured.append(o[:, channel].detach().float())):
         for subject in subjects:
             x = load_subject(subject, setup.transforms, setup.spatial_dims).tensor[None].to(setup.device)
             captured.clear()
@@ -107,23 +102,15 @@ def _mean_feature_map(setup, model, feature: str, subjects) -> np.ndarray | None
             mode = "trilinear" if setup.spatial_dims == 3 else "bilinear"
             up = F.interpolate(captured[-1][:, None], size=tuple(x.shape[2:]), mode=mode, align_corners=False)[0, 0]
             total = up if total is None else total + up
-    finally:
-        hook.remove()
     return (total / len(subjects)).cpu().numpy()
 
 
 def _feature_width(model, layer: str, is_input: bool, sample) -> int:
     captured = []
     module = dict(model.named_modules())[layer]
-    if is_input:
-        hook = module.register_forward_pre_hook(lambda m, a: captured.append(a[0]))
-    else:
-        hook = module.register_forward_hook(lambda m, a, o: captured.append(o))
-    try:
-        with torch.no_grad():
-            model(sample)
-    finally:
-        hook.remove()
+    keep = (lambda _n, _m, args, _o: captured.append(args[0])) if is_input else (lambda _n, _m, _a, o: captured.append(o))
+    with forward_hooks([(layer, module)], keep, pre=is_input), torch.no_grad():
+        model(sample)
     return int(captured[0].shape[1])
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xaudit.models.hooks import forward_hooks
 from xaudit.errors import ConfigError, choices_message
 from xaudit.models.loading import last_linear_name
 
@@ -59,23 +60,14 @@ def trace_layers(model: nn.Module, sample: torch.Tensor) -> LayerTrace:
     """Run ``sample`` through ``model`` and record every module's output shape and order."""
     order: list[str] = []
     shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if not name:
-            continue
 
-        def hook(_m, _args, out, name=name):
-            if isinstance(out, torch.Tensor):
-                shapes[name] = tuple(out.shape[1:])
-                order.append(name)
+    def hook(name, _m, _args, out):
+        if isinstance(out, torch.Tensor):
+            shapes[name] = tuple(out.shape[1:])
+            order.append(name)
 
-        handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(sample)
-    finally:
-        for h in handles:
-            h.remove()
+    with forward_hooks([(n, m) for n, m in model.named_modules() if n], hook), torch.no_grad():
+        model(sample)
     # a module called twice keeps its first position
     return LayerTrace(order=list(dict.fromkeys(order)), shapes=shapes)
 
@@ -182,17 +174,15 @@ class LayerReader:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         store: dict[str, torch.Tensor] = {}
 
-        def hook(_m, _args, out):
+        def hook(_name, _m, _args, out):
             store["out"] = out
             raise _StopForward
 
-        handle = self.module.register_forward_hook(hook)
         try:
-            self.model(x)
+            with forward_hooks([("layer", self.module)], hook):
+                self.model(x)
         except _StopForward:
             pass
-        finally:
-            handle.remove()
         if "out" not in store:
             raise ConfigError("the interrogated layer did not run in the model's forward pass")
         return store["out"]
