@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 import yaml
@@ -16,37 +14,47 @@ from xaudit.workflows.audit import RunOptions, run_audit
 
 
 class Paced(nn.Module):
-    """A model whose forward takes ``fixed + per_sample * b ** power`` seconds for a batch of b."""
+    """A model whose forward takes ``fixed + per_sample * b ** power`` simulated seconds for a
+    batch of b: it advances its own clock (``self.clock``, passed to the tuner) instead of
+    sleeping, so the tests do not depend on how busy the machine is."""
 
     def __init__(self, fixed: float, per_sample: float, power: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(1))
         self.fixed, self.per_sample, self.power = fixed, per_sample, power
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
 
     def forward(self, x):
-        time.sleep(self.fixed + self.per_sample * x.shape[0] ** self.power)
+        self.now += self.fixed + self.per_sample * x.shape[0] ** self.power
         return torch.stack([x.flatten(1).sum(1), -x.flatten(1).sum(1)], 1) * self.weight
+
+
+def tune(model: Paced, **kwargs):
+    return tune_max_batch(model, SAMPLE, clock=model.clock, **kwargs)
 
 
 SAMPLE = torch.zeros(1, 1, 4, 4, 4)
 
 
 def test_a_fixed_cost_per_pass_makes_the_biggest_batch_fastest():
-    best, rates = tune_max_batch(Paced(0.02, 0.001, 1), SAMPLE, cap=8)
+    best, rates = tune(Paced(0.02, 0.001, 1), cap=8)
     assert best == 8 and sorted(rates) == [1, 2, 4, 8]
 
 
 def test_a_cost_that_grows_faster_than_the_batch_stops_the_search_early():
-    best, rates = tune_max_batch(Paced(0.0, 0.004, 2), SAMPLE, cap=16)  # rate 250 / b: 1 is fastest
+    best, rates = tune(Paced(0.0, 0.004, 2), cap=16)  # rate 250 / b: 1 is fastest
     assert best == 1
     assert max(rates) == 2  # batch 2 ran at half the rate: no bigger size was tried
 
 
 def test_the_time_budget_and_the_cap_bound_the_search():
-    best, rates = tune_max_batch(Paced(0.1, 0.0, 1), SAMPLE, cap=64, budget_s=0.45)
-    assert max(rates) <= 2 and best == max(rates)  # warm-up 0.1 s, then each size 0.1 s
-    assert tune_max_batch(Paced(0.0, 0.0, 1), SAMPLE, cap=1) == (1, {})
-    best, rates = tune_max_batch(Paced(0.01, 0.0, 1), SAMPLE, cap=6)
+    best, rates = tune(Paced(0.1, 0.0, 1), cap=64, budget_s=0.45)
+    assert sorted(rates) == [1, 2] and best == 2  # warm-up 0.1 s, 1 and 2 take 0.1 s each; 4 would overrun
+    assert tune(Paced(0.0, 0.0, 1), cap=1) == (1, {})
+    best, rates = tune(Paced(0.01, 0.0, 1), cap=6)
     assert sorted(rates) == [1, 2, 4, 6] and best == 6
 
 

@@ -70,6 +70,8 @@ def test_tiny_groups_give_notes():
     site = np.array(["A"] * (len(labels) - 2) + ["B", "B"])
     result = tcav(activations, gradients, labels, labels, {"site": site}, CLASSES, PARAMS)
     assert result.findings == []
+    assert any("site=B: only 2 subjects" in note for note in result.notes), result.notes  # too small to test
+    assert any("site=A: fewer than" in note for note in result.notes), result.notes  # nothing to contrast with
 
 
 def _wide_cohort(seed: int, dims: int = 128, n_per_cell: int = 15):

@@ -135,7 +135,11 @@ def _tcav(activations, gradients, targets, labels, groups, class_names, params) 
         return result
     for i, (column, raw) in enumerate(groups.items()):
         values, known = group_strings(raw)
-        for j, value in enumerate(values_with_count(values, known, params.min_group_size)):
+        tested = values_with_count(values, known, params.min_group_size)
+        for value in sorted(set(values[known].tolist()) - set(tested)):
+            result.notes.append(f"TCAV {column}={value}: only {int((known & (values == value)).sum())} subjects"
+                                f" (fewer than {params.min_group_size}); not tested as a concept.")
+        for j, value in enumerate(tested):
             positive = np.flatnonzero(known & (values == value))
             others = np.flatnonzero(known & (values != value))
             if len(others) < params.min_group_size:
