@@ -117,12 +117,40 @@ def test_multichannel_input(tmp_path):
     assert result.audit["counts"]["audited"] == 4
 
 
-def test_mean_baseline_uses_the_dataset_mean(tmp_path):
+def test_mean_baseline_uses_the_dataset_mean(tmp_path, monkeypatch):
+    import torch
+
+    import xaudit.stages.subject_pass as subject_pass
+    from xaudit.data.loading import load_subject
+    from xaudit.stages.validate import validate_setup
+
+    seen = []
+
+    def spy(subjects, transforms, spatial_dims):
+        mean = subject_pass.dataset_mean_input.__wrapped__(subjects, transforms, spatial_dims)
+        seen.append(mean)
+        return mean
+
+    spy.__wrapped__ = subject_pass.dataset_mean_input
+    monkeypatch.setattr(subject_pass, "dataset_mean_input", spy)
     manifest = make_cohort(tmp_path / "c", n=4)
-    methods = {"integrated_gradients": {"steps": 8, "baseline": "mean"}}
-    result = run_audit(load_config(make_config(tmp_path, manifest, methods=methods)))
-    checks = result.audit["attribution"]["methods"]["integrated_gradients"]["self_checks"]
+    runs = {}
+    for baseline in ("mean", "zeros"):
+        methods = {"integrated_gradients": {"steps": 8, "baseline": baseline}}
+        (tmp_path / baseline).mkdir()
+        config = load_config(make_config(tmp_path / baseline, manifest, methods=methods))
+        runs[baseline] = run_audit(config, RunOptions(output=tmp_path / baseline / "run"))
+    assert len(seen) == 1  # only the mean baseline asks for it
+    setup = validate_setup(config)
+    inputs = torch.stack([load_subject(s, setup.transforms, setup.spatial_dims).tensor for s in setup.subjects])
+    torch.testing.assert_close(seen[0], inputs.mean(0))  # the mean of the preprocessed inputs
+    assert seen[0].abs().sum() > 0  # so it is not the zeros baseline
+    checks = runs["mean"].audit["attribution"]["methods"]["integrated_gradients"]["self_checks"]
     assert checks["completeness_error"]["n"] == 4
+    sid = setup.subjects[0].safe_id
+    maps = {b: nib.load(r.run_dir / "attributions" / "integrated_gradients" / f"{sid}.nii.gz").get_fdata()
+            for b, r in runs.items()}
+    assert not np.allclose(maps["mean"], maps["zeros"])  # the baseline changed the maps
 
 
 def test_submit_with_the_local_executor_equals_a_single_run(tmp_path, monkeypatch):
