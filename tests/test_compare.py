@@ -107,7 +107,8 @@ def test_result_validates_and_files_are_written(runs, tmp_path):
     jsonschema.validate(on_disk, _schema())
     assert on_disk["comparisons"] == result["comparisons"]
     assert (tmp_path / "cmp" / "compare.md").read_text().startswith("# xaudit comparison")
-    assert "<table>" in (tmp_path / "cmp" / "compare.html").read_text()
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    assert "</table>" in page and "Content-Security-Policy" in page and "<script" not in page
     maps = [m for m in result["comparisons"][0]["attribution"]["maps"] if "path" in m]
     assert {m["method"] for m in maps} == {"saliency", "gradcam"}
     diff = nib.load(str(tmp_path / "cmp" / maps[0]["path"])).get_fdata()

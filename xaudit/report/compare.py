@@ -1,14 +1,19 @@
 """compare.md, compare.html and the terminal summary, all from one list of blocks.
 
 `build_blocks` turns compare.json into headings, paragraphs, bullet lists and tables;
-each renderer only formats them, so the three views always say the same thing. The
-HTML page is self-contained (inline CSS, no scripts) and every text is escaped.
+`build_document` puts them in the report's document model, which the report's own
+renderers turn into compare.md and compare.html (self-contained, escaped, the report's
+content-security policy), so the views always say the same thing.
 """
 
 from __future__ import annotations
 
 import html
 from typing import Any
+
+from xaudit.report.document import Bullets, Document, Paragraph, Section, Subheading, Table
+from xaudit.report.html import render_html as render_html_document
+from xaudit.report.markdown import render_markdown as render_markdown_document
 
 Block = tuple  # ("h1"|"h2"|"h3"|"p", text) | ("ul", [text]) | ("table", header, rows)
 
@@ -190,58 +195,37 @@ def _sig(value: Any) -> str:
     return "–" if value is None else f"{value:.3g}"
 
 
-def render_markdown(result: dict) -> str:
-    out: list[str] = []
-    for block in build_blocks(result):
+def build_document(result: dict) -> Document:
+    """The comparison in the report's document model (`xaudit.report.document`): one section
+    for the runs and regressions, one per comparison, rendered by the report's own renderers
+    (so compare.html gets the report's escaping and content-security policy)."""
+    blocks = build_blocks(result)
+    sections = [Section("Runs compared", "runs")]
+    for block in blocks[1:]:
         kind = block[0]
-        if kind in ("h1", "h2", "h3"):
-            out += ["#" * int(kind[1]) + " " + _flat(block[1]), ""]
+        if kind == "h2":
+            sections.append(Section(str(block[1]), f"s{len(sections) + 1}"))
+        elif kind == "h3":
+            sections[-1].add(Subheading(str(block[1])))
         elif kind == "p":
-            out += [_flat(block[1]), ""]
+            sections[-1].add(Paragraph(str(block[1])))
         elif kind == "ul":
-            out += [f"- {_flat(item)}" for item in block[1]] + [""]
+            sections[-1].add(Bullets([str(item) for item in block[1]]))
         else:
             header, rows = block[1], block[2]
-            out.append("| " + " | ".join(_md(h) for h in header) + " |")
-            out.append("|" + "---|" * len(header))
-            out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
-            out.append("")
-    return "\n".join(out)
+            sections[-1].add(Table([str(h) for h in header], [[str(c) for c in row] for row in rows],
+                                   numeric=[False] * len(header)))
+    created = result.get("created", "")
+    subtitle = [f"xaudit {result.get('xaudit_version', '')} · {created}".strip(" ·")]
+    return Document(str(blocks[0][1]), subtitle, sections)
 
 
-def _flat(value: Any) -> str:
-    return str(value).replace("\n", " ")
-
-
-def _md(value: Any) -> str:
-    """A table cell: a pipe would end the cell, a newline the row."""
-    return _flat(value).replace("\\", "\\\\").replace("|", "\\|")
-
-
-CSS = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-       "table{border-collapse:collapse;margin:.5em 0 1.2em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;"
-       "font-size:.9em;vertical-align:top}th{background:#f3f3f3}h2{border-bottom:2px solid #ddd;margin-top:1.6em}")
+def render_markdown(result: dict) -> str:
+    return render_markdown_document(build_document(result))
 
 
 def render_html(result: dict) -> str:
-    body: list[str] = []
-    for block in build_blocks(result):
-        kind = block[0]
-        if kind in ("h1", "h2", "h3", "p"):
-            body.append(f"<{kind}>{_esc(block[1])}</{kind}>")
-        elif kind == "ul":
-            body.append("<ul>" + "".join(f"<li>{_esc(i)}</li>" for i in block[1]) + "</ul>")
-        else:
-            head = "".join(f"<th>{_esc(h)}</th>" for h in block[1])
-            rows = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in block[2])
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
-    title = _esc(f"xaudit comparison: {result['reference']}")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>"
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    return render_html_document(build_document(result))
 
 
 def print_summary(result: dict, console) -> None:

@@ -29,6 +29,13 @@ class Paragraph:
 
 
 @dataclass
+class Subheading:
+    """A heading inside a section (``<h3>`` / ``###``)."""
+
+    text: str
+
+
+@dataclass
 class Note:
     """A muted one-liner: a skipped check, a caveat, a check's own notes."""
 
@@ -87,7 +94,7 @@ class Verdict:
     counts: dict[str, int]
 
 
-Block = Union[Paragraph, Note, Bullets, Table, Figure, FindingCard, Verdict]
+Block = Union[Paragraph, Subheading, Note, Bullets, Table, Figure, FindingCard, Verdict]
 
 
 @dataclass

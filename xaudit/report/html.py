@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from xaudit.report.document import (Badge, Bullets, Cell, Document, Figure, FindingCard, Note, Paragraph, Section, Table,
+from xaudit.report.document import (Badge, Bullets, Cell, Document, Figure, FindingCard, Note, Paragraph, Section, Subheading,
+                                    Table,
                                     Verdict)
 from xaudit.report.plotting import SEVERITY_COLORS
 
@@ -133,6 +134,8 @@ def _block(block) -> str:
         return "<ul>" + "".join(f"<li>{escape(item)}</li>" for item in block.items) + "</ul>"
     if isinstance(block, Paragraph):
         return f"<p>{escape(block.text)}</p>"
+    if isinstance(block, Subheading):
+        return f"<h3>{escape(block.text)}</h3>"
     raise TypeError(f"unknown report block {type(block).__name__}")
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-from xaudit.report.document import (Badge, Bullets, Cell, Document, Figure, FindingCard, Note, Paragraph, Section, Table,
+from xaudit.report.document import (Badge, Bullets, Cell, Document, Figure, FindingCard, Note, Paragraph, Section, Subheading,
+                                    Table,
                                     Verdict)
 
 _SPECIAL = "\\`*[]|"
@@ -82,6 +83,8 @@ def _block(block) -> list[str]:
         return [f"- {md_escape(item)}" for item in block.items]
     if isinstance(block, Paragraph):
         return [md_escape(block.text)]
+    if isinstance(block, Subheading):
+        return [f"### {md_escape(block.text)}"]
     raise TypeError(f"unknown report block {type(block).__name__}")
 
 
