@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import time
 from dataclasses import asdict, dataclass
@@ -277,7 +278,12 @@ def _squeue_state(job_id: str) -> str:
 
 
 def _last_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    """The remote error's own line: submitit's message is a traceback between dashed rules,
+    then the paths of the logs."""
+    text = str(exc).strip()
+    parts = re.split(r"^-{5,}\s*$", text, flags=re.M)
+    body = parts[1] if len(parts) >= 3 else text
+    lines = [line.strip() for line in body.splitlines() if line.strip() and not line.strip().startswith("-")]
     return (lines[-1] if lines else type(exc).__name__)[:300]
 
 
