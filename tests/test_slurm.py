@@ -287,7 +287,7 @@ def _slow_config(tmp_path: Path, n: int = 4, delay_s: float = 0.7) -> Path:
     model = {"factory": {"function": "slow_nets:build", "args": {"delay_s": delay_s}},
              "classes": ["healthy", "lesion"], "layer": "features.3"}
     return make_config(tmp_path, manifest, methods=METHODS, model=model, data__batch_size=1,
-                       attribution__max_batch=1)
+                       attribution__max_batch=1, quality__subjects=0)
 
 
 def _records(out: Path, shard: int) -> list[Path]:
@@ -319,7 +319,7 @@ def test_a_cancelled_shard_is_named_and_resume_finishes(slurm_cluster, tmp_path,
 
 
 def test_a_requeued_shard_resumes_without_redoing_its_finished_subjects(slurm_cluster, tmp_path, env, submissions):
-    config = _slow_config(tmp_path, n=6)  # three subjects per shard
+    config = _slow_config(tmp_path, n=6, delay_s=1.5)  # three subjects per shard, seconds each
     out = tmp_path / "out"
     submissions.append(out)
     cmd = [sys.executable, "-m", "xaudit", *map(str, submit_args(config, out, slurm_cluster))]
@@ -330,16 +330,21 @@ def test_a_requeued_shard_resumes_without_redoing_its_finished_subjects(slurm_cl
         assert len(first) < 3, "the shard finished before it could be requeued; make slow_nets slower"
         before = {p.name: p.stat().st_mtime_ns for p in first}
         subprocess.run(["scontrol", "requeue", job_id], check=True, timeout=30, capture_output=True)
+        # SLURM holds a requeued job back (BeginTime, about 2 minutes); let it start at once
+        wait_for(lambda: "Restarts=1" in (shown := scontrol_job(job_id)) and "JobState=PENDING" in shown,
+                 "the requeued job to be pending", 120, 0.5)
+        subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], capture_output=True, timeout=30)
         _, stderr = waiting.communicate(timeout=WAIT_S)
     finally:
         if waiting.poll() is None:
             waiting.kill()
     assert waiting.returncode == 0, stderr
-    assert "Restarts=1" in scontrol_job(job_id) or "Restarts=" not in scontrol_job(job_id)
+    assert "Restarts=1" in scontrol_job(job_id)
     after = {p.name: p.stat().st_mtime_ns for p in _records(out, 0)}
     assert len(after) == 3
     assert all(after[name] == mtime for name, mtime in before.items()), "a finished subject was redone"
     log = (out / "shards" / "0" / "run-0-of-2.log").read_text()
     starts = re.findall(r"(\d+) subjects to audit \((\d+) already done\)", log)
     assert len(starts) == 2 and int(starts[1][1]) >= len(before), starts
+    assert int(starts[1][0]) >= 1, f"the requeue did not interrupt the shard (it finished first): {starts}"
     assert json.loads((out / "audit.json").read_text())["counts"]["audited"] == 6
