@@ -224,7 +224,8 @@ def test_resources_reach_sbatch_as_given(slurm_cluster, cohort, tmp_path, env, s
     submissions.append(out)
     gpus = 1 if _cluster_has_gpus() else 0  # the one-node cluster has a (fake) gpu:1 GRES
     args = ["submit", config, "--shards", 2, "-o", out, "--partition", slurm_cluster, "--cpus-per-task", 2,
-            "--mem-gb", 1, "--timeout-min", 7, "--gpus-per-node", gpus, "--device", "cpu", "-q", "--no-wait"]
+            "--mem-gb", 1, "--timeout-min", 7, "--gpus-per-node", gpus, "--device", "cpu", "-q", "--no-wait",
+            "--python", f"env XAUDIT_VIA=wrapper {sys.executable}"]
     proc = xaudit(*args, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     job_id = _jobs(out)["0"]["job_id"]
@@ -237,6 +238,7 @@ def test_resources_reach_sbatch_as_given(slurm_cluster, cohort, tmp_path, env, s
     script = (out / "submitit" / f"{job_id.split('_')[0]}_submission.sh").read_text()
     for line in ("--cpus-per-task=2", "--mem=1GB", "--time=7", f"--partition={slurm_cluster}"):
         assert f"#SBATCH {line}\n" in script
+    assert f"env XAUDIT_VIA=wrapper {sys.executable} -u -m submitit.core._submit" in script  # --python
     if gpus:
         assert "#SBATCH --gpus-per-node=1\n" in script
         assert re.search(r"gres[/:]gpu[:=]1\b", shown), shown

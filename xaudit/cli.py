@@ -295,6 +295,7 @@ def submit(
     gpus_per_node: int = typer.Option(0, help="GPUs per job"),
     mem_gb: int = typer.Option(16, help="memory per job, GB"),
     max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="at most this many shard jobs running at once (array throttle %N)"),
+    python: Optional[str] = typer.Option(None, "--python", help="command running python in a job, e.g. 'apptainer exec --nv xaudit.sif python' (default: this python)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda (inside each job)"),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="wait for the jobs, then merge"),
     resume: bool = typer.Option(False, "--resume", help="continue OUT's submission: wait for its running shards, submit again only those neither done nor running"),
@@ -311,7 +312,8 @@ def submit(
     from xaudit.submit import ClusterOptions, submit_shards
 
     options = ClusterOptions(cluster=cluster, partition=partition, timeout_min=timeout_min, cpus_per_task=cpus_per_task,
-                             gpus_per_node=gpus_per_node, mem_gb=mem_gb, max_parallel=max_parallel)
+                             gpus_per_node=gpus_per_node, mem_gb=mem_gb, max_parallel=max_parallel,
+                             python=python)
     result = _guard(submit_shards, config, set_, shards, output, options, device, wait, resume)
     if not wait:
         typer.echo(json.dumps({"jobs": result}) if as_json else "\n".join(result))

@@ -58,6 +58,9 @@ class ClusterOptions:
     gpus_per_node: int = 0
     mem_gb: int = 16
     max_parallel: int | None = None
+    #: the command that runs python in a job, e.g. ``apptainer exec --nv xaudit.sif python``
+    #: (default: this python); needs submitit inside the image
+    python: str | None = None
 
 
 def executor_parameters(options: ClusterOptions, shards: int) -> dict:
@@ -162,7 +165,8 @@ def submit_shards(config_path: Path, overrides: list[str], shards: int, output: 
         log.info("%d of %d shards done, %d still queued or running, %d to submit", shards - len(todo) - len(jobs),
                  shards, len(jobs), len(todo))
     if todo:
-        executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster)
+        extra = {"slurm_python": options.python} if options.python and options.cluster == "slurm" else {}
+        executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster, **extra)
         executor.update_parameters(name="xaudit", **executor_parameters(options, len(todo)))
         submitted = executor.map_array(
             run_shard, [str(config_path)] * len(todo), [list(overrides)] * len(todo), todo, [shards] * len(todo),
