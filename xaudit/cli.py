@@ -294,18 +294,27 @@ def submit(
     cpus_per_task: int = typer.Option(4, help="CPUs per job"),
     gpus_per_node: int = typer.Option(0, help="GPUs per job"),
     mem_gb: int = typer.Option(16, help="memory per job, GB"),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", min=1, help="at most this many shard jobs running at once (array throttle %N)"),
+    python: Optional[str] = typer.Option(None, "--python", help="command running python in a job, e.g. 'apptainer exec --nv xaudit.sif python' (default: this python)"),
     device: Optional[str] = typer.Option(None, help="auto, cpu or cuda (inside each job)"),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="wait for the jobs, then merge"),
+    resume: bool = typer.Option(False, "--resume", help="continue OUT's submission: wait for its running shards, submit again only those neither done nor running"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on stdout"),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
-    """Run the shards of an audit as a SLURM job array (submitit), then merge them."""
+    """Run the shards of an audit as a SLURM job array (submitit), then merge them.
+
+    Each shard's stdout/stderr: OUT/submitit/<jobid>_0_log.out/.err (named in OUT/submit.json
+    and in the error when a shard fails). Without --wait, finish later with --resume (or
+    `xaudit merge OUT/shards/* -o OUT` once every shard is done).
+    """
     _setup_logging(quiet, False)
     from xaudit.workflows.submit import ClusterOptions, submit_shards
 
     options = ClusterOptions(cluster=cluster, partition=partition, timeout_min=timeout_min, cpus_per_task=cpus_per_task,
-                             gpus_per_node=gpus_per_node, mem_gb=mem_gb)
-    result = _guard(submit_shards, config, set_, shards, output, options, device, wait)
+                             gpus_per_node=gpus_per_node, mem_gb=mem_gb, max_parallel=max_parallel,
+                             python=python)
+    result = _guard(submit_shards, config, set_, shards, output, options, device, wait, resume)
     if not wait:
         typer.echo(json.dumps({"jobs": result}) if as_json else "\n".join(result))
         return

@@ -1,20 +1,54 @@
 """Launching the shards of a run as a SLURM job array (through submitit), then merging.
 
-``xaudit submit config.yaml --shards N -o OUT`` submits N jobs, job ``i`` running
-``xaudit run config.yaml --shard i/N -o OUT/shards/i``; with ``--wait`` it waits for all of
-them and runs ``xaudit merge`` into ``OUT``. ``--cluster local`` runs the same jobs as local
-processes (submitit's local executor), which is how the tests exercise it.
+``xaudit submit config.yaml --shards N -o OUT`` submits one job array of N tasks, task ``i``
+running ``xaudit run config.yaml --shard i/N -o OUT/shards/i --resume``; with ``--wait`` (the
+default) it waits for all of them and merges them into ``OUT`` (as ``xaudit merge``).
+``--cluster local`` runs the same jobs as local processes (submitit's local executor).
+
+Files in ``OUT``:
+
+- ``submit.json``: the submission (config, shard count, resources) and, per shard, its job id
+  and the paths of its stdout/stderr. ``xaudit submit ... --resume`` reads it: shards whose
+  ``shards/i/shard-i-of-N.json`` exists are done, shards whose job is still queued or running
+  are waited for, the others (failed, cancelled, killed) are submitted again, as one array.
+- ``submitit/``: submitit's job folder: ``<jobid>_submission.sh`` (the sbatch script),
+  ``<jobid>_<task>_log.out`` / ``.err`` (each shard's stdout and stderr), pickles.
+- ``shards/i/``: shard ``i``'s run directory (``subjects/<id>.npz`` per finished subject,
+  ``run-i-of-N.log``, ``errors-i-of-N.csv``, ``shard-i-of-N.json`` once the shard finished).
+
+A shard job resumes from its finished subjects whenever it starts again: after a requeue
+(``scontrol requeue``, pre-emption: submitit requeues on SIGUSR2), after its time limit
+(the job is checkpointable: submitit resubmits it), or after ``--resume``.
+
+Job states come from ``sacct`` (through submitit) where SLURM accounting is on, else from
+``squeue -t all`` (which lists finished jobs for ``MinJobAge``, 300 s by default): on a
+cluster without accounting a cancelled or killed shard is still reported, not waited for
+forever.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+import re
+import subprocess
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from xaudit.errors import ConfigError, XauditError
+from xaudit.config import load_config
+from xaudit.core.outputs import write_json
+from xaudit.errors import ConfigError, OutputError, XauditError
+from xaudit.workflows.audit import RunOptions, run_audit
+from xaudit.workflows.merge import merge_runs
 
 log = logging.getLogger("xaudit")
+
+SUBMISSION = "submit.json"
+
+#: SLURM job states after which a job will not run again (without a requeue by hand)
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+                "DEADLINE", "REVOKED", "SPECIAL_EXIT"}
 
 
 @dataclass(frozen=True)
@@ -28,28 +62,68 @@ class ClusterOptions:
     gpus_per_node: int = 0
     mem_gb: int = 16
     max_parallel: int | None = None
+    #: the command that runs python in a job, e.g. ``apptainer exec --nv xaudit.sif python``
+    #: (default: this python); needs submitit inside the image
+    python: str | None = None
 
 
-def run_shard(config_path: str, overrides: list[str], index: int, count: int, output: str, device: str | None) -> dict:
-    """One shard job: the per-subject pass of subjects ``k`` with ``k mod count == index``."""
-    from xaudit.config import load_config
-    from xaudit.workflows.audit import RunOptions, run_audit
+def executor_parameters(options: ClusterOptions, shards: int) -> dict:
+    """submitit parameters for one job array of ``shards`` tasks."""
+    params = {"timeout_min": options.timeout_min, "cpus_per_task": options.cpus_per_task}
+    if options.cluster == "slurm":
+        params.update({"slurm_partition": options.partition, "gpus_per_node": options.gpus_per_node or None,
+                       "mem_gb": options.mem_gb, "slurm_array_parallelism": options.max_parallel or shards})
+    return {k: v for k, v in params.items() if v is not None}
 
-    config = load_config(config_path, overrides)
-    result = run_audit(config, RunOptions(output=Path(output), device=device, shard=(index, count), resume=True))
-    return result.audit
+
+class ShardJob:
+    """One shard job: the per-subject pass of subjects ``k`` with ``k mod count == index``.
+
+    It always resumes (finished subjects are skipped), so running it again is safe. Having a
+    ``checkpoint`` method makes submitit requeue it when it reaches its time limit or is
+    pre-empted (SIGUSR2), rather than give up.
+    """
+
+    def __call__(self, config_path: str, overrides: list[str], index: int, count: int, output: str,
+                 device: str | None) -> dict:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        config = load_config(config_path, overrides)
+        result = run_audit(config, RunOptions(output=Path(output), device=device, shard=(index, count), resume=True))
+        return result.audit
+
+    def checkpoint(self, *args, **kwargs):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+run_shard = ShardJob()
+
+
+def shard_done(output: Path, index: int, count: int) -> bool:
+    """Whether shard ``index`` of ``count`` finished its per-subject pass."""
+    return (Path(output) / "shards" / str(index) / f"shard-{index}-of-{count}.json").is_file()
+
+
+def shard_log(index: int, count: int, output: Path) -> Path:
+    """The shard's own log (xaudit's, also written when the job's stderr is elsewhere)."""
+    return Path(output) / "shards" / str(index) / f"run-{index}-of-{count}.log"
 
 
 def submit_shards(config_path: Path, overrides: list[str], shards: int, output: Path, options: ClusterOptions,
-                  device: str | None = None, wait: bool = True):
-    """Submit one job per shard; with ``wait``, wait and merge.
+                  device: str | None = None, wait: bool = True, resume: bool = False, poll_s: float = 30.0):
+    """Submit the shards as one job array; with ``wait``, wait and merge.
+
+    With ``resume``, continue the submission recorded in ``OUT/submit.json``: wait for its
+    shards still queued or running and submit again only those neither done nor running.
 
     Returns:
-        The merged `RunResult` when waiting, else the list of job ids.
+        The merged `RunResult` when waiting, else the list of job ids (of the shards not done).
 
     Raises:
-        ConfigError: submitit is not installed, or the cluster is unknown.
-        XauditError: a shard job failed (its error is re-raised with the shard named).
+        ConfigError: submitit is not installed, the cluster is unknown, or a bad config.
+        OutputError: ``OUT`` holds another submission (without ``resume``), or a different one.
+        XauditError: a shard job failed (each failed shard named with its job id and logs).
     """
     try:
         import submitit
@@ -59,30 +133,171 @@ def submit_shards(config_path: Path, overrides: list[str], shards: int, output: 
         raise ConfigError(f"--cluster must be slurm or local. Got {options.cluster!r} instead.")
     if shards < 1:
         raise ConfigError(f"--shards must be >= 1. Got {shards} instead.")
-    from xaudit.config import load_config
-
+    if options.max_parallel is not None and options.max_parallel < 1:
+        raise ConfigError(f"--max-parallel must be >= 1. Got {options.max_parallel} instead.")
     load_config(config_path, overrides)  # reject a bad config before anything is queued
     output = Path(output)
-    executor = submitit.AutoExecutor(folder=str(output / "submitit"), cluster=options.cluster)
-    params = {"timeout_min": options.timeout_min, "cpus_per_task": options.cpus_per_task}
-    if options.cluster == "slurm":
-        params.update({"slurm_partition": options.partition, "gpus_per_node": options.gpus_per_node,
-                       "mem_gb": options.mem_gb, "slurm_array_parallelism": options.max_parallel or shards})
-        params = {k: v for k, v in params.items() if v is not None}
-    executor.update_parameters(name="xaudit", **params)
+    folder = output / "submitit"
+    record = _read_submission(output)
+    if record and not resume:
+        raise OutputError(f"{output} already holds a submission ({output / SUBMISSION}); pass --resume to finish it"
+                          " (only shards not done are submitted again), or choose another output (-o)")
+    if record and record["shards"] != shards:
+        raise OutputError(f"{output} holds a submission of {record['shards']} shards, not {shards}; resume it with"
+                          f" --shards {record['shards']}, or choose another output (-o)")
+    record = record or {"schema_version": "1.0", "config": str(Path(config_path).resolve()),
+                        "overrides": list(overrides), "shards": shards, "jobs": {}}
+    record["cluster"] = asdict(options)
     shard_dirs = [output / "shards" / str(i) for i in range(shards)]
-    jobs = executor.map_array(
-        run_shard, [str(config_path)] * shards, [list(overrides)] * shards, list(range(shards)),
-        [shards] * shards, [str(d) for d in shard_dirs], [device] * shards,
-    )
-    log.info("submitted %d shard jobs: %s", len(jobs), ", ".join(j.job_id for j in jobs))
+    jobs: dict[int, object] = {}
+    for i in range(shards):
+        previous = record["jobs"].get(str(i))
+        if shard_done(output, i, shards) or not previous or options.cluster != "slurm":
+            continue
+        job = submitit.SlurmJob(folder=folder, job_id=previous["job_id"])
+        state = _job_state(job)
+        if state not in FINAL_STATES and state != "GONE" and not job.paths.result_pickle.exists():
+            log.info("shard %d/%d: job %s is still %s; waiting for it", i, shards, job.job_id, state.lower())
+            jobs[i] = job
+    todo = [i for i in range(shards) if not shard_done(output, i, shards) and i not in jobs]
+    if resume and record["jobs"]:
+        log.info("%d of %d shards done, %d still queued or running, %d to submit", shards - len(todo) - len(jobs),
+                 shards, len(jobs), len(todo))
+    if todo:
+        extra = {"slurm_python": options.python} if options.python and options.cluster == "slurm" else {}
+        executor = submitit.AutoExecutor(folder=str(folder), cluster=options.cluster, **extra)
+        executor.update_parameters(name="xaudit", **executor_parameters(options, len(todo)))
+        submitted = executor.map_array(
+            run_shard, [str(config_path)] * len(todo), [list(overrides)] * len(todo), todo, [shards] * len(todo),
+            [str(shard_dirs[i]) for i in todo], [device] * len(todo),
+        )
+        for i, job in zip(todo, submitted):
+            jobs[i] = job
+            record["jobs"][str(i)] = {"job_id": job.job_id, "stdout": str(job.paths.stdout),
+                                      "stderr": str(job.paths.stderr), "output": str(shard_dirs[i])}
+        log.info("submitted %d shard job(s): %s; logs in %s", len(submitted),
+                 ", ".join(j.job_id for j in submitted), folder)
+    _write_submission(output, record)
     if not wait:
-        return [j.job_id for j in jobs]
-    for i, job in enumerate(jobs):
-        try:
-            job.result()
-        except Exception as exc:  # noqa: BLE001 - submitit wraps the remote failure
-            raise XauditError(f"shard {i}/{shards} (job {job.job_id}) failed: {str(exc).strip().splitlines()[-1][:300]}") from None
-    from xaudit.workflows.merge import merge_runs
-
+        return [jobs[i].job_id for i in sorted(jobs)]
+    failures = _wait(jobs, shards, poll_s, output)
+    if failures:
+        raise XauditError(
+            f"{len(failures)} of {shards} shard(s) failed:\n  " + "\n  ".join(failures)
+            + f"\nFix the cause, then submit only the shards not done: xaudit submit {config_path} --shards {shards}"
+              f" -o {output} --resume"
+        )
     return merge_runs(shard_dirs, output)
+
+
+def _wait(jobs: dict, shards: int, poll_s: float, output: Path) -> list[str]:
+    """Wait until every job ended; one line per failed shard (job id, why, where its logs are)."""
+    failures: list[str] = []
+    pending = dict(jobs)
+    ended_once: set[int] = set()
+    delay = 1.0
+    while pending:
+        for i, job in sorted(pending.items()):
+            reason = None
+            if job.paths.result_pickle.exists():
+                try:
+                    job.result()
+                except Exception as exc:  # noqa: BLE001 - submitit wraps the remote failure
+                    reason = _last_line(exc)
+                del pending[i]
+            else:
+                state = _job_state(job)
+                if state in FINAL_STATES or state == "GONE":
+                    if i not in ended_once:  # seen ended once: look again for a result written meanwhile
+                        ended_once.add(i)
+                        continue
+                    what = "left the queue" if state == "GONE" else f"ended {state}"
+                    reason = (f"the job {what} without a result (cancelled, killed, out of memory or time, or its"
+                              " node failed)")
+                    del pending[i]
+            if reason is not None:
+                line = (f"shard {i}/{shards} (job {job.job_id}) failed: {reason}; stdout {job.paths.stdout},"
+                        f" stderr {job.paths.stderr}, shard log {shard_log(i, shards, output)}")
+                log.error(line)
+                failures.append(line)
+        if pending:
+            time.sleep(delay)
+            delay = min(poll_s, delay * 1.5)
+    return failures
+
+
+def _job_state(job) -> str:
+    """The job's SLURM state: sacct's (through submitit) where accounting is on, else squeue's;
+    ``GONE`` if neither knows it; ``LOCAL`` for the local executor (not asked)."""
+    import submitit
+
+    if not isinstance(job, submitit.SlurmJob):
+        return "LOCAL" if not job.done() else "COMPLETED"
+    if _accounting_on():
+        state = job.watcher.get_state(job.job_id, mode="standard").split(" ")[0].upper()
+        if state != "UNKNOWN":
+            return state
+    return _squeue_state(job.job_id)
+
+
+_ACCOUNTING: dict[str, bool] = {}
+
+
+def _accounting_on() -> bool:
+    """Whether ``sacct`` answers (SLURM accounting is on); asked once per process."""
+    if "on" not in _ACCOUNTING:
+        try:
+            proc = subprocess.run(["sacct", "-n", "-X", "-j", "1", "-o", "JobID"], capture_output=True, text=True,
+                                  timeout=60)
+            _ACCOUNTING["on"] = proc.returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            _ACCOUNTING["on"] = False
+        if not _ACCOUNTING["on"]:
+            log.info("sacct does not answer (SLURM accounting is off?): job states come from squeue")
+    return _ACCOUNTING["on"]
+
+
+def _squeue_state(job_id: str) -> str:
+    """State of one job (or array task ``A_i``) from ``squeue -t all``; ``GONE`` if not listed."""
+    array_id = job_id.split("_")[0]
+    try:
+        proc = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i|%T"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("squeue failed (%s); job %s taken as still queued", exc, job_id)
+        return "UNKNOWN"
+    if proc.returncode != 0:
+        if "invalid job id" in proc.stderr.lower():
+            return "GONE"
+        log.warning("squeue failed (%s); job %s taken as still queued", proc.stderr.strip()[:200], job_id)
+        return "UNKNOWN"
+    for line in proc.stdout.splitlines():
+        jid, _, state = line.strip().partition("|")
+        if jid == job_id:
+            return state.upper()
+    return "GONE"
+
+
+def _last_line(exc: BaseException) -> str:
+    """The remote error's own line: submitit's message is a traceback between dashed rules,
+    then the paths of the logs."""
+    text = str(exc).strip()
+    parts = re.split(r"^-{5,}\s*$", text, flags=re.M)
+    body = parts[1] if len(parts) >= 3 else text
+    lines = [line.strip() for line in body.splitlines() if line.strip() and not line.strip().startswith("-")]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def _read_submission(output: Path) -> dict | None:
+    path = Path(output) / SUBMISSION
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{path} is not readable ({exc}); choose another output (-o)") from None
+
+
+def _write_submission(output: Path, record: dict) -> None:
+    Path(output).mkdir(parents=True, exist_ok=True)
+    write_json(Path(output) / SUBMISSION, record)
