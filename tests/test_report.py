@@ -23,7 +23,7 @@ import yaml
 from PIL import Image
 
 from conftest import make_cohort, make_config
-from xaudit.core.cohort import load_cohort
+from xaudit.data.cohort import load_cohort
 from xaudit.config import load_config
 from xaudit.data import load_manifest
 from xaudit.core.outputs import RunDirectory

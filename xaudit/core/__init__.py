@@ -1,7 +1,7 @@
 """What every part shares about a run's files, and nothing else.
 
     outputs    the run directory, atomic writes (write_json/csv/text/bytes), locks, records
-    cohort     the per-subject records of a run read back as one `Cohort`
+
     provenance config.resolved.yaml: the config as run, versions, seeds, device; resume checks
     runlog     run.log
     jsonable   the one conversion to JSON (NaN -> None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from xaudit.analysis.bias.looking import foreground_from_image
+from xaudit.data.masks import foreground_from_image
 from xaudit.data.loading import LoadedImage, native_grid, read_mask
 from xaudit.data.manifest import Subject
 from xaudit.data.native import resample_between_grids

@@ -28,7 +28,7 @@ def write_report(audit, cohort, config, run_dir) -> Path:
 
     Args:
         audit: the ``audit.json`` content (verdict, findings, metrics, bias, rules, run).
-        cohort: the run's `xaudit.core.cohort.Cohort` (maps and images for the figures).
+        cohort: the run's `xaudit.data.cohort.Cohort` (maps and images for the figures).
         config: the run's `xaudit.config.Config` (title, slices, methods, model).
         run_dir: the `xaudit.core.outputs.RunDirectory`.
 

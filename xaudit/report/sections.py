@@ -30,7 +30,7 @@ def build_document(audit: dict, cohort, config, run_dir) -> Document:
 
     Args:
         audit: the ``audit.json`` content.
-        cohort: the run's `xaudit.core.cohort.Cohort` (maps and images for the figures).
+        cohort: the run's `xaudit.data.cohort.Cohort` (maps and images for the figures).
         config: the run's `xaudit.config.Config`.
         run_dir: the `xaudit.core.outputs.RunDirectory` (for ``errors.csv``).
     """

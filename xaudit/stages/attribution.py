@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xaudit.core.cohort import Cohort
+from xaudit.data.cohort import Cohort
 from xaudit.core.ids import safe_file_id
 from xaudit.core.outputs import RunDirectory
 from xaudit.data.native import downsample_affine, write_volume

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from xaudit.analysis.bias import BiasInputs, run_bias_checks
-from xaudit.core.cohort import Cohort
+from xaudit.data.cohort import Cohort
 
 log = logging.getLogger("xaudit")
 

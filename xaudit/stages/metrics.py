@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from xaudit.analysis.metrics import classification_metrics, metrics_by_group
-from xaudit.core.cohort import Cohort
+from xaudit.data.cohort import Cohort
 
 
 @dataclass(frozen=True)

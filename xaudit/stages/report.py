@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xaudit.core.cohort import Cohort
+from xaudit.data.cohort import Cohort
 from xaudit.core.outputs import RunDirectory
 from xaudit.report import write_report
 

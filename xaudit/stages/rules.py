@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from xaudit.analysis.rules import RulesResult, extract_rules
-from xaudit.core.cohort import Cohort
+from xaudit.data.cohort import Cohort
 from xaudit.core.outputs import write_json, write_text
 from xaudit.data.loading import load_subject
 from xaudit.data.native import write_volume

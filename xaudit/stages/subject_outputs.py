@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from xaudit.analysis.bias.looking import attribution_shares
 from xaudit.data.loading import native_grid, read_mask
 from xaudit.data.manifest import Subject
 from xaudit.data.native import downsample_volumes, resample_between_grids, write_volume_like
@@ -28,8 +29,6 @@ class SubjectOutputs:
 
 def write_subject(outputs: SubjectOutputs, subject: Subject, record: dict, spatial_dims: int) -> None:
     """Resample each map onto the subject's stored grid, write it, then the record."""
-    from xaudit.analysis.bias.looking import attribution_shares
-
     native_affine, native_shape, reference = native_grid(subject.images[0], spatial_dims)
     foreground = _native_foreground(subject, record, native_affine, native_shape, spatial_dims)
     rois = {name: _mask_on_grid(path, native_affine, native_shape, spatial_dims) for name, path in subject.rois.items()}

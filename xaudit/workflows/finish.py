@@ -16,7 +16,7 @@ from pathlib import Path
 
 from xaudit._version import __version__
 from xaudit.core import versions
-from xaudit.core.cohort import feature_names_of, load_cohort, write_features, write_predictions
+from xaudit.data.cohort import feature_names_of, load_cohort, write_features, write_predictions
 from xaudit.core.ids import safe_file_id
 from xaudit.core.outputs import RunDirectory, write_json
 from xaudit.core.provenance import run_provenance

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from xaudit.core.cohort import feature_names_of, load_cohort
+from xaudit.data.cohort import feature_names_of, load_cohort
 from xaudit.core.outputs import RunDirectory
 from xaudit.core.provenance import load_run_config
 from xaudit.data import load_manifest
