@@ -78,30 +78,11 @@ def _parse_shard(text: Optional[str]) -> Optional[tuple[int, int]]:
     return index, count
 
 
-def _progress_factory(enabled: bool):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def _progress_factory(bars: bool):
+    """Rich bars on a terminal (log lines into run.log), else log lines at least every 30 s."""
+    from xaudit.core.progress import bar_progress, log_progress
 
-    progress = Progress(
-        TextColumn("[bold]subjects"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=_console(), transient=False,
-    )
-
-    def start(total: int):
-        progress.start()
-        task = progress.add_task("subjects", total=total)
-
-        def advance(n: int) -> None:
-            progress.advance(task, n)
-            if progress.finished:
-                progress.stop()
-
-        if total == 0:
-            progress.stop()
-        return advance
-
-    return start
+    return bar_progress(_console()) if bars else log_progress
 
 
 @app.command()
@@ -387,13 +368,16 @@ def sample_data(
     directory: Path = typer.Argument(Path("sample_data"), help="where to write the demo cohort and models"),
     seed: int = typer.Option(0, help="random seed (the cohort is deterministic given it)"),
     quick: bool = typer.Option(False, "--quick", help="a tiny cohort for smoke tests"),
+    train: bool = typer.Option(False, "--train", help="synthesise the training splits and train the models"
+                               " (default: the test split and the models shipped with xaudit), then compare"
+                               " them with the shipped ones"),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
-    """Write the demo cohort (real MNI anatomy, two sites, lesions) and train its small models."""
+    """Write the demo cohort (real MNI anatomy, two sites, lesions) and its small models."""
     from xaudit.sample import generate_sample_data
 
     console = _console()
-    summary = _guard(generate_sample_data, directory, seed=seed, quick=quick,
+    summary = _guard(generate_sample_data, directory, seed=seed, quick=quick, train=train,
                      progress=None if quiet else (lambda msg: console.print(msg, highlight=False)))
     if not quiet:
         console.print(f"[bold green]sample data:[/] {directory}")

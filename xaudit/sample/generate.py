@@ -3,8 +3,10 @@
 Three parts per cohort (3D and 2D), each skipped when it is already complete for the same
 parameters, so re-running `make demo` costs seconds:
 
-1. the images and masks with `manifest.csv` (stamped by `cohort.json`, written last);
-2. `model_confounded.pth` (split `train`) and `model_control.pth` (split `train_control`);
+1. the images and masks with `manifest.csv` (stamped by `cohort.json`, written last); by
+   default only the test split, the one the demo audits;
+2. `model_confounded.pth` (split `train`) and `model_control.pth` (split `train_control`):
+   by default the ones shipped in `xaudit/sample/weights/`, trained once by ``--train``;
 3. `shortcut_check.json`: per-cell test accuracy of both models and the verdict
    (written last, so it also stamps the models).
 """
@@ -30,6 +32,7 @@ from xaudit.sample.design import (FULL_DESIGN, MANIFEST_COLUMNS, QUICK_DESIGN, C
                                   subject_table)
 from xaudit.sample.nets import network_args
 from xaudit.sample.scanner import SITES, apply_scanner
+from xaudit.sample.shipped import compare_with_shipped, has_shipped, install_shipped
 from xaudit.sample.shortcut import cell_accuracy, shortcut_verdict
 from xaudit.sample.train import TrainParams, load_split, predict, train_classifier
 
@@ -107,8 +110,8 @@ def _manifest_complete(manifest: Path) -> bool:
 
 
 def write_cohort(folder: Path, spec: CohortSpec, design: CohortDesign, seed: int,
-                 report: Callable[[str], None]) -> dict[str, Any]:
-    """Synthesise every subject of one cohort and write images, masks and the manifest.
+                 report: Callable[[str], None], splits: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Synthesise the subjects of one cohort and write images, masks and the manifest.
 
     Args:
         folder: the cohort's folder (created if needed).
@@ -116,13 +119,16 @@ def write_cohort(folder: Path, spec: CohortSpec, design: CohortDesign, seed: int
         design: subjects per split and cell.
         seed: random seed; subject i of a cohort always gets the same random stream.
         report: progress callback.
+        splits: write only the subjects of these splits (None: all). Subject i keeps its
+            random stream either way, so a test-only cohort holds the very test subjects of
+            the full one.
 
     Returns:
         {"manifest", "n_subjects", "generated" (False when skipped), "seconds"}.
     """
     start = time.perf_counter()
     manifest = folder / "manifest.csv"
-    fingerprint = _cohort_fingerprint(spec, design, seed)
+    fingerprint = {**_cohort_fingerprint(spec, design, seed), "splits": list(splits) if splits else None}
     stamp = folder / "cohort.json"
     if storage.read_json(stamp) == fingerprint and _manifest_complete(manifest):
         report(f"{spec.name}: complete, skipped")
@@ -130,10 +136,15 @@ def write_cohort(folder: Path, spec: CohortSpec, design: CohortDesign, seed: int
                 "generated": False, "seconds": 0.0}
     stamp.unlink(missing_ok=True)  # from here on the folder is incomplete until re-stamped
     table = subject_table(design, seed)
-    report(f"{spec.name}: synthesising {len(table)} subjects on a {spec.shape} grid")
+    wanted = table["split"].isin(splits) if splits else pd.Series(True, index=table.index)
+    report(f"{spec.name}: synthesising {int(wanted.sum())} subjects on a {spec.shape} grid")
     anatomy = load_anatomy(spec.shape, spec.voxel_mm)
     stream = 2 + len(spec.shape)  # separate random streams for the 2D and 3D cohorts
     for number, row in enumerate(table.itertuples(index=False)):
+        if not wanted.iloc[number]:
+            continue
+        if number and number % 40 == 0:
+            report(f"{spec.name}: {int(wanted.iloc[:number].sum())} of {int(wanted.sum())} subjects written")
         rng = np.random.default_rng([seed, stream, number])
         subject = synthesize_anatomy(anatomy, row.label == "lesion", spec.anatomy, rng)
         image = apply_scanner(subject.image, SITES[row.site], spec.voxel_mm, rng)
@@ -141,6 +152,7 @@ def write_cohort(folder: Path, spec: CohortSpec, design: CohortDesign, seed: int
                            (f"masks/{row.subject_id}_brain.nii.gz", subject.brain_mask),
                            (f"masks/{row.subject_id}_lesion.nii.gz", subject.lesion_mask)):
             storage.save_nifti(folder / path, data, anatomy.affine)
+    table = table[wanted.to_numpy()].reset_index(drop=True)
     table["image"] = [f"images/{s}.nii.gz" for s in table["subject_id"]]
     table["mask"] = [f"masks/{s}_brain.nii.gz" for s in table["subject_id"]]
     table["lesion_mask"] = [f"masks/{s}_lesion.nii.gz" for s in table["subject_id"]]
@@ -184,7 +196,9 @@ def train_and_check(folder: Path, spec: CohortSpec, seed: int, device: torch.dev
         inputs, labels, _ = load_split(manifest, split, spec.transforms)
         report(f"{spec.name}: training model_{kind} on {len(inputs)} subjects "
                f"({spec.train.epochs} epochs, {device})")
-        model, seconds = train_classifier(inputs, labels, spec.train, seed, device)
+        model, seconds = train_classifier(
+            inputs, labels, spec.train, seed, device,
+            on_epoch=lambda e, n, loss, kind=kind: report(f"{spec.name}: model_{kind} epoch {e}/{n}, loss {loss:.3f}"))
         storage.save_state_dict(folder / f"model_{kind}.pth", model)
         cells = cell_accuracy(test_rows, predict(model, test_x, device))
         models[kind] = {
@@ -216,8 +230,14 @@ def _checked_design(quick: bool, n_test: int | None) -> CohortDesign:
 
 def generate_sample_data(out_dir: Path, seed: int = 0, n_test: int | None = None,
                          quick: bool = False, progress: Callable[[str], None] | None = None,
-                         device: str | torch.device | None = None) -> dict[str, Any]:
+                         device: str | torch.device | None = None, train: bool = False) -> dict[str, Any]:
     """Write the demo cohorts (3D and 2D), their models and the shortcut check.
+
+    With the defaults (seed 0, the full design) and without ``train``, only the test split
+    is synthesised and the models shipped with xaudit are installed (`xaudit.sample.shipped`):
+    no training at demo time. ``train`` (or any other seed or design) synthesises every
+    split and trains both models; with the shipped design it then compares them with the
+    shipped ones (``shipped_comparison``).
 
     Args:
         out_dir: destination; gets `cohort3d/` and `cohort2d/`.
@@ -227,6 +247,7 @@ def generate_sample_data(out_dir: Path, seed: int = 0, n_test: int | None = None
         quick: tiny grids, few subjects, one epoch: for tests, takes seconds.
         progress: called with one line of text per step, for a progress display.
         device: training device; None = CUDA when available, else CPU.
+        train: synthesise the training splits and train the models even when shipped ones apply.
 
     Returns:
         Summary: per cohort the manifest, subject count, per-model training time and
@@ -244,12 +265,20 @@ def generate_sample_data(out_dir: Path, seed: int = 0, n_test: int | None = None
     summary: dict[str, Any] = {"out_dir": str(out_dir), "seed": seed, "quick": quick}
     for spec in QUICK_COHORTS if quick else FULL_COHORTS:
         folder = out_dir / spec.name
-        cohort = write_cohort(folder, spec, design, seed, report)
-        check = train_and_check(folder, spec, seed, device, report)
+        use_shipped = not train and not quick and seed == 0 and design == FULL_DESIGN and has_shipped(spec.name)
+        cohort = write_cohort(folder, spec, design, seed, report, ("test",) if use_shipped else None)
+        if use_shipped:
+            check = install_shipped(folder, spec, device, report)
+        else:
+            check = train_and_check(folder, spec, seed, device, report)
+            if not quick and seed == 0 and design == FULL_DESIGN:
+                check["shipped_comparison"] = compare_with_shipped(folder, spec, check)
         summary[spec.name] = {
             **cohort, "trained": check["trained"], "shortcut": check["verdict"],
             "models": {kind: {k: v for k, v in m.items()} for kind, m in check["models"].items()},
             "shortcut_check": str(folder / "shortcut_check.json"),
+            "models_source": "shipped" if use_shipped else "trained",
+            **({"shipped_comparison": check["shipped_comparison"]} if "shipped_comparison" in check else {}),
         }
     summary["shortcut_holds"] = all(summary[s.name]["shortcut"]["holds"]
                                     for s in (QUICK_COHORTS if quick else FULL_COHORTS))

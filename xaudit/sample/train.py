@@ -8,6 +8,8 @@ deterministic given the seed: seeded initialisation and a seeded batch order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +94,8 @@ def load_split(manifest: Path, split: str, transforms: dict[str, Any]
 
 
 def train_classifier(inputs: torch.Tensor, labels: torch.Tensor, params: TrainParams,
-                     seed: int, device: torch.device) -> tuple[torch.nn.Module, float]:
+                     seed: int, device: torch.device,
+                     on_epoch: Callable[[int, int, float], None] | None = None) -> tuple[torch.nn.Module, float]:
     """Train a fresh demo network.
 
     Args:
@@ -101,6 +104,7 @@ def train_classifier(inputs: torch.Tensor, labels: torch.Tensor, params: TrainPa
         params: optimiser settings.
         seed: seeds the initialisation and the batch order.
         device: where to train.
+        on_epoch: called after each epoch with (epoch, epochs, mean training loss).
 
     Returns:
         (the model in eval mode on `device`, training wall time in seconds).
@@ -113,7 +117,8 @@ def train_classifier(inputs: torch.Tensor, labels: torch.Tensor, params: TrainPa
     loss_fn = torch.nn.CrossEntropyLoss()
     order = torch.Generator().manual_seed(seed)
     model.train()
-    for _ in range(params.epochs):
+    for epoch in range(params.epochs):
+        losses = []
         for batch in torch.randperm(len(inputs), generator=order).split(params.batch_size):
             if len(batch) < 2:  # BatchNorm cannot train on a single sample
                 continue
@@ -126,6 +131,9 @@ def train_classifier(inputs: torch.Tensor, labels: torch.Tensor, params: TrainPa
             loss = loss_fn(model(batch_inputs.to(device)), labels[batch].to(device))
             loss.backward()
             optimiser.step()
+            losses.append(float(loss.detach()))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, params.epochs, sum(losses) / max(len(losses), 1))
     recalibrate_batchnorm(model, inputs, params.batch_size, device)
     return model, time.perf_counter() - start
 

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xaudit.attribution.base import SharedPass
+from xaudit.core.progress import ProgressFactory, log_progress
 from xaudit.attribution.dataset_mean import dataset_mean_input, needs_dataset_mean
 from xaudit.attribution.engine import MethodRun, choose_targets, estimate_max_batch, make_context, tune_max_batch
 from xaudit.data.loading import load_subject
@@ -92,7 +93,7 @@ def _as_list(batch):
 
 
 def subject_pass_stage(setup, subjects: list[Subject], outputs: SubjectOutputs, max_batch: int,
-                       progress: Callable[[int], Callable[[int], None]] | None = None) -> PassResult:
+                       progress: ProgressFactory = log_progress) -> PassResult:
     """The per-subject stage: every subject's predictions, features, maps and record.
 
     Args:
@@ -100,7 +101,7 @@ def subject_pass_stage(setup, subjects: list[Subject], outputs: SubjectOutputs, 
         subjects: the subjects still to do (a shard's, less those already done).
         outputs: where each subject's volumes and record go.
         max_batch: input-sized samples per forward+backward (`choose_max_batch`).
-        progress: optional factory ``progress(total) -> advance(n)``.
+        progress: ``progress(label, total)`` -> a `xaudit.core.progress.Step` (bar and/or log lines).
 
     Returns:
         `PassResult`: ids done, failures, feature widths.
@@ -117,8 +118,9 @@ def subject_pass_stage(setup, subjects: list[Subject], outputs: SubjectOutputs, 
     if needs_dataset_mean(setup.methods):
         mean = dataset_mean_input(setup.subjects, setup.transforms, setup.spatial_dims)
         settings.baseline_mean = None if mean is None else mean.to(setup.device)
-    advance = progress(len(subjects)) if progress else (lambda n: None)
-    return run_subject_pass(subjects, setup.transforms, setup.model.module, setup.device, outputs, settings, advance)
+    with progress("subjects", len(subjects)) as step:
+        return run_subject_pass(subjects, setup.transforms, setup.model.module, setup.device, outputs, settings,
+                                step.advance)
 
 
 def choose_max_batch(setup, tune: bool) -> tuple[int, dict[int, float] | None]:

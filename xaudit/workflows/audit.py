@@ -17,6 +17,7 @@ from pathlib import Path
 
 from xaudit.config import Config
 from xaudit.core import versions
+from xaudit.core.progress import ProgressFactory, log_progress
 from xaudit.core.outputs import RunDirectory, remove_orphaned_temp_files, write_csv, write_json
 from xaudit.core.provenance import RunFacts, check_same_subject_config, write_resolved_config
 from xaudit.core.runlog import log_to_file
@@ -57,13 +58,14 @@ def shard_subjects(subjects, shard: tuple[int, int] | None):
     return [s for k, s in enumerate(subjects) if k % count == index]
 
 
-def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None) -> RunResult:
+def run_audit(config: Config, options: RunOptions = RunOptions(), progress: ProgressFactory = log_progress) -> RunResult:
     """Run an audit end to end (or one shard's per-subject pass).
 
     Args:
         config: the validated config (`xaudit.load_config`).
         options: output override, device, shard, resume.
-        progress: optional factory ``progress(total) -> advance(n)`` for a progress bar.
+        progress: ``progress(label, total)`` -> a `xaudit.core.progress.Step`: log lines at least
+            every 30 s (the default), or rich bars on a terminal (`bar_progress`).
 
     Returns:
         `RunResult` with the run directory and the ``audit.json`` content.
@@ -107,7 +109,8 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
             summary = {"schema_version": versions.SHARD, "shard": list(options.shard), "done": len(result.done), "failed": len(result.failed)}
             write_json(run_dir / f"shard-{shard_label}.json", summary)
             return RunResult(run_dir.root, summary, failed=len(result.failed), timings=timings)
-        audit = finish_run(run_dir, config, setup.all_subjects, timings=timings, started=started, device=str(setup.device), setup=setup)
+        audit = finish_run(run_dir, config, setup.all_subjects, timings=timings, started=started, device=str(setup.device),
+                           setup=setup, progress=progress)
         return RunResult(run_dir.root, audit, failed=audit["counts"]["failed"], timings=timings)
     finally:
         logging.getLogger("xaudit").removeHandler(handler)

@@ -19,6 +19,7 @@ from xaudit.core import versions
 from xaudit.data.cohort import feature_names_of, load_cohort, write_features, write_predictions
 from xaudit.core.ids import safe_file_id
 from xaudit.core.outputs import RunDirectory, write_json
+from xaudit.core.progress import ProgressFactory, log_progress
 from xaudit.core.provenance import run_provenance
 from xaudit.errors import DataError, OutputError
 from xaudit.stages.attribution import attribution_stage
@@ -33,24 +34,39 @@ log = logging.getLogger("xaudit")
 
 
 def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = None, started: float | None = None,
-               device: str = "", setup=None) -> dict:
+               device: str = "", setup=None, progress: ProgressFactory = log_progress) -> dict:
     """Run metrics, attribution summaries, rules, bias, quality, interrogation and the report;
     write ``audit.json``.
 
     ``setup`` (the validated model and preprocessing) enables the stages that need the
     model again: the top rules' feature maps, explanation quality, interrogation.
+    ``progress`` shows which stage runs (a bar, and a log line at least every 30 s).
 
     Returns:
         The ``audit.json`` content.
     """
     timings = dict(timings or {})
+    with progress("dataset-level stages", _stage_count(config, setup)) as step:
 
-    def timed(name, stage, *args):
-        t0 = time.perf_counter()
-        out = stage(*args)
-        timings[name] = time.perf_counter() - t0
-        return out
+        def timed(name, stage, *args):
+            step.describe(name)
+            t0 = time.perf_counter()
+            out = stage(*args)
+            timings[name] = time.perf_counter() - t0
+            step.advance(1)
+            log.info("%s stage done in %.1f s", name, timings[name])
+            return out
 
+        return _finish(run_dir, config, subjects, timings, started, device, setup, timed)
+
+
+def _stage_count(config, setup) -> int:
+    """metrics, attribution, rules, bias, report; quality and interrogation with the model."""
+    return 5 + (setup is not None) + (setup is not None and config.interrogate is not None)
+
+
+def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -> dict:
+    """`finish_run`'s stages in order; ``timed(name, stage, *args)`` runs and times one."""
     cohort = load_cohort(run_dir, subjects, config.model.classes, feature_names_of(run_dir))
     if cohort.n == 0:
         raise DataError(f"no subject finished (see {run_dir / 'errors.csv'}); nothing to report")
@@ -84,9 +100,8 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
     }
     if interrogation is not None:
         merge_into_audit(audit, interrogation)
-    t0 = time.perf_counter()
-    report_stage(audit, cohort, config, run_dir)
-    audit["run"]["timings_s"]["report"] = round(time.perf_counter() - t0, 3)
+    timed("report", report_stage, audit, cohort, config, run_dir)
+    audit["run"]["timings_s"]["report"] = round(timings["report"], 3)
     audit["artifacts"].update({"report_html": "report.html", "report_md": "report.md"})
     write_json(run_dir / "audit.json", audit)
     return audit
