@@ -90,16 +90,19 @@ def estimate_max_batch(
 
 def tune_max_batch(
     model: torch.nn.Module, sample: torch.Tensor, cap: int, precision: torch.dtype | None = None,
-    budget_s: float = 15.0, clock=time.perf_counter,
+    budget_s: float = 15.0, clock=time.perf_counter, repeats: int = 3, patience: int = 2,
 ) -> tuple[int, dict[int, float]]:
     """The batch size, at most ``cap``, with the highest forward+backward throughput.
 
     Bigger is not always faster. On 2 CPU cores a MONAI ResNet-18 at 64^3 ran 0.54 samples/s
     at batch 2 and 0.36 at batch 8, and xaudit's passes at the memory-bound batch of 16 ran at
     0.75 of the best rate; at 32^3 with a quarter of the channels, 16 was the fastest. This
-    times one forward+backward to the input (what the gradient methods run) at 1, 2, 4, ...
-    up to ``cap``, after a warm-up, and stops when throughput falls more than 10 % below the
-    best so far or when the next size would overrun ``budget_s`` seconds.
+    times forward+backward to the input (what the gradient methods run) at 1, 2, 4, ... up to
+    ``cap``, after a warm-up, ``repeats`` times per size keeping the fastest (a busy machine
+    only ever slows a timing down, so one slow sample cannot make a size look bad), and stops
+    when ``patience`` sizes in a row run more than 10 % below the best so far, or when the
+    next size would overrun ``budget_s`` seconds. (Measured: with one timing per size a
+    noisy 2-core machine picked batch 1 in one run and 8 in the next on the same model.)
 
     ``clock`` is the timer (seconds); tests pass a simulated one.
 
@@ -125,14 +128,16 @@ def tune_max_batch(
     start = clock()
     seconds(1)  # warm-up: the first call allocates and picks kernels
     rates: dict[int, float] = {}
+    worse = 0
     for size in sizes:
         if rates:
             previous = max(rates)
-            expected = previous / rates[previous] * size / previous
+            expected = repeats * previous / rates[previous] * size / previous
             if clock() - start + expected > budget_s:
                 break
-        rates[size] = size / max(seconds(size), 1e-9)
-        if rates[size] < 0.9 * max(rates.values()):
+        rates[size] = size / max(min(seconds(size) for _ in range(repeats)), 1e-9)
+        worse = worse + 1 if rates[size] < 0.9 * max(rates.values()) else 0
+        if worse >= patience:
             break
     return max(rates, key=rates.get), rates
 
