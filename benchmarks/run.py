@@ -153,11 +153,17 @@ def rss_child(config_path: str) -> None:
 
     peak, current = {}, []
 
-    def progress(total):
-        def advance(n):  # called as subjects finish; the last call ends the per-subject pass
-            peak["subject_pass_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            current.append(psutil.Process().memory_info().rss / 2**20)
-        return advance
+    from xaudit.core.progress import Step
+
+    class Measured(Step):
+        def advance(self, n: int = 1, detail: str | None = None) -> None:
+            super().advance(n, detail)
+            if self.label == "subjects" and n:  # as subjects finish; the last call ends the per-subject pass
+                peak["subject_pass_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                current.append(psutil.Process().memory_info().rss / 2**20)
+
+    def progress(label, total):
+        return Measured(label, total)
 
     result = run_audit(load_config(config_path), progress=progress)
     peak["run_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

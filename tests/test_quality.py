@@ -182,3 +182,26 @@ def test_randomisation_groups_and_named_containers():
     assert len(grouped["steps"]) == 3
     with pytest.raises(ConfigError, match="Did you mean 'features'"):
         randomisation_sanity(net, inputs, targets, get_method("saliency")(), layers_order=["featurs"])
+
+
+def test_the_quality_stage_keeps_to_its_time_budget(tmp_path):
+    from conftest import make_cohort, make_config
+    from xaudit.config import load_config
+    from xaudit.data.cohort import load_cohort
+    from xaudit.core.outputs import RunDirectory
+    from xaudit.stages.quality import quality_stage
+    from xaudit.stages.validate import validate_setup
+    from xaudit.workflows.audit import RunOptions, run_audit
+
+    manifest = make_cohort(tmp_path / "cohort", n=4)
+    methods = {"saliency": {}, "integrated_gradients": {"steps": 4}}
+    config = load_config(make_config(tmp_path, manifest, methods=methods, quality={"subjects": 2}))
+    run = run_audit(config, RunOptions(output=tmp_path / "run"))
+    scored = run.audit["attribution"]["quality"]["methods"]
+    assert all("deletion_auc" in scored[m] for m in methods)  # the default budget (>= 30 s) fits both
+    setup = validate_setup(config)
+    cohort = load_cohort(RunDirectory(run.run_dir), setup.subjects, config.model.classes, [])
+    result = quality_stage(setup, cohort, config.quality, 4, budget_s=0.0)
+    first, second = [run.name for run in setup.methods]
+    assert "deletion_auc" in result.methods[first]  # the first method always runs
+    assert result.methods[second]["skipped"].startswith("time budget")

@@ -8,6 +8,7 @@ and by the cascading model-parameter randomisation test (Adebayo et al. 2018).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -40,8 +41,13 @@ class QualityResult:
         return {"skipped": self.skipped} if self.skipped else {"subjects": self.subjects, "methods": self.methods}
 
 
-def quality_stage(setup, cohort, qcfg, max_batch: int) -> QualityResult:
-    """Deletion/insertion AUCs and randomisation correlations per method, on ``quality.subjects`` subjects."""
+def quality_stage(setup, cohort, qcfg, max_batch: int, budget_s: float | None = None) -> QualityResult:
+    """Deletion/insertion AUCs and randomisation correlations per method, on ``quality.subjects`` subjects.
+
+    ``budget_s``: methods are scored in the configured order (the first always) while the
+    stage has run less than this long; the others are skipped with the reason (None: no budget).
+    """
+    start = time.perf_counter()
     if not qcfg.subjects or setup is None:
         return QualityResult(skipped="quality.subjects is 0" if setup is not None else "model not loaded")
     chosen = sample_subjects(cohort.subjects, qcfg.subjects)
@@ -63,6 +69,12 @@ def quality_stage(setup, cohort, qcfg, max_batch: int) -> QualityResult:
                        [s.subject_id for s in chosen[: len(images)]])
     methods = {}
     for run in setup.methods:
+        elapsed = time.perf_counter() - start
+        if budget_s is not None and elapsed > budget_s and methods:  # the first method always runs
+            methods[run.name] = {"skipped": f"time budget: the quality stage had run {elapsed:.0f} s of its"
+                                            f" {budget_s:.0f} s (quality.budget x the subject pass's time)"}
+            log.info("quality check of %s skipped: over the stage's time budget (%.0f s)", run.name, budget_s)
+            continue
         try:
             methods[run.name] = _score_method(model, x, targets, run, ctx, qcfg, max_batch)
         except XauditError as exc:

@@ -80,7 +80,8 @@ def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -
     rules = timed("rules", rules_stage, cohort, config.rules, run_dir, setup)
     bias = timed("bias", bias_stage, cohort, config.bias, list(config.attribution.methods), rules.feature_importances)
     if setup is not None:
-        quality = timed("quality", quality_stage, setup, cohort, config.quality, pass_batch(run_dir, config))
+        budget = max(30.0, config.quality.budget * timings["subject_pass"]) if "subject_pass" in timings else None
+        quality = timed("quality", quality_stage, setup, cohort, config.quality, pass_batch(run_dir, config), budget)
         attribution = dataclasses.replace(attribution, quality=quality.to_dict())
     interrogation = None
     if setup is not None and config.interrogate is not None:
