@@ -145,8 +145,23 @@ def load_record(path: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+#: written first into every run directory: what marks a folder as xaudit's to write into,
+#: and the ledger of files the run owns beyond its fixed names (e.g. the report's figures)
+RUN_MARKER = ".xaudit-run.json"
+
+
+def _xaudit_named(name: str) -> bool:
+    """A lock or temporary file of a run just starting in the same folder (a parallel shard)."""
+    return name == ".lock" or name.startswith(".lock-") or TEMP_PATTERN.match(name) is not None
+
+
 class RunDirectory:
-    """Paths of a run's output contract (see the README's "Output layout")."""
+    """Paths of a run's output contract (see the README's "Output layout").
+
+    xaudit writes only into a new or empty folder, or one that holds ``.xaudit-run.json``
+    (or, from before the marker, ``config.resolved.yaml``); clean-up removes only files the
+    run recorded in that marker as its own (`own`, `owned`).
+    """
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -170,14 +185,82 @@ class RunDirectory:
             return set()
         return {p.name[: -len(".npz")] for p in self.subjects_dir.glob("*.npz") if not p.name.startswith(".")}
 
-    def prepare(self, resume: bool) -> None:
-        """Create the directory; refuse to mix a fresh run into an existing one."""
+    def is_run(self) -> bool:
+        """Whether the folder is an xaudit run (its marker, or a run from before the marker)."""
+        return (self.root / RUN_MARKER).is_file() or (self.root / "config.resolved.yaml").is_file()
+
+    def claim(self, allow_foreign: bool = False) -> None:
+        """Create the folder and its marker; refuse a non-empty folder that is not a run.
+
+        Args:
+            allow_foreign: accept a non-empty folder anyway (merge into a folder that holds
+                the shards it merges, as `xaudit submit` lays them out).
+
+        Raises:
+            OutputError: the folder holds files xaudit did not write, or cannot be written.
+        """
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _output_error(self.root, exc) from None
         if not os.access(self.root, os.W_OK):
             raise OutputError(f"{self.root}: permission denied; choose a writable output directory (-o)")
+        if self.is_run():
+            if not (self.root / RUN_MARKER).is_file():
+                self._write_marker()
+            return
+        if not allow_foreign and any(not _xaudit_named(p.name) for p in self.root.iterdir()):
+            raise OutputError(
+                f"{self.root} is not empty and is not an xaudit run (no {RUN_MARKER}); xaudit writes only into a"
+                " new or empty folder or its own run: choose another output directory (-o)"
+            )
+        self._write_marker()
+
+    def _write_marker(self) -> None:
+        """Create the marker unless another writer (a parallel shard) just did."""
+        marker = self.root / RUN_MARKER
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise _output_error(marker, exc) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"xaudit_run": 1, "created_by": WRITER, "owned": {}}, fh)
+            fh.write("\n")
+
+    def owned(self, kind: str) -> set[str]:
+        """Names (relative to the run) of files of ``kind`` the run recorded as its own."""
+        try:
+            data = json.loads((self.root / RUN_MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return set()
+        names = (data.get("owned") or {}).get(kind) if isinstance(data, dict) else None
+        return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+    def own(self, kind: str, names: set[str]) -> None:
+        """Record ``names`` as the run's files of ``kind`` (replacing the previous record)."""
+        marker = self.root / RUN_MARKER
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {"xaudit_run": 1}
+        data = data if isinstance(data, dict) else {"xaudit_run": 1}
+        data.setdefault("owned", {})[kind] = sorted(names)
+        write_json(marker, data)
+
+    def remove_owned_except(self, kind: str, keep: set[str]) -> None:
+        """Delete the files of ``kind`` the run recorded and no longer writes; record ``keep``."""
+        stale = self.owned(kind) - keep
+        self.own(kind, keep)
+        for name in stale:
+            path = self.root / name
+            if ".." not in Path(name).parts and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+
+    def prepare(self, resume: bool) -> None:
+        """Create (or claim) the directory; refuse to mix a fresh run into an existing one."""
+        self.claim()
         if not resume and self.completed():
             raise OutputError(
                 f"{self.root} already holds a run ({len(self.completed())} finished subjects);"

@@ -35,7 +35,8 @@ def merge_runs(shard_dirs: list[Path], output: Path):
     if len(set(hashes.values())) != 1:
         raise OutputError(f"shards come from different configs (config hashes {hashes}); merge shards of one run only")
     out = RunDirectory(output)
-    out.root.mkdir(parents=True, exist_ok=True)
+    # `xaudit submit` puts the shards inside the merged run's folder (OUT/shards/i)
+    out.claim(allow_foreign=any(out.root.resolve() in d.resolve().parents for d in shard_dirs))
     lock = out.lock()
     try:
         for d in shard_dirs:
