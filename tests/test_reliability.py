@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import torch
 import pytest
 from typer.testing import CliRunner
 
@@ -56,3 +57,50 @@ def test_a_re_render_removes_only_figures_the_run_recorded(tmp_path):
     assert mine.read_bytes() == b"the user's own"
     assert not (figures / "mean_map_gone.png").exists()
     assert sorted(p.name for p in figures.glob("*.png")) == sorted([*recorded, mine.name])
+
+
+def test_a_checkpoint_of_other_widths_is_a_model_error_exit_2(tmp_path):
+    import tiny_nets
+
+    wide = tiny_nets.TinyCNN(3, 1, 2, width=8)
+    torch.save(wide.state_dict(), tmp_path / "wide.pth")
+    manifest = make_cohort(tmp_path / "c", n=4)
+    config = make_config(tmp_path, manifest, methods={"saliency": {}},
+                         model={"factory": {"function": "tiny_nets:build", "checkpoint": str(tmp_path / "wide.pth")},
+                                "classes": ["healthy", "lesion"], "layer": "features.3"})
+    result = runner.invoke(app, ["validate", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "other sizes" in result.output and "features.0.weight" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_an_unexpected_error_exits_3_with_one_line_and_a_crash_file(tmp_path, monkeypatch):
+    import tempfile
+
+    import xaudit.workflows.finish as finish
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(finish, "rules_stage", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4), methods={"saliency": {}})
+    result = runner.invoke(app, ["run", str(config), "-q"])
+    assert result.exit_code == 3, result.output
+    assert "unexpected ZeroDivisionError: a bug" in result.output and "Traceback" not in result.output
+    crashes = list((tmp_path / "run").glob("crash-*.txt"))
+    assert len(crashes) == 1 and "ZeroDivisionError" in crashes[0].read_text() and "Traceback" in crashes[0].read_text()
+    # before a run directory exists, the crash file goes to the temp folder
+    monkeypatch.setattr("xaudit.stages.validate.validate_setup", broken)
+    monkeypatch.setattr("xaudit.workflows.audit.validate_setup", broken)
+    result = runner.invoke(app, ["run", str(config), "-q", "-o", str(tmp_path / "new")])
+    assert result.exit_code == 3 and not (tmp_path / "new").exists()
+    assert len(list((tmp_path / "tmp").glob("crash-*.txt"))) == 1
+
+
+def test_a_memory_error_has_a_message():
+    from xaudit.errors import reason_of
+
+    assert "out of memory" in reason_of(MemoryError())
+    assert reason_of(ValueError()) == "ValueError"

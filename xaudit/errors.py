@@ -62,3 +62,37 @@ def choices_message(kind: str, name: str, choices: Iterable[str]) -> str:
     choices = sorted(str(c) for c in choices)
     shown = choices if len(choices) <= 40 else choices[:40] + [f"... ({len(choices) - 40} more)"]
     return f"Unknown {kind} {name!r}. Valid {kind}s are {shown}.{did_you_mean(name, choices)}"
+
+
+OUT_OF_MEMORY = ("out of memory (an image, a batch or a result did not fit in RAM): lower `data.batch_size` or "
+                 "`data.max_image_gb`, downsample with `data.transforms`, or use a machine with more memory")
+
+
+def short(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: how every message echoes a given value."""
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > 50:
+        kind = type(value).__name__
+        return f"<{kind} of {len(value)} items>"
+    try:
+        text = repr(value)
+    except RecursionError:
+        return f"<recursive {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 12] + f"... ({len(text)} chars)"
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's first message line, cut to ``limit``; never empty (MemoryError has no message)."""
+    if isinstance(exc, MemoryError):
+        return OUT_OF_MEMORY
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    return lines[0] if len(lines[0]) <= limit else lines[0][: limit - 3] + "..."
+
+
+def reason_of(exc: BaseException, limit: int = 500) -> str:
+    """``Type: first line`` for an unexpected exception, or the message of one of xaudit's own."""
+    if isinstance(exc, XauditError):
+        return " ".join(str(exc).split())[:limit]
+    message = first_line(exc, limit)
+    return message if message == type(exc).__name__ else f"{type(exc).__name__}: {message}"

@@ -28,7 +28,7 @@ from monai.transforms import (
 
 from xaudit.data.manifest import Subject
 from xaudit.config.user_code import import_object
-from xaudit.errors import ConfigError, DataError
+from xaudit.errors import ConfigError, DataError, first_line
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -95,7 +95,7 @@ def read_channel(path, spatial_dims: int) -> MetaTensor:
             warnings.simplefilter("ignore")
             img = _loader(name)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data error for this file
-        raise DataError(f"{name}: cannot read image ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise DataError(f"{name}: cannot read image ({type(exc).__name__}: {first_line(exc, 200)})") from None
     while img.ndim - 1 > spatial_dims and img.shape[-1] == 1:
         img = img[..., 0]
     if img.ndim - 1 != spatial_dims:
@@ -131,7 +131,7 @@ def load_subject(subject: Subject, transforms, spatial_dims: int) -> LoadedImage
     try:
         out = transforms(image)
     except Exception as exc:  # noqa: BLE001 - MONAI names the failing transform in its message
-        raise DataError(f"{subject.images[0]}: preprocessing failed: {str(exc).splitlines()[0][:300]}") from None
+        raise DataError(f"{subject.images[0]}: preprocessing failed: {first_line(exc, 300)}") from None
     affine = out.affine if isinstance(out, MetaTensor) else image.affine
     affine = to_affine_nd(spatial_dims, np.asarray(affine, dtype=np.float64))
     tensor = torch.as_tensor(out.as_tensor() if isinstance(out, MetaTensor) else out, dtype=torch.float32)
@@ -150,7 +150,7 @@ def read_mask(path, spatial_dims: int) -> np.ndarray:
     try:
         data = np.asanyarray(nib.load(str(path)).dataobj)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path}: cannot read mask ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise DataError(f"{path}: cannot read mask ({type(exc).__name__}: {first_line(exc, 200)})") from None
     while data.ndim > spatial_dims and data.shape[-1] == 1:
         data = data[..., 0]
     return np.asarray(data) > 0
@@ -165,7 +165,7 @@ def infer_spatial_dims(data_cfg, model_cfg, first_image) -> int:
     try:
         shape = [s for s in nib.load(str(first_image)).shape]
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{first_image}: cannot read image header ({str(exc).splitlines()[0][:200]})") from None
+        raise DataError(f"{first_image}: cannot read image header ({first_line(exc, 200)})") from None
     while len(shape) > 2 and shape[-1] == 1:
         shape.pop()
     if len(shape) not in (2, 3):

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from xaudit.core.ids import safe_file_id
-from xaudit.errors import DataError, did_you_mean
+from xaudit.errors import DataError, did_you_mean, first_line
 
 
 
@@ -83,7 +83,7 @@ def read_manifest_csv(path: Path) -> pd.DataFrame:
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"manifest {str(path)!r} is not a readable CSV: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"manifest {str(path)!r} is not a readable CSV: {first_line(exc)}") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     frame.index = np.arange(2, len(frame) + 2)
     return frame

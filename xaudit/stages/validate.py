@@ -18,7 +18,7 @@ from xaudit.attribution.engine import MethodRun, build_methods
 from xaudit.data import build_transforms, infer_spatial_dims, load_manifest, load_subject
 from xaudit.data.loading import NIFTI_SUFFIXES, check_voxels
 from xaudit.data.manifest import Subject
-from xaudit.errors import DataError, XauditError
+from xaudit.errors import DataError, XauditError, first_line
 from xaudit.models.features import FeatureSpec, feature_spec
 from xaudit.models.loading import LoadedModel, check_output, find_layer, load_model, resolve_device, unwrapped
 
@@ -135,7 +135,7 @@ def header_problem(s: Subject, spatial_dims: int) -> dict | None:
         try:
             shape = list(nib.load(str(path)).shape)
         except Exception as exc:  # noqa: BLE001 - any reader failure
-            return _problem(s, "validate", f"{path}: unreadable NIfTI ({str(exc).splitlines()[0][:150]}); re-export the file")
+            return _problem(s, "validate", f"{path}: unreadable NIfTI ({first_line(exc, 150)}); re-export the file")
         while len(shape) > spatial_dims and shape[-1] == 1:
             shape.pop()
         if len(shape) != spatial_dims:
@@ -152,7 +152,7 @@ def voxel_problem(s: Subject, spatial_dims: int) -> dict | None:
         try:
             data = np.asanyarray(nib.load(str(path)).dataobj)
         except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
-            return _problem(s, "validate", f"{path}: cannot read voxels ({str(exc).splitlines()[0][:150]})")
+            return _problem(s, "validate", f"{path}: cannot read voxels ({first_line(exc, 150)})")
         try:
             check_voxels(path, torch.from_numpy(np.asarray(data, dtype=np.float32)))
         except DataError as exc:
