@@ -104,3 +104,53 @@ def test_a_memory_error_has_a_message():
 
     assert "out of memory" in reason_of(MemoryError())
     assert reason_of(ValueError()) == "ValueError"
+
+
+def _bomb(depth: int = 7) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, depth)]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("where", ["report:\n  title: *a6", "data:\n  group_columns: *a6",
+                                   "attribution:\n  methods:\n    saliency: {absolute: *a6}", "interrogate: *a6"])
+def test_yaml_alias_bombs_are_refused_quickly(tmp_path, where):
+    import time
+
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=2))
+    text = config.read_text()
+    bomb = "\n".join(line for line in text.splitlines() if not line.startswith(where.split(":")[0] + ":"))
+    config.write_text("x-anchors:\n" + "\n".join("  " + line for line in _bomb().splitlines()) + "\n" + bomb + "\n" + where + "\n")
+    assert len(config.read_bytes()) < 4000
+    import xaudit.stages.validate  # noqa: F401 - the import (torch, MONAI) is not what is timed
+
+    t0 = time.perf_counter()
+    result = runner.invoke(app, ["validate", str(config)])
+    assert time.perf_counter() - t0 < 5
+    assert result.exit_code == 2, result.output
+    assert "YAML aliases expand to more than" in result.output and len(result.output) < 600
+
+
+def test_recursive_aliases_and_set_bombs_are_config_errors(tmp_path):
+    from xaudit.config import load_config
+    from xaudit.errors import ConfigError
+
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=2))
+    with pytest.raises(ConfigError, match="expand to more than"):
+        load_config(config, ["report.title=" + "{" + _bomb().replace("\n", ", ") + "}"])
+    with pytest.raises(ConfigError, match="refers to itself"):
+        load_config(config, ["report.title=&a [*a]"])
+    # a small, legitimate alias still works
+    assert load_config(config, ["data.group_columns=[&s site]"]).data.group_columns == ["site"]
+
+
+def test_values_echoed_in_config_errors_are_short(tmp_path):
+    from xaudit.config import load_config
+    from xaudit.errors import ConfigError
+
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=2))
+    with pytest.raises(ConfigError) as info:
+        load_config(config, ["attribution.target=" + "x" * 100_000, "data.batch_size=" + "y" * 100_000,
+                             "attribution.methods.saliency=" + "[" + ",".join(["1"] * 10_000) + "]"])
+    message = str(info.value)
+    assert len(message) < 2000 and "chars)" in message

@@ -53,6 +53,8 @@ class SubjectError(XauditUsageError):
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return ' Did you mean 'x'?' for the closest choice, or ''."""
+    if len(str(name)) > 100:  # difflib is quadratic; nothing that long is a typo of a name
+        return ""
     close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
 
@@ -61,7 +63,7 @@ def choices_message(kind: str, name: str, choices: Iterable[str]) -> str:
     """'Unknown method 'x'. Valid methods are [...]. Did you mean 'y'?'"""
     choices = sorted(str(c) for c in choices)
     shown = choices if len(choices) <= 40 else choices[:40] + [f"... ({len(choices) - 40} more)"]
-    return f"Unknown {kind} {name!r}. Valid {kind}s are {shown}.{did_you_mean(name, choices)}"
+    return f"Unknown {kind} {short(name)}. Valid {kind}s are {shown}.{did_you_mean(name, choices)}"
 
 
 OUT_OF_MEMORY = ("out of memory (an image, a batch or a result did not fit in RAM): lower `data.batch_size` or "

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from xaudit._version import __version__
-from xaudit.config import Config, apply_override, config_from_dict
+from xaudit.config import Config, apply_override, config_from_dict, load_yaml
 from xaudit.config.user_code import IMPORT_DIRS, add_import_dir
 from xaudit.core.outputs import RunDirectory, write_text
 from xaudit.errors import OutputError
@@ -33,7 +33,7 @@ def check_same_subject_config(run_dir: RunDirectory, config: Config) -> None:
     finished = run_dir.completed()
     if not path.is_file() or not finished:
         return
-    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    old = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     new = config.to_dict()
     diffs = [d for section in PER_SUBJECT_SECTIONS for d in _differences(old.get(section), new.get(section), section)]
     if diffs:
@@ -100,7 +100,7 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Config
     path = Path(run_dir) / "config.resolved.yaml"
     if not path.is_file():
         raise OutputError(f"{run_dir} is not an xaudit run directory (no config.resolved.yaml)")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = load_yaml(path.read_text(encoding="utf-8"), str(path))
     for folder in (raw.pop("provenance", None) or {}).get("import_dirs") or []:
         add_import_dir(folder)  # the factory module next to the original config
     for item in overrides or []:
@@ -117,4 +117,4 @@ def run_provenance(run_dir: Path | str) -> dict:
     path = Path(run_dir) / "config.resolved.yaml"
     if not path.is_file():
         raise OutputError(f"{run_dir} is not an xaudit run directory (no config.resolved.yaml)")
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("provenance") or {}
+    return (load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}).get("provenance") or {}

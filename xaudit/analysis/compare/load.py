@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from xaudit.analysis.rules.result import RulesResult
+from xaudit.config import load_yaml
 from xaudit.core import versions
 from xaudit.core.ids import safe_file_id
 from xaudit.errors import DataError, OutputError
@@ -144,8 +144,8 @@ def _read_config(path: Path) -> dict:
     if not file.is_file():
         raise OutputError(f"{path} is not an xaudit run directory (no config.resolved.yaml)")
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        raw = load_yaml(file.read_text(encoding="utf-8"), str(file))
+    except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{file}: cannot read it as YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise DataError(f"{file}: expected a mapping at the top level")
