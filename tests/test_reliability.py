@@ -154,3 +154,42 @@ def test_values_echoed_in_config_errors_are_short(tmp_path):
                              "attribution.methods.saliency=" + "[" + ",".join(["1"] * 10_000) + "]"])
     message = str(info.value)
     assert len(message) < 2000 and "chars)" in message
+
+
+def test_csv_cells_that_would_run_as_formulas_are_neutralised(tmp_path):
+    import csv
+    import json
+
+    manifest = make_cohort(tmp_path / "c", n=6)
+    frame = pd.read_csv(manifest)
+    frame.loc[0, "subject_id"] = '=HYPERLINK("http://x","y")'
+    frame.loc[1, "subject_id"] = "=cmd|' /C calc'!A0"
+    frame.loc[1, "image"] = "images/missing.nii.gz"
+    frame["site"] = frame["site"].map({"A": "@SUM(1+1)", "B": "-2"})
+    frame.to_csv(manifest, index=False)
+    config = make_config(tmp_path, manifest, methods={"saliency": {}})
+    result = runner.invoke(app, ["run", str(config), "-q", "--set", "quality.subjects=0"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+    for name in ("predictions.csv", "errors.csv", "features.csv"):
+        with open(run / name, newline="") as fh:
+            cells = [cell for row in csv.reader(fh) for cell in row]
+        assert not [c for c in cells if c[:1] in "=+@\t\r" or (c[:1] == "-" and c != "-2" and not c[1:2].isdigit())], name
+    predictions = pd.read_csv(run / "predictions.csv", dtype=str, keep_default_na=False)
+    assert "'=HYPERLINK(\"http://x\",\"y\")" in set(predictions["subject_id"])
+    assert set(predictions["site"]) == {"'@SUM(1+1)", "-2"}
+    errors = pd.read_csv(run / "errors.csv", dtype=str, keep_default_na=False)
+    assert list(errors["subject_id"]) == ["'=cmd|' /C calc'!A0"]
+    audit = json.loads((run / "audit.json").read_text())
+    assert audit["counts"]["failed"] == 1  # errors.csv read back as the ids it was given
+    text = (run / "audit.json").read_text()
+    assert "@SUM(1+1)" in text and "\"'@SUM" not in text and "''@SUM" not in text  # JSON keeps the values exact
+
+
+@pytest.mark.parametrize("value", ["=1+1", "'=1", "''@x", "-1.5", "+3", "-", "-x", "\tx", "plain", "'quoted", ""])
+def test_spreadsheet_escaping_round_trips(value):
+    from xaudit.core.outputs import spreadsheet_safe, unescape_cell
+
+    written = spreadsheet_safe(value)
+    assert unescape_cell(written) == value
+    assert not (written[:1] in ("=", "+", "-", "@", "\t") and written not in ("-1.5", "+3"))

@@ -126,11 +126,45 @@ def write_json(path: Path | str, obj: Any) -> Path:
 
 
 def write_csv(path: Path | str, header: list[str], rows: list[list[Any]]) -> Path:
+    """A CSV whose text cells cannot run as spreadsheet formulas (see `spreadsheet_safe`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow([spreadsheet_safe(h) for h in header])
+    writer.writerows([spreadsheet_safe(v) for v in row] for row in rows)
     return write_text(path, buffer.getvalue())
+
+
+# a cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (OWASP)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _armed(text: str) -> bool:
+    if not text.startswith(_FORMULA_START):
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return True
+    return False  # a plain number (-1.5, +3) stays a number
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """OWASP CSV-injection defence: a text cell that would start a formula gets a leading ``'``.
+
+    Numbers (and text that is a plain number, e.g. ``-0.5``) are unchanged. Text that already
+    starts with quotes before a formula character gets one more, so `unescape_cell` gives
+    back exactly the value written; JSON outputs keep values as they are.
+    """
+    if isinstance(value, str) and _armed(value.lstrip("'")):
+        return "'" + value
+    return value
+
+
+def unescape_cell(text: str) -> str:
+    """The value `spreadsheet_safe` was given, from a cell xaudit wrote."""
+    if isinstance(text, str) and text.startswith("'") and _armed(text.lstrip("'")):
+        return text[1:]
+    return text
 
 
 def save_record(path: Path, arrays: dict[str, np.ndarray]) -> Path:

@@ -18,7 +18,7 @@ from xaudit._version import __version__
 from xaudit.core import versions
 from xaudit.core.cohort import feature_names_of, load_cohort, write_features, write_predictions
 from xaudit.core.ids import safe_file_id
-from xaudit.core.outputs import RunDirectory, write_json
+from xaudit.core.outputs import RunDirectory, unescape_cell, write_json
 from xaudit.core.provenance import run_provenance
 from xaudit.errors import DataError, OutputError
 from xaudit.stages.attribution import attribution_stage
@@ -117,7 +117,7 @@ def count_failed(run_dir: RunDirectory) -> int:
     failed = set()
     for path in Path(run_dir.root).glob("errors*.csv"):
         with open(path, newline="", encoding="utf-8") as fh:
-            failed |= {row["subject_id"] for row in csv.DictReader(fh)}
+            failed |= {unescape_cell(row["subject_id"]) for row in csv.DictReader(fh)}
     return len({f for f in failed if safe_file_id(f) not in done})
 
 

@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from xaudit.core.ids import safe_file_id
-from xaudit.core.outputs import RunDirectory, write_csv, write_text
+from xaudit.core.outputs import RunDirectory, unescape_cell, write_csv, write_text
 from xaudit.core.provenance import load_run_config, run_provenance
 from xaudit.data import load_manifest
 from xaudit.errors import OutputError, XauditError
@@ -99,8 +99,8 @@ def _merge_errors(shard_dirs: list[Path], out: RunDirectory) -> None:
         for path in sorted(Path(d).glob("errors*.csv")):
             with open(path, newline="", encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
-                    sid = row["subject_id"]
+                    sid = unescape_cell(row["subject_id"])
                     if sid not in seen and safe_file_id(sid) not in done:
                         seen.add(sid)
-                        rows.append([sid, row.get("manifest_line", ""), row.get("stage", ""), row.get("reason", "")])
+                        rows.append([sid, row.get("manifest_line", ""), row.get("stage", ""), unescape_cell(row.get("reason", ""))])
     write_csv(out / "errors.csv", ["subject_id", "manifest_line", "stage", "reason"], rows)
