@@ -193,3 +193,68 @@ def test_spreadsheet_escaping_round_trips(value):
     written = spreadsheet_safe(value)
     assert unescape_cell(written) == value
     assert not (written[:1] in ("=", "+", "-", "@", "\t") and written not in ("-1.5", "+3"))
+
+
+def _header_only(path: Path, shape, dtype, zooms=(1.0, 1.0, 1.0), affine=None) -> Path:
+    """A .nii.gz of a few KiB whose header declares ``shape`` (the voxels are never written)."""
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
+    header.set_zooms(zooms)
+    header.set_sform(np.diag([*zooms, 1.0]) if affine is None else affine, code=1)
+    header.set_qform(None)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header.binaryblock + b"\0" * 4 + b"\0" * 4096)
+    return path
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
+    import numpy as np
+
+    manifest = make_cohort(tmp_path / "c", n=6)
+    frame = pd.read_csv(manifest)
+    bomb = _header_only(manifest.parent / frame.loc[2, "image"], (1280, 1280, 1280), np.float64)
+    assert bomb.stat().st_size < 64 * 1024
+    config = make_config(tmp_path, manifest, methods={"saliency": {}})
+    result = runner.invoke(app, ["validate", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "15.6 GiB" in result.output and "data.max_image_gb" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["run", str(config), "-q", "--set", "quality.subjects=0"])
+    assert result.exit_code == 0, result.output
+    errors = pd.read_csv(tmp_path / "run" / "errors.csv")
+    assert list(errors["subject_id"]) == [frame.loc[2, "subject_id"]] and "data.max_image_gb" in errors["reason"][0]
+    # the limit is the user's to raise: a real 4 KiB-voxel image under a 1 KiB limit is refused
+    from xaudit.data.loading import check_header
+    from xaudit.errors import DataError
+
+    with pytest.raises(DataError, match="max_image_gb"):
+        check_header(manifest.parent / frame.loc[0, "image"], 3, max_bytes=1024)
+
+
+def test_bad_voxel_sizes_affines_and_special_files_are_named_at_validation(tmp_path):
+    import os
+
+    import numpy as np
+
+    manifest = make_cohort(tmp_path / "c", n=8)
+    frame = pd.read_csv(manifest)
+    image = lambda i: manifest.parent / frame.loc[i, "image"]  # noqa: E731
+    _header_only(image(0), (12, 14, 10), np.float32, zooms=(1.0, 0.0, 1.0))
+    _header_only(image(1), (12, 14, 10), np.float32, affine=np.diag([1.0, 1.0, np.nan, 1.0]))
+    _header_only(image(2), (12, 14, 10), np.float32, affine=np.array([[1.0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    image(3).unlink()
+    os.mkfifo(image(3))
+    image(4).unlink()
+    image(4).symlink_to("/dev/zero")
+    config = make_config(tmp_path, manifest, methods={"saliency": {}})
+    result = runner.invoke(app, ["validate", str(config)])
+    assert result.exit_code == 2, result.output
+    out = " ".join(result.output.split())
+    assert "5 subjects have problems" in out
+    assert "pixdim" in out and "NaN/Inf" in out and "singular" in out
+    assert out.count("not a regular file") == 2 and "file not found" not in out

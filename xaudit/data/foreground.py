@@ -23,7 +23,7 @@ def preprocessed_foreground(subject: Subject, loaded: LoadedImage, spatial_dims:
     shape = tuple(loaded.tensor.shape[1:])
     if subject.mask is not None:
         mask_affine, _mask_shape, _img = native_grid(subject.mask, spatial_dims)
-        mask = torch.from_numpy(read_mask(subject.mask, spatial_dims).astype(np.float32))
+        mask = torch.from_numpy(read_mask(subject.mask, spatial_dims, subject.max_image_bytes).astype(np.float32))
         on_grid = resample_between_grids(mask, mask_affine, loaded.affine, shape, mode="nearest") > 0.5
         if not on_grid.any():
             what = "is empty" if not mask.any() else "does not overlap the image (compare the two files' affines)"

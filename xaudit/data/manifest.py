@@ -12,6 +12,7 @@ import pandas as pd
 from xaudit.core.ids import safe_file_id
 from xaudit.errors import DataError, did_you_mean, first_line
 
+DEFAULT_MAX_IMAGE_BYTES = 4 << 30  # `data.max_image_gb` = 4
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Subject:
         split: the split value, or "".
         mask: foreground/brain mask path, or None.
         rois: ROI name -> mask path.
+        max_image_bytes: the largest image read for this subject (``data.max_image_gb``).
     """
 
     subject_id: str
@@ -39,6 +41,7 @@ class Subject:
     split: str = ""
     mask: Path | None = None
     rois: dict[str, Path] = field(default_factory=dict)
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 
 
 def load_manifest(data_cfg, classes: list[str], check_files: bool = True) -> list[Subject]:
@@ -148,6 +151,7 @@ def _subject_from_row(row: pd.Series, line: int, data_cfg, classes: list[str], b
         split=split,
         mask=mask,
         rois=rois,
+        max_image_bytes=int(data_cfg.max_image_gb * (1 << 30)),
     )
 
 

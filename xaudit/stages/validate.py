@@ -16,7 +16,7 @@ import torch
 
 from xaudit.attribution.engine import MethodRun, build_methods
 from xaudit.data import build_transforms, infer_spatial_dims, load_manifest, load_subject
-from xaudit.data.loading import NIFTI_SUFFIXES, check_voxels
+from xaudit.data.loading import NIFTI_SUFFIXES, check_file, check_header, check_voxels
 from xaudit.data.manifest import Subject
 from xaudit.errors import DataError, XauditError, first_line
 from xaudit.models.features import FeatureSpec, feature_spec
@@ -68,6 +68,8 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
         raise DataError(f"no readable image in {config.data.manifest}: {problems[0]['reason']}")
     spatial_dims = infer_spatial_dims(config.data, config.model, readable[0].images[0])
     problems += [p for s in readable if (p := header_problem(s, spatial_dims))]
+    if deep and problems:  # name missing files and bad headers before decoding every image
+        _raise_or_keep(problems, subjects, strict=True)
     if deep:  # one problem per subject: a file whose header failed is not read again
         flagged = {p["subject_id"] for p in problems}
         problems += [p for s in readable if s.subject_id not in flagged and (p := voxel_problem(s, spatial_dims))]
@@ -120,29 +122,32 @@ def _paths(s: Subject):
 
 
 def file_problem(s: Subject) -> dict | None:
-    """A missing file or one that is not NIfTI by name."""
+    """A missing file, one that is not a regular file, or not NIfTI by name."""
     for path in _paths(s):
-        if not path.is_file():
-            return _problem(s, "validate", f"{path}: file not found; fix the path in the manifest")
+        try:
+            check_file(path)
+        except DataError as exc:
+            return _problem(s, "validate", str(exc))
         if not str(path).endswith(NIFTI_SUFFIXES):
             return _problem(s, "validate", f"{path}: not a NIfTI file (.nii or .nii.gz expected)")
     return None
 
 
 def header_problem(s: Subject, spatial_dims: int) -> dict | None:
-    """An unreadable header, wrong dimensionality, or an empty/absurd shape."""
+    """An unreadable header, an image too large to read, bad voxel sizes or affine, wrong
+    dimensionality, or a shape too small to audit (`xaudit.data.loading.check_header`)."""
     for path in _paths(s):
         try:
-            shape = list(nib.load(str(path)).shape)
-        except Exception as exc:  # noqa: BLE001 - any reader failure
-            return _problem(s, "validate", f"{path}: unreadable NIfTI ({first_line(exc, 150)}); re-export the file")
+            shape = list(check_header(path, spatial_dims, s.max_image_bytes).shape)
+        except DataError as exc:
+            return _problem(s, "validate", str(exc))
         while len(shape) > spatial_dims and shape[-1] == 1:
             shape.pop()
         if len(shape) != spatial_dims:
             return _problem(s, "validate", f"{path}: image has shape {tuple(shape)}, expected {spatial_dims}D"
                             " (a 4D series needs one volume per row; a 2D model needs 2D images)")
-        if any(n < 2 for n in shape) or int(np.prod(shape)) > 2**31:
-            return _problem(s, "validate", f"{path}: image shape {tuple(shape)} is empty or absurd")
+        if any(n < 2 for n in shape):
+            return _problem(s, "validate", f"{path}: image shape {tuple(shape)} is too small to audit")
     return None
 
 
