@@ -258,3 +258,46 @@ def test_bad_voxel_sizes_affines_and_special_files_are_named_at_validation(tmp_p
     assert "5 subjects have problems" in out
     assert "pixdim" in out and "NaN/Inf" in out and "singular" in out
     assert out.count("not a regular file") == 2 and "file not found" not in out
+
+
+def _manifest_with_bad_rows(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    """A cohort of 8 whose manifest has a quoted newline, a blank path, an unknown label and a repeated id."""
+    import csv
+
+    manifest = make_cohort(tmp_path / "c", n=8)
+    frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    frame.loc[0, "site"] = "A\nwith a newline"  # one record, two lines in the file
+    frame.loc[2, "image"] = ""
+    frame.loc[4, "label"] = "tumour"
+    frame.loc[6, "subject_id"] = frame.loc[5, "subject_id"]
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(list(frame.columns))
+        writer.writerows(frame.values.tolist())
+    # header is line 1; the record of row 0 takes lines 2-3, so row k starts at line k + 3
+    return manifest, {"blank": 5, "label": 7, "duplicate": 9}
+
+
+def test_validate_lists_every_bad_manifest_row_with_its_true_line(tmp_path):
+    manifest, lines = _manifest_with_bad_rows(tmp_path)
+    result = runner.invoke(app, ["validate", str(make_config(tmp_path, manifest))])
+    assert result.exit_code == 2, result.output
+    out = " ".join(result.output.split())
+    assert "3 subjects have problems" in out
+    assert f"manifest line {lines['blank']} (sub-002)" in out and "empty path" in out
+    assert f"manifest line {lines['label']} (sub-004)" in out and "tumour" in out
+    assert f"manifest line {lines['duplicate']} (sub-005)" in out and f"repeats line {lines['duplicate'] - 1}" in out
+
+
+def test_a_run_with_skip_puts_bad_manifest_rows_in_errors_csv_and_audits_the_rest(tmp_path):
+    manifest, lines = _manifest_with_bad_rows(tmp_path)
+    config = make_config(tmp_path, manifest, methods={"saliency": {}})
+    result = runner.invoke(app, ["run", str(config), "-q", "--set", "quality.subjects=0", "--json"])
+    assert result.exit_code == 0, result.output
+    errors = pd.read_csv(tmp_path / "run" / "errors.csv", dtype=str)
+    assert sorted(errors["manifest_line"].astype(int)) == sorted(lines.values())
+    assert set(errors["stage"]) == {"manifest"}
+    import json
+
+    counts = json.loads((tmp_path / "run" / "audit.json").read_text())["counts"]
+    assert counts == {"subjects": 8, "audited": 5, "failed": 3, "missing": 0}

@@ -99,7 +99,7 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
         t0 = time.perf_counter()
         result = subject_pass_stage(setup, todo, SubjectOutputs(run_dir), max_batch, progress)
         timings["subject_pass"] = time.perf_counter() - t0
-        rejected = [p for p in setup.rejected if p["subject_id"] in {s.subject_id for s in todo_all}]
+        rejected = setup.manifest_problems + [p for p in setup.rejected if p["subject_id"] in {s.subject_id for s in todo_all}]
         _write_errors(run_dir, rejected + result.failed, shard_label)
         if result.feature_widths is not None:
             write_json(run_dir / "features.json", {"names": feature_names(setup.feature_spec, result.feature_widths)})

@@ -49,7 +49,7 @@ def merge_runs(shard_dirs: list[Path], output: Path):
             if (first / name).is_file() and (first / name).resolve() != (out.root / name).resolve():
                 write_text(out.root / name, (first / name).read_text(encoding="utf-8"))
         config = load_run_config(out.root)
-        subjects = load_manifest(config.data, config.model.classes, check_files=False)
+        subjects = load_manifest(config.data, config.model.classes, check_files=False, problems=[])
         setup = _model_setup(config)
         audit = finish_run(out, config, subjects, device=run_provenance(first).get("device", ""), setup=setup)
         shards = {tuple(run_provenance(d).get("shard") or ()) for d in shard_dirs}
@@ -100,7 +100,9 @@ def _merge_errors(shard_dirs: list[Path], out: RunDirectory) -> None:
             with open(path, newline="", encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
                     sid = unescape_cell(row["subject_id"])
-                    if sid not in seen and safe_file_id(sid) not in done:
-                        seen.add(sid)
+                    manifest_row = row.get("stage") == "manifest"  # never a subject: kept, once per line
+                    key = (sid, row.get("manifest_line")) if manifest_row else sid
+                    if key not in seen and (manifest_row or safe_file_id(sid) not in done):
+                        seen.add(key)
                         rows.append([sid, row.get("manifest_line", ""), row.get("stage", ""), unescape_cell(row.get("reason", ""))])
     write_csv(out / "errors.csv", ["subject_id", "manifest_line", "stage", "reason"], rows)
