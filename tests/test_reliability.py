@@ -301,3 +301,28 @@ def test_a_run_with_skip_puts_bad_manifest_rows_in_errors_csv_and_audits_the_res
 
     counts = json.loads((tmp_path / "run" / "audit.json").read_text())["counts"]
     assert counts == {"subjects": 8, "audited": 5, "failed": 3, "missing": 0}
+
+
+def test_a_shard_into_a_full_runs_directory_is_refused(tmp_path):
+    from filelock import FileLock
+
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4), methods={"saliency": {}})
+    assert runner.invoke(app, ["run", str(config), "-q", "--set", "quality.subjects=0"]).exit_code == 0
+    resolved = (tmp_path / "run" / "config.resolved.yaml").read_text()
+    result = runner.invoke(app, ["run", str(config), "-q", "--shard", "0/2"])
+    assert result.exit_code == 2 and "holds a full run" in result.output, result.output
+    assert (tmp_path / "run" / "config.resolved.yaml").read_text() == resolved
+    live = tmp_path / "live"
+    live.mkdir()
+    with FileLock(str(live / ".lock")):  # a full run at work
+        result = runner.invoke(app, ["run", str(config), "-q", "--shard", "1/2", "-o", str(live)])
+    assert result.exit_code == 2 and "being written by a full run" in result.output, result.output
+
+
+def test_merge_with_a_shard_missing_exits_non_zero_unless_partial(tmp_path):
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4), methods={"saliency": {}})
+    assert runner.invoke(app, ["run", str(config), "-q", "--shard", "0/2", "-o", str(tmp_path / "s0")]).exit_code == 0
+    result = runner.invoke(app, ["merge", str(tmp_path / "s0"), "-o", str(tmp_path / "m"), "-q"])
+    assert result.exit_code == 2 and "--allow-partial" in result.output, result.output
+    result = runner.invoke(app, ["merge", str(tmp_path / "s0"), "-o", str(tmp_path / "m"), "-q", "--allow-partial"])
+    assert result.exit_code == 0, result.output

@@ -324,15 +324,16 @@ def compare(
 def merge(
     shard_dirs: list[Path] = typer.Argument(..., exists=True, file_okay=False, help="shard run directories"),
     output: Path = typer.Option(..., "-o", "--output", help="merged run directory"),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="merge even if some subjects are in no shard given (counted as missing)"),
     as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout"),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
-    """Combine shard directories, then run the dataset-level stages."""
+    """Combine shard directories, then run the dataset-level stages (every shard, unless --allow-partial)."""
     _setup_logging(quiet, False)
     from xaudit.workflows.merge import merge_runs
 
     _crash_dir(output)
-    result = _guard(merge_runs, shard_dirs, output)
+    result = _guard(merge_runs, shard_dirs, output, allow_partial)
     summary = _run_summary(result)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

@@ -56,6 +56,26 @@ def _differences(old, new, key: str) -> list[str]:
     return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
 
 
+def check_shard_target(run_dir: RunDirectory, shard: tuple[int, int]) -> None:
+    """A shard may join a shard directory, never a full run's (finished, or live).
+
+    Raises:
+        OutputError: the directory holds, or is being written by, a run without ``--shard``.
+    """
+    label = f"--shard {shard[0]}/{shard[1]}"
+    path = run_dir / "config.resolved.yaml"
+    if path.is_file() and (run_dir.completed() or (run_dir / "audit.json").is_file()):
+        provenance = (load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}).get("provenance") or {}
+        if not provenance.get("shard"):
+            raise OutputError(f"{run_dir.root} holds a full run (made without --shard); {label} would rewrite it:"
+                              " write each shard to its own directory (-o shards/i)")
+    try:
+        run_dir.lock().release()  # a full run holds `.lock` while it writes
+    except OutputError:
+        raise OutputError(f"{run_dir.root} is being written by a full run (it holds .lock); {label} would rewrite it:"
+                          " write each shard to its own directory (-o shards/i)") from None
+
+
 @dataclass(frozen=True)
 class RunFacts:
     """What a run decided that the config does not say: device, batch size and its evidence, shard."""

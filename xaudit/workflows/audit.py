@@ -18,7 +18,7 @@ from pathlib import Path
 from xaudit.config import Config
 from xaudit.core import versions
 from xaudit.core.outputs import RunDirectory, remove_orphaned_temp_files, write_csv, write_json
-from xaudit.core.provenance import RunFacts, check_same_subject_config, write_resolved_config
+from xaudit.core.provenance import RunFacts, check_same_subject_config, check_shard_target, write_resolved_config
 from xaudit.core.runlog import log_to_file
 from xaudit.models.features import feature_names
 from xaudit.stages.subject_outputs import SubjectOutputs
@@ -76,6 +76,8 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress=None)
     run_dir = RunDirectory(options.output or config.output)
     shard_label = f"{options.shard[0]}-of-{options.shard[1]}" if options.shard else ""
     run_dir.prepare(resume=options.resume or options.shard is not None)
+    if options.shard is not None:
+        check_shard_target(run_dir, options.shard)
     lock = run_dir.lock(shard_label)
     handler = log_to_file(run_dir.root / (f"run-{shard_label}.log" if shard_label else "run.log"))
     if options.resume:
