@@ -326,3 +326,47 @@ def test_merge_with_a_shard_missing_exits_non_zero_unless_partial(tmp_path):
     assert result.exit_code == 2 and "--allow-partial" in result.output, result.output
     result = runner.invoke(app, ["merge", str(tmp_path / "s0"), "-o", str(tmp_path / "m"), "-q", "--allow-partial"])
     assert result.exit_code == 0, result.output
+
+
+def test_atomic_writes_fsync_the_file_before_the_rename_and_then_the_folder(tmp_path, monkeypatch):
+    import os
+
+    import xaudit.core.outputs as outputs
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(outputs.os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))), real_fsync(fd)))
+    monkeypatch.setattr(outputs.os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b)))
+    outputs.write_json(tmp_path / "audit.json", {"a": 1})
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["fsync", "replace", "fsync"]
+    assert ".tmp" in events[0][1] and events[2][1] == str(tmp_path)
+
+
+def test_group_values_that_collide_as_file_names_get_distinct_mean_maps(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n=8)
+    frame = pd.read_csv(manifest)
+    frame["site"] = frame["site"].map({"A": "site A", "B": "site_A"})
+    frame.to_csv(manifest, index=False)
+    config = make_config(tmp_path, manifest, methods={"saliency": {}})
+    result = runner.invoke(app, ["run", str(config), "-q", "--set", "quality.subjects=0"])
+    assert result.exit_code == 0, result.output
+    site_maps = sorted(p.name for p in (tmp_path / "run" / "maps" / "saliency").glob("*__site-*.nii.gz"))
+    assert len(site_maps) == 4, site_maps  # 2 classes x 2 site values, none replacing another
+
+
+def test_a_dead_writers_temp_file_is_removed_even_when_its_pid_is_reused(tmp_path):
+    import os
+    import time
+
+    from xaudit.core.outputs import WRITER, remove_orphaned_temp_files
+
+    # a killed run's leftover whose pid the resumed run (this process) now has
+    orphan = tmp_path / f".rules.md.{WRITER}.k3j2.tmp.md"
+    orphan.write_text("half")
+    old = time.time() - 86400
+    os.utime(orphan, (old, old))
+    live = tmp_path / f".audit.json.{WRITER}.a1b2.tmp.json"
+    live.write_text("in progress")
+    assert remove_orphaned_temp_files(tmp_path) == 1
+    assert not orphan.exists() and live.exists()

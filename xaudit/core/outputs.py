@@ -1,7 +1,8 @@
 """The run directory: atomic writes, per-subject records, resume and locking.
 
-Every file is written to a temporary name in its own folder and renamed into place, so a
-killed run never leaves a half-written artifact. Per-subject records (``subjects/*.npz``)
+Every file is written to a temporary name in its own folder, fsynced and renamed into place
+(then the folder is fsynced), so a killed run or a power loss never leaves a half-written
+artifact under its real name. Per-subject records (``subjects/*.npz``)
 are written last for each subject, after its attribution volumes: a record's presence
 means the subject is complete, which is what ``--resume`` and ``merge`` rely on.
 """
@@ -57,11 +58,38 @@ def remove_orphaned_temp_files(root: Path) -> int:
     removed = 0
     for candidate in Path(root).rglob(".*.tmp*"):
         match = TEMP_PATTERN.match(candidate.name)
-        if match is None or match["host"] != HOST or _alive(int(match["pid"])):
+        if match is None or match["host"] != HOST:
+            continue
+        try:
+            written = candidate.lstat().st_mtime
+        except OSError:
+            continue
+        if _writer_alive(int(match["pid"]), written):
             continue
         candidate.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def _writer_alive(pid: int, written: float) -> bool:
+    """The writer's pid runs and is the writer: a process started after the file was last
+    written only reuses the pid (in a container, a resumed run often gets the killed one's)."""
+    if not _alive(pid):
+        return False
+    started = _process_start(pid)
+    return started is None or started <= written + 2.0
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds, Linux ``/proc``), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/stat", encoding="ascii", errors="replace") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _alive(pid: int) -> bool:
@@ -94,13 +122,32 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, FILE_MODE)  # shared run directories: group/others read as the umask allows
+        _fsync(tmp)  # the data on disk before the name points at it (power loss)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # and the rename itself
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _output_error(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: Path) -> None:
+    """fsync a written file: a disk error (EIO, a full NFS quota) is raised, here, not lost."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync a directory (the rename); best effort, as some file systems cannot."""
+    try:
+        _fsync(path)
+    except OSError:
+        pass
 
 
 def _output_error(path: Path, exc: OSError) -> OutputError:
