@@ -78,26 +78,12 @@ def _fail(exc: Exception) -> None:
 
 
 def _crash(exc: Exception, folder) -> None:
-    """Exit 3: one line on stderr; the traceback in ``crash-<time>-<host>-<pid>.txt``."""
-    import platform
-    import tempfile
-    import time
-    import traceback
-
-    from xaudit._version import __version__
-    from xaudit.core.outputs import WRITER, RunDirectory
+    """Exit 3: one line on stderr; the traceback in a crash file (`xaudit.core.crash`)."""
+    from xaudit.core.crash import write_crash_file
     from xaudit.errors import first_line
 
-    # only into a run xaudit made, never into a user's folder that the run did not claim
-    target = Path(folder) if folder is not None and RunDirectory(folder).is_run() else Path(tempfile.gettempdir())
-    path = target / f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{WRITER}.txt"
-    text = (f"xaudit {__version__}, Python {platform.python_version()}\ncommand: {' '.join(sys.argv)}\n\n"
-            + "".join(traceback.format_exception(exc)))
-    try:
-        path.write_text(text, encoding="utf-8")
-        where = f"traceback in {path}"
-    except OSError:
-        where = "the traceback could not be written; run with -v"
+    path = write_crash_file(exc, folder)
+    where = f"traceback in {path}" if path else "the traceback could not be written"
     message = f"unexpected {type(exc).__name__}: {first_line(exc, 300)} ({where}; please report it)"
     _console().print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
     context = typer.main.get_current_context(silent=True)
