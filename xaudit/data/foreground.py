@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from xaudit.analysis.bias.looking import foreground_from_image
-from xaudit.data.loading import LoadedImage, native_grid, read_mask
+from xaudit.data.loading import LoadedImage, check_header, native_grid, read_mask
 from xaudit.data.manifest import Subject
 from xaudit.data.native import resample_between_grids
 from xaudit.errors import DataError
@@ -36,6 +36,7 @@ def preprocessed_foreground(subject: Subject, loaded: LoadedImage, spatial_dims:
 
 def atlas_on_grid(atlas_path, loaded: LoadedImage, spatial_dims: int) -> torch.Tensor:
     """An integer label map (world space) on the subject's model-input grid (nearest)."""
+    check_header(atlas_path, spatial_dims)  # before its voxels are read
     atlas_affine, _shape, image = native_grid(atlas_path, spatial_dims)
     labels = np.asarray(image.dataobj)
     while labels.ndim > spatial_dims and labels.shape[-1] == 1:
