@@ -72,9 +72,9 @@ OUT_OF_MEMORY = ("out of memory (an image, a batch or a result did not fit in RA
 
 def short(value: object, limit: int = 80) -> str:
     """``repr(value)`` cut to about ``limit`` characters: how every message echoes a given value."""
-    if isinstance(value, (list, tuple, dict, set)) and len(value) > 50:
-        kind = type(value).__name__
-        return f"<{kind} of {len(value)} items>"
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > 50:  # never repr a huge container
+        head = short(list(value)[:10], limit)
+        return f"{head[:-1]}, ... ({len(value)} items)]"
     try:
         text = repr(value)
     except RecursionError:

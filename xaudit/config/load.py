@@ -151,7 +151,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: `{part}` is a value, not a section")
+            raise ConfigError(f"--set {short(key, 120)}: `{short(part, 60)}` is a value, not a section")
         node = child
     source = f"--set {short(key.strip(), 60)}"
     try:
@@ -250,7 +250,7 @@ def _interrogate_problems(config: Config) -> list[str]:
                         " (eager Python), or leave interrogation out for this model.")
     groups = config.data.group_columns
     if params.group_column is not None and params.group_column not in groups:
-        problems.append(f"`interrogate.group_column`: {params.group_column!r} is not in `data.group_columns` {groups}."
+        problems.append(f"`interrogate.group_column`: {short(params.group_column)} is not in `data.group_columns` {groups}."
                         f"{did_you_mean(params.group_column, groups)}")
     return problems
 

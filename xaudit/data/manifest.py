@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from xaudit.core.ids import safe_file_id
-from xaudit.errors import DataError, did_you_mean, first_line
+from xaudit.errors import DataError, did_you_mean, first_line, short
 
 DEFAULT_MAX_IMAGE_BYTES = 4 << 30  # `data.max_image_gb` = 4
 
@@ -75,7 +75,7 @@ def load_manifest(data_cfg, classes: list[str], check_files: bool = True, proble
         missing = [s for s in wanted if s not in present]
         if missing:
             raise DataError(
-                f"{path}: split {missing} not found in column {data_cfg.split_column!r}; values present: {sorted(present)[:20]}"
+                f"{path}: split {missing} not found in column {data_cfg.split_column!r}; values present: {short(sorted(present), 300)}"
             )
         frame = frame[frame[data_cfg.split_column].astype(str).isin(wanted)]
     if frame.empty:
@@ -171,7 +171,7 @@ def _require_columns(frame: pd.DataFrame, data_cfg, path: Path) -> None:
         if col is not None and col not in frame.columns:
             raise DataError(
                 f"{path}: column {col!r} (from `{key}`) is not in the manifest.{did_you_mean(col, frame.columns)}"
-                f" Columns present: {list(frame.columns)}"
+                f" Columns present: {short(list(frame.columns), 400)}"
             )
 
 
@@ -189,7 +189,7 @@ def parse_label(value: str, classes: list[str], where: str) -> int:
     if index is not None and float(value) == index and 0 <= index < len(classes):
         return index
     raise DataError(
-        f"{where}: label {value!r} is not one of the classes {classes} (or an index 0..{len(classes) - 1});"
+        f"{where}: label {short(value)} is not one of the classes {classes} (or an index 0..{len(classes) - 1});"
         f"{did_you_mean(value, classes)} fix the row or `model.classes`"
     )
 
@@ -235,13 +235,13 @@ def _unique(subjects: list[Subject], path: Path, problems: list[dict]) -> list[S
     kept = []
     for s in subjects:
         if s.subject_id in seen:
-            problems.append(_row_problem(s.subject_id, s.row, f"{path} line {s.row}: subject id {s.subject_id!r} repeats"
+            problems.append(_row_problem(s.subject_id, s.row, f"{path} line {s.row}: subject id {short(s.subject_id)} repeats"
                                          f" line {seen[s.subject_id]}; ids must be unique"))
             continue
         other = safe_seen.get(s.safe_id.lower())
         if other is not None:
-            problems.append(_row_problem(s.subject_id, s.row, f"{path} line {s.row}: subject ids {other!r} and"
-                                         f" {s.subject_id!r} map to the same file name {s.safe_id!r}; rename one of them"))
+            problems.append(_row_problem(s.subject_id, s.row, f"{path} line {s.row}: subject ids {short(other)} and"
+                                         f" {short(s.subject_id)} map to the same file name {short(s.safe_id)}; rename one of them"))
             continue
         seen[s.subject_id] = s.row
         safe_seen[s.safe_id.lower()] = s.subject_id
