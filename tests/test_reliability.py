@@ -370,3 +370,16 @@ def test_a_dead_writers_temp_file_is_removed_even_when_its_pid_is_reused(tmp_pat
     live.write_text("in progress")
     assert remove_orphaned_temp_files(tmp_path) == 1
     assert not orphan.exists() and live.exists()
+
+
+def test_validate_names_missing_files_before_decoding_any_image(tmp_path, monkeypatch):
+    import xaudit.stages.validate as validate
+
+    manifest = make_cohort(tmp_path / "c", n=6)
+    frame = pd.read_csv(manifest)
+    (manifest.parent / frame.loc[3, "image"]).unlink()
+    decoded = []
+    monkeypatch.setattr(validate, "voxel_problem", lambda s, dims: decoded.append(s.subject_id))
+    result = runner.invoke(app, ["validate", str(make_config(tmp_path, manifest))])
+    assert result.exit_code == 2 and "file not found" in result.output, result.output
+    assert decoded == []
