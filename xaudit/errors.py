@@ -3,8 +3,8 @@
 Exit codes (stable, documented in the README):
     0  done
     1  findings at or above the configured severity (only with --fail-on-findings)
-    2  config, data or usage error (`XauditUsageError` and its subclasses)
-Anything else keeps its own code and message.
+    2  config, data, model, output or usage error (`XauditUsageError` and its subclasses)
+    3  anything unexpected: one line, the traceback in a crash file (`xaudit.core.crash`)
 """
 
 from __future__ import annotations
