@@ -13,6 +13,7 @@ import pytest
 
 from conftest import make_cohort, make_config
 from xaudit.config import load_config
+from xaudit.errors import OutputError
 from xaudit.workflows.merge import merge_runs
 from xaudit.workflows.audit import RunOptions, run_audit, shard_subjects
 
@@ -278,7 +279,7 @@ def test_multichannel_interrogation_files_cannot_collide_with_subject_ids(tmp_pa
     assert len(written) == 2 * len(subjects)  # two channels per interrogated subject, none overwritten
 
 
-def test_merging_part_of_the_shards_warns_about_the_missing_subjects(tmp_path):
+def test_merging_part_of_the_shards_is_refused_unless_partial_is_allowed(tmp_path):
     import logging
 
     manifest = make_cohort(tmp_path / "c", n=4)
@@ -289,7 +290,9 @@ def test_merging_part_of_the_shards_warns_about_the_missing_subjects(tmp_path):
     handler.emit = records.append  # the CLI tests turn off propagation of the xaudit logger
     logging.getLogger("xaudit").addHandler(handler)
     try:
-        merged = merge_runs([tmp_path / "s0"], tmp_path / "merged")
+        with pytest.raises(OutputError, match=r"2 of 4 subjects are in no shard given \(shards \[1\] of 2 not given\)"):
+            merge_runs([tmp_path / "s0"], tmp_path / "merged")
+        merged = merge_runs([tmp_path / "s0"], tmp_path / "merged", allow_partial=True)
     finally:
         logging.getLogger("xaudit").removeHandler(handler)
     assert merged.audit["counts"]["missing"] == 2

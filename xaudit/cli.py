@@ -2,8 +2,9 @@
 
 Exit codes: 0 done · 1 findings at or above the chosen severity (only with
 ``--fail-on-findings``) or subjects failed (only with ``--fail-on-errors``) · 2 config,
-data, model, output or usage error. Results for scripts go to stdout (``--json``);
-progress and logs go to stderr.
+data, model, output or usage error · 3 an unexpected failure (one line on stderr, the
+traceback in a ``crash-*.txt`` file in the run directory, or the temp folder before there
+is one). Results for scripts go to stdout (``--json``); progress and logs go to stderr.
 """
 
 from __future__ import annotations
@@ -15,8 +16,27 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
+
+CRASH_DIR = "xaudit.crash_dir"  # key in the click context's shared `meta`: where a crash file goes
+
+
+class _GuardedGroup(TyperGroup):
+    """Every command's unexpected exception becomes exit 3, a line and a crash file."""
+
+    def invoke(self, ctx):
+        from typer.exceptions import TyperException
+
+        try:
+            return super().invoke(ctx)
+        except (TyperException, typer.Exit, typer.Abort):  # usage errors and exits: the parser's own
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are reported
+            _crash(exc, ctx.meta.get(CRASH_DIR))
+
 
 app = typer.Typer(
+    cls=_GuardedGroup,
     name="xaudit",
     help="Audit a medical image classifier over a NIfTI cohort: attribution maps, rules, and a dataset-bias report.",
     no_args_is_help=True,
@@ -55,6 +75,28 @@ def _fail(exc: Exception) -> None:
     if context is not None and context.params.get("as_json"):  # scripts read stdout: say it there too
         typer.echo(json.dumps({"error": str(exc), "type": type(exc).__name__, "exit_code": code}))
     raise typer.Exit(code)
+
+
+def _crash(exc: Exception, folder) -> None:
+    """Exit 3: one line on stderr; the traceback in a crash file (`xaudit.core.crash`)."""
+    from xaudit.core.crash import write_crash_file
+    from xaudit.errors import first_line
+
+    path = write_crash_file(exc, folder)
+    where = f"traceback in {path}" if path else "the traceback could not be written"
+    message = f"unexpected {type(exc).__name__}: {first_line(exc, 300)} ({where}; please report it)"
+    _console().print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    context = typer.main.get_current_context(silent=True)
+    if context is not None and context.params.get("as_json"):
+        typer.echo(json.dumps({"error": message, "type": type(exc).__name__, "exit_code": 3}))
+    raise typer.Exit(3)
+
+
+def _crash_dir(folder) -> None:
+    """Name the run directory a crash file should go to, once it is known."""
+    context = typer.main.get_current_context(silent=True)
+    if context is not None and folder is not None:
+        context.meta[CRASH_DIR] = folder
 
 
 def _guard(func, *args, **kwargs):
@@ -107,6 +149,7 @@ def run(
     from xaudit.workflows.audit import RunOptions, run_audit
 
     cfg = _guard(load_config, config, set_)
+    _crash_dir(output or cfg.output)
     options = RunOptions(output=output, device=device, shard=_parse_shard(shard), resume=resume)
     result = _guard(run_audit, cfg, options, _progress_factory(not quiet and sys.stderr.isatty()))
     summary = _run_summary(result)
@@ -248,14 +291,16 @@ def compare(
 def merge(
     shard_dirs: list[Path] = typer.Argument(..., exists=True, file_okay=False, help="shard run directories"),
     output: Path = typer.Option(..., "-o", "--output", help="merged run directory"),
+    allow_partial: bool = typer.Option(False, "--allow-partial", help="merge even if some subjects are in no shard given (counted as missing)"),
     as_json: bool = typer.Option(False, "--json", help="print the run summary as JSON on stdout"),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
-    """Combine shard directories, then run the dataset-level stages."""
+    """Combine shard directories, then run the dataset-level stages (every shard, unless --allow-partial)."""
     _setup_logging(quiet, False)
     from xaudit.workflows.merge import merge_runs
 
-    result = _guard(merge_runs, shard_dirs, output)
+    _crash_dir(output)
+    result = _guard(merge_runs, shard_dirs, output, allow_partial)
     summary = _run_summary(result)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
@@ -312,6 +357,7 @@ def report(run_dir: Path = typer.Argument(..., exists=True, file_okay=False, hel
     _setup_logging(True, False)
     from xaudit.workflows.rerender import rerender_report
 
+    _crash_dir(run_dir)
     path = _guard(rerender_report, run_dir)
     typer.echo(str(path))
 
@@ -336,6 +382,7 @@ def interrogate(
         raise typer.BadParameter(f"--fail-on-findings expects one of {SEVERITIES}, got {fail_on_findings!r}")
     from xaudit.workflows.interrogate import interrogate_finished_run, params_for_run
 
+    _crash_dir(run_dir)
     params = _guard(params_for_run, run_dir, set_)
     audit = _guard(interrogate_finished_run, run_dir, params, device)
     result = audit["interrogation"]

@@ -15,7 +15,79 @@ from pydantic import BaseModel, ValidationError
 from xaudit.config.methods import NEEDS_LAYER, PARAMS
 from xaudit.config.schema import Config
 from xaudit.config.user_code import add_import_dir
-from xaudit.errors import ConfigError, choices_message, did_you_mean
+from xaudit.errors import ConfigError, choices_message, did_you_mean, short
+
+
+#: a config's size once every YAML alias is expanded (nodes, plus one per 100 characters of
+#: text); a real config has a few hundred, an alias bomb ("billion laughs") billions
+MAX_YAML_EXPANDED = 100_000
+MAX_YAML_DEPTH = 50
+MAX_LINE = 400
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def load_yaml(text: str, source: str):
+    """``yaml.safe_load`` that refuses alias bombs and recursive aliases quickly.
+
+    Aliases are followed once per node (memoised), so the check costs the file's size,
+    not its expansion.
+
+    Raises:
+        ConfigError: naming ``source``, for invalid YAML, an oversized expansion, a
+            recursive alias or nesting deeper than `MAX_YAML_DEPTH`.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, source)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply (more than {MAX_YAML_DEPTH} levels)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}".splitlines()[0][:MAX_LINE]) from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, depth, children_done = stack.pop()
+        if id(node) in sizes and not children_done:
+            continue
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children) + (
+                len(node.value) // 100 if isinstance(node, yaml.ScalarNode) else 0)
+            if sizes[id(node)] > MAX_YAML_EXPANDED:
+                raise ConfigError(
+                    f"{source}: YAML aliases expand to more than {MAX_YAML_EXPANDED:,} values (line"
+                    f" {node.start_mark.line + 1}); a config needs far fewer: write the values out, or use fewer aliases")
+            continue
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"{source}: nested too deeply (more than {MAX_YAML_DEPTH} levels, line {node.start_mark.line + 1})")
+        if id(node) in open_nodes:
+            raise ConfigError(f"{source}: a YAML alias refers to itself (line {node.start_mark.line + 1}); remove the recursion")
+        open_nodes.add(id(node))
+        stack.append((node, depth, True))
+        for child in children:
+            if id(child) in open_nodes:
+                raise ConfigError(f"{source}: a YAML alias refers to itself (line {child.start_mark.line + 1}); remove the recursion")
+            if id(child) not in sizes:
+                stack.append((child, depth + 1, False))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 _PATH_KEYS = [("data", "manifest"), ("model", "torchscript"), ("output",)]
@@ -36,12 +108,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         ConfigError: naming every invalid key with what was expected and given.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} is not a regular file (a folder, pipe or device)")
+    if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {str(path)!r} is {path.stat().st_size:,} bytes; a config is at most {MAX_CONFIG_BYTES:,}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"), f"config file {str(path)!r}")
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}".splitlines()[0]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read as text: {exc}".splitlines()[0]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -67,7 +143,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     """Apply one ``a.b.c=value`` override to the raw mapping in place."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set expects key.path=value, got {item!r}")
+        raise ConfigError(f"--set expects key.path=value, got {short(item)}")
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
@@ -75,12 +151,15 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: `{part}` is a value, not a section")
+            raise ConfigError(f"--set {short(key, 120)}: `{short(part, 60)}` is a value, not a section")
         node = child
+    source = f"--set {short(key.strip(), 60)}"
     try:
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        node[parts[-1]] = value
+        node[parts[-1]] = load_yaml(value, source) if value.strip() else None
+    except ConfigError as exc:
+        if "not valid YAML" not in str(exc):
+            raise
+        node[parts[-1]] = value  # not YAML: the text as given
 
 
 def format_validation_error(exc: ValidationError, raw: dict[str, Any]) -> str:
@@ -98,9 +177,9 @@ def format_validation_error(exc: ValidationError, raw: dict[str, Any]) -> str:
             lines.append(f"`{key}` is required but missing.")
         else:
             msg = err["msg"].removeprefix("Value error, ").rstrip(".")
-            given = "" if "Got " in msg else f" Got {err.get('input')!r} instead."
+            given = "" if "Got " in msg else f" Got {short(err.get('input'))} instead."
             lines.append(f"`{key}`: {msg}.{given}")
-    lines = list(dict.fromkeys(lines))
+    lines = list(dict.fromkeys(_cut(line) for line in lines))
     head = "invalid config" if len(lines) == 1 else f"invalid config ({len(lines)} problems)"
     return head + ":\n  " + "\n  ".join(lines)
 
@@ -127,7 +206,7 @@ def _check_methods(config: Config) -> None:
             problems.append(f"`attribution.methods.{name}`: {choices_message('attribution method', name, PARAMS)}")
             continue
         if not isinstance(params, dict):
-            problems.append(f"`attribution.methods.{name}` must be a mapping of parameters. Got {params!r} instead.")
+            problems.append(f"`attribution.methods.{name}` must be a mapping of parameters. Got {short(params)} instead.")
             continue
         try:
             params_model(**params)
@@ -138,7 +217,7 @@ def _check_methods(config: Config) -> None:
                     known = list(params_model.model_fields)
                     problems.append(f"unknown key `{key}`.{did_you_mean(err['loc'][-1], known)} Valid keys here: {known}")
                 else:
-                    problems.append(f"`{key}`: {err['msg'].rstrip('.')}. Got {err.get('input')!r} instead.")
+                    problems.append(f"`{key}`: {err['msg'].rstrip('.')}. Got {short(err.get('input'))} instead.")
         if params.get("regions") == "atlas" and config.attribution.atlas is None:
             problems.append(f"`attribution.methods.{name}.regions` is 'atlas': set `attribution.atlas` to a label map NIfTI.")
         if name in NEEDS_LAYER and config.model.layer is None:
@@ -147,12 +226,17 @@ def _check_methods(config: Config) -> None:
         choices = ["predicted", "label", *config.model.classes]
         problems.append(
             f"`attribution.target` must be one of {choices}.{did_you_mean(config.attribution.target, choices)}"
-            f" Got {config.attribution.target!r} instead."
+            f" Got {short(config.attribution.target)} instead."
         )
     problems += _interrogate_problems(config)
     if problems:
         head = "invalid config" if len(problems) == 1 else f"invalid config ({len(problems)} problems)"
-        raise ConfigError(head + ":\n  " + "\n  ".join(problems))
+        raise ConfigError(head + ":\n  " + "\n  ".join(_cut(p) for p in problems))
+
+
+def _cut(line: str) -> str:
+    """One problem line, at most `MAX_LINE` characters (keys and values are the user's)."""
+    return line if len(line) <= MAX_LINE else line[: MAX_LINE - 20] + f"... ({len(line)} chars)"
 
 
 def _interrogate_problems(config: Config) -> list[str]:
@@ -166,7 +250,7 @@ def _interrogate_problems(config: Config) -> list[str]:
                         " (eager Python), or leave interrogation out for this model.")
     groups = config.data.group_columns
     if params.group_column is not None and params.group_column not in groups:
-        problems.append(f"`interrogate.group_column`: {params.group_column!r} is not in `data.group_columns` {groups}."
+        problems.append(f"`interrogate.group_column`: {short(params.group_column)} is not in `data.group_columns` {groups}."
                         f"{did_you_mean(params.group_column, groups)}")
     return problems
 

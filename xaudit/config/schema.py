@@ -71,6 +71,8 @@ class DataConfig(Section):
     batch_size: int = Field(4, ge=1)
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     on_error: Literal["skip", "fail"] = "skip"
+    max_image_gb: float = Field(4.0, gt=0, description="largest image (GiB, from its header: voxels x bytes per voxel,"
+                                " at least 4) read; a larger one is refused before reading, as a decompression bomb")
 
     @property
     def image_columns(self) -> list[str]:

@@ -1,7 +1,8 @@
 """The run directory: atomic writes, per-subject records, resume and locking.
 
-Every file is written to a temporary name in its own folder and renamed into place, so a
-killed run never leaves a half-written artifact. Per-subject records (``subjects/*.npz``)
+Every file is written to a temporary name in its own folder, fsynced and renamed into place
+(then the folder is fsynced), so a killed run or a power loss never leaves a half-written
+artifact under its real name. Per-subject records (``subjects/*.npz``)
 are written last for each subject, after its attribution volumes: a record's presence
 means the subject is complete, which is what ``--resume`` and ``merge`` rely on.
 """
@@ -57,11 +58,38 @@ def remove_orphaned_temp_files(root: Path) -> int:
     removed = 0
     for candidate in Path(root).rglob(".*.tmp*"):
         match = TEMP_PATTERN.match(candidate.name)
-        if match is None or match["host"] != HOST or _alive(int(match["pid"])):
+        if match is None or match["host"] != HOST:
+            continue
+        try:
+            written = candidate.lstat().st_mtime
+        except OSError:
+            continue
+        if _writer_alive(int(match["pid"]), written):
             continue
         candidate.unlink(missing_ok=True)
         removed += 1
     return removed
+
+
+def _writer_alive(pid: int, written: float) -> bool:
+    """The writer's pid runs and is the writer: a process started after the file was last
+    written only reuses the pid (in a container, a resumed run often gets the killed one's)."""
+    if not _alive(pid):
+        return False
+    started = _process_start(pid)
+    return started is None or started <= written + 2.0
+
+
+def _process_start(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds, Linux ``/proc``), else None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/stat", encoding="ascii", errors="replace") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _alive(pid: int) -> bool:
@@ -94,13 +122,32 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, FILE_MODE)  # shared run directories: group/others read as the umask allows
+        _fsync(tmp)  # the data on disk before the name points at it (power loss)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # and the rename itself
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _output_error(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _fsync(path: Path) -> None:
+    """fsync a written file: a disk error (EIO, a full NFS quota) is raised, here, not lost."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync a directory (the rename); best effort, as some file systems cannot."""
+    try:
+        _fsync(path)
+    except OSError:
+        pass
 
 
 def _output_error(path: Path, exc: OSError) -> OutputError:
@@ -126,11 +173,45 @@ def write_json(path: Path | str, obj: Any) -> Path:
 
 
 def write_csv(path: Path | str, header: list[str], rows: list[list[Any]]) -> Path:
+    """A CSV whose text cells cannot run as spreadsheet formulas (see `spreadsheet_safe`)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow([spreadsheet_safe(h) for h in header])
+    writer.writerows([spreadsheet_safe(v) for v in row] for row in rows)
     return write_text(path, buffer.getvalue())
+
+
+# a cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets (OWASP)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _armed(text: str) -> bool:
+    if not text.startswith(_FORMULA_START):
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return True
+    return False  # a plain number (-1.5, +3) stays a number
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """OWASP CSV-injection defence: a text cell that would start a formula gets a leading ``'``.
+
+    Numbers (and text that is a plain number, e.g. ``-0.5``) are unchanged. Text that already
+    starts with quotes before a formula character gets one more, so `unescape_cell` gives
+    back exactly the value written; JSON outputs keep values as they are.
+    """
+    if isinstance(value, str) and _armed(value.lstrip("'")):
+        return "'" + value
+    return value
+
+
+def unescape_cell(text: str) -> str:
+    """The value `spreadsheet_safe` was given, from a cell xaudit wrote."""
+    if isinstance(text, str) and text.startswith("'") and _armed(text.lstrip("'")):
+        return text[1:]
+    return text
 
 
 def save_record(path: Path, arrays: dict[str, np.ndarray]) -> Path:
@@ -145,8 +226,23 @@ def load_record(path: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+#: written first into every run directory: what marks a folder as xaudit's to write into,
+#: and the ledger of files the run owns beyond its fixed names (e.g. the report's figures)
+RUN_MARKER = ".xaudit-run.json"
+
+
+def _xaudit_named(name: str) -> bool:
+    """A lock or temporary file of a run just starting in the same folder (a parallel shard)."""
+    return name == ".lock" or name.startswith(".lock-") or TEMP_PATTERN.match(name) is not None
+
+
 class RunDirectory:
-    """Paths of a run's output contract (see the README's "Output layout")."""
+    """Paths of a run's output contract (see the README's "Output layout").
+
+    xaudit writes only into a new or empty folder, or one that holds ``.xaudit-run.json``
+    (or, from before the marker, ``config.resolved.yaml``); clean-up removes only files the
+    run recorded in that marker as its own (`own`, `owned`).
+    """
 
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -170,14 +266,82 @@ class RunDirectory:
             return set()
         return {p.name[: -len(".npz")] for p in self.subjects_dir.glob("*.npz") if not p.name.startswith(".")}
 
-    def prepare(self, resume: bool) -> None:
-        """Create the directory; refuse to mix a fresh run into an existing one."""
+    def is_run(self) -> bool:
+        """Whether the folder is an xaudit run (its marker, or a run from before the marker)."""
+        return (self.root / RUN_MARKER).is_file() or (self.root / "config.resolved.yaml").is_file()
+
+    def claim(self, allow_foreign: bool = False) -> None:
+        """Create the folder and its marker; refuse a non-empty folder that is not a run.
+
+        Args:
+            allow_foreign: accept a non-empty folder anyway (merge into a folder that holds
+                the shards it merges, as `xaudit submit` lays them out).
+
+        Raises:
+            OutputError: the folder holds files xaudit did not write, or cannot be written.
+        """
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _output_error(self.root, exc) from None
         if not os.access(self.root, os.W_OK):
             raise OutputError(f"{self.root}: permission denied; choose a writable output directory (-o)")
+        if self.is_run():
+            if not (self.root / RUN_MARKER).is_file():
+                self._write_marker()
+            return
+        if not allow_foreign and any(not _xaudit_named(p.name) for p in self.root.iterdir()):
+            raise OutputError(
+                f"{self.root} is not empty and is not an xaudit run (no {RUN_MARKER}); xaudit writes only into a"
+                " new or empty folder or its own run: choose another output directory (-o)"
+            )
+        self._write_marker()
+
+    def _write_marker(self) -> None:
+        """Create the marker unless another writer (a parallel shard) just did."""
+        marker = self.root / RUN_MARKER
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise _output_error(marker, exc) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump({"xaudit_run": 1, "created_by": WRITER, "owned": {}}, fh)
+            fh.write("\n")
+
+    def owned(self, kind: str) -> set[str]:
+        """Names (relative to the run) of files of ``kind`` the run recorded as its own."""
+        try:
+            data = json.loads((self.root / RUN_MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return set()
+        names = (data.get("owned") or {}).get(kind) if isinstance(data, dict) else None
+        return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+    def own(self, kind: str, names: set[str]) -> None:
+        """Record ``names`` as the run's files of ``kind`` (replacing the previous record)."""
+        marker = self.root / RUN_MARKER
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {"xaudit_run": 1}
+        data = data if isinstance(data, dict) else {"xaudit_run": 1}
+        data.setdefault("owned", {})[kind] = sorted(names)
+        write_json(marker, data)
+
+    def remove_owned_except(self, kind: str, keep: set[str]) -> None:
+        """Delete the files of ``kind`` the run recorded and no longer writes; record ``keep``."""
+        stale = self.owned(kind) - keep
+        self.own(kind, keep)
+        for name in stale:
+            path = self.root / name
+            if ".." not in Path(name).parts and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+
+    def prepare(self, resume: bool) -> None:
+        """Create (or claim) the directory; refuse to mix a fresh run into an existing one."""
+        self.claim()
         if not resume and self.completed():
             raise OutputError(
                 f"{self.root} already holds a run ({len(self.completed())} finished subjects);"

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from xaudit._version import __version__
-from xaudit.config import Config, apply_override, config_from_dict
+from xaudit.config import Config, apply_override, config_from_dict, load_yaml
 from xaudit.config.user_code import IMPORT_DIRS, add_import_dir
 from xaudit.core.outputs import RunDirectory, write_text
 from xaudit.errors import OutputError
@@ -33,7 +33,7 @@ def check_same_subject_config(run_dir: RunDirectory, config: Config) -> None:
     finished = run_dir.completed()
     if not path.is_file() or not finished:
         return
-    old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    old = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     new = config.to_dict()
     diffs = [d for section in PER_SUBJECT_SECTIONS for d in _differences(old.get(section), new.get(section), section)]
     if diffs:
@@ -54,6 +54,26 @@ def _differences(old, new, key: str) -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         return [d for k in sorted(set(old) | set(new)) if k in old for d in _differences(old[k], new.get(k), f"{key}.{k}")]
     return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
+
+
+def check_shard_target(run_dir: RunDirectory, shard: tuple[int, int]) -> None:
+    """A shard may join a shard directory, never a full run's (finished, or live).
+
+    Raises:
+        OutputError: the directory holds, or is being written by, a run without ``--shard``.
+    """
+    label = f"--shard {shard[0]}/{shard[1]}"
+    path = run_dir / "config.resolved.yaml"
+    if path.is_file() and (run_dir.completed() or (run_dir / "audit.json").is_file()):
+        provenance = (load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}).get("provenance") or {}
+        if not provenance.get("shard"):
+            raise OutputError(f"{run_dir.root} holds a full run (made without --shard); {label} would rewrite it:"
+                              " write each shard to its own directory (-o shards/i)")
+    try:
+        run_dir.lock().release()  # a full run holds `.lock` while it writes
+    except OutputError:
+        raise OutputError(f"{run_dir.root} is being written by a full run (it holds .lock); {label} would rewrite it:"
+                          " write each shard to its own directory (-o shards/i)") from None
 
 
 @dataclass(frozen=True)
@@ -100,7 +120,7 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> Config
     path = Path(run_dir) / "config.resolved.yaml"
     if not path.is_file():
         raise OutputError(f"{run_dir} is not an xaudit run directory (no config.resolved.yaml)")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    raw = load_yaml(path.read_text(encoding="utf-8"), str(path))
     for folder in (raw.pop("provenance", None) or {}).get("import_dirs") or []:
         add_import_dir(folder)  # the factory module next to the original config
     for item in overrides or []:
@@ -117,4 +137,4 @@ def run_provenance(run_dir: Path | str) -> dict:
     path = Path(run_dir) / "config.resolved.yaml"
     if not path.is_file():
         raise OutputError(f"{run_dir} is not an xaudit run directory (no config.resolved.yaml)")
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("provenance") or {}
+    return (load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}).get("provenance") or {}

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from xaudit.data.masks import foreground_from_image
-from xaudit.data.loading import LoadedImage, native_grid, read_mask
+from xaudit.data.loading import LoadedImage, check_header, native_grid, read_mask
 from xaudit.data.manifest import Subject
 from xaudit.data.native import resample_between_grids
 from xaudit.errors import DataError
@@ -23,7 +23,7 @@ def preprocessed_foreground(subject: Subject, loaded: LoadedImage, spatial_dims:
     shape = tuple(loaded.tensor.shape[1:])
     if subject.mask is not None:
         mask_affine, _mask_shape, _img = native_grid(subject.mask, spatial_dims)
-        mask = torch.from_numpy(read_mask(subject.mask, spatial_dims).astype(np.float32))
+        mask = torch.from_numpy(read_mask(subject.mask, spatial_dims, subject.max_image_bytes).astype(np.float32))
         on_grid = resample_between_grids(mask, mask_affine, loaded.affine, shape, mode="nearest") > 0.5
         if not on_grid.any():
             what = "is empty" if not mask.any() else "does not overlap the image (compare the two files' affines)"
@@ -36,6 +36,7 @@ def preprocessed_foreground(subject: Subject, loaded: LoadedImage, spatial_dims:
 
 def atlas_on_grid(atlas_path, loaded: LoadedImage, spatial_dims: int) -> torch.Tensor:
     """An integer label map (world space) on the subject's model-input grid (nearest)."""
+    check_header(atlas_path, spatial_dims)  # before its voxels are read
     atlas_affine, _shape, image = native_grid(atlas_path, spatial_dims)
     labels = np.asarray(image.dataobj)
     while labels.ndim > spatial_dims and labels.shape[-1] == 1:

@@ -7,6 +7,8 @@ space; `xaudit.data.native` uses that to put results back on the stored grid.
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -26,9 +28,9 @@ from monai.transforms import (
     Spacing,
 )
 
-from xaudit.data.manifest import Subject
+from xaudit.data.manifest import DEFAULT_MAX_IMAGE_BYTES, Subject
 from xaudit.config.user_code import import_object
-from xaudit.errors import ConfigError, DataError
+from xaudit.errors import ConfigError, DataError, first_line
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -85,17 +87,74 @@ def _check_len(values, spatial_dims: int, key: str) -> None:
 _loader = LoadImage(image_only=True, ensure_channel_first=True, reader="NibabelReader", dtype=np.float32)
 
 
-def read_channel(path, spatial_dims: int) -> MetaTensor:
+def check_file(path) -> None:
+    """The path names a regular file (a pipe or ``/dev/zero`` would block or never end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; fix the path in the manifest") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{path}: not a regular file (a folder, pipe or device); point the manifest at a NIfTI file")
+
+
+def check_header(path, spatial_dims: int, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> nib.Nifti1Image:
+    """Everything a header can tell before a voxel is read: size, voxel sizes, affine.
+
+    Raises:
+        DataError: not a regular file, an unreadable header, an image whose voxels (shape x
+            bytes per voxel, at least 4 as it is read as float32) exceed ``max_bytes``
+            (``data.max_image_gb``), zero/negative/NaN voxel sizes, a NaN or singular affine.
+    """
+    check_file(path)
+    try:
+        img = nib.load(str(path))
+        shape = tuple(int(n) for n in img.shape)
+        itemsize = np.dtype(img.get_data_dtype()).itemsize
+        zooms = _raw_pixdims(path, img)
+        affine = np.asarray(img.affine, dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - any reader failure
+        raise DataError(f"{path}: unreadable NIfTI header ({first_line(exc, 150)}); re-export the file") from None
+    size = int(np.prod(shape, dtype=object)) * max(itemsize, 4)
+    if size > max_bytes:
+        raise DataError(
+            f"{path}: the header declares {shape} voxels of {img.get_data_dtype()} ({size / 2**30:.1f} GiB in memory),"
+            f" above `data.max_image_gb` = {max_bytes / 2**30:g}; raise it (--set data.max_image_gb=...) only if"
+            " the image is real")
+    spatial = zooms[:spatial_dims]
+    if not all(np.isfinite(z) and z > 0 for z in spatial):
+        raise DataError(f"{path}: voxel sizes (pixdim) {tuple(spatial)} must be positive numbers; fix the header")
+    block = to_affine_nd(spatial_dims, affine)[:spatial_dims, :spatial_dims] if np.isfinite(affine).all() else None
+    singular = block is None or np.linalg.svd(block, compute_uv=False).min() <= 1e-6 * max(np.abs(block).max(), 1e-30)
+    if singular:
+        raise DataError(f"{path}: the affine (voxel to world) is {'NaN/Inf' if block is None else 'singular'};"
+                        " fix the sform/qform of the header")
+    return img
+
+
+def _raw_pixdims(path, img) -> list[float]:
+    """Voxel sizes as stored: nibabel quietly reads a zero pixdim as 1 mm."""
+    header_class = type(img.header)
+    if "pixdim" not in getattr(header_class, "template_dtype", np.dtype([])).names:
+        return [float(z) for z in img.header.get_zooms()]
+    with nib.openers.ImageOpener(str(path)) as fh:
+        raw = header_class.from_fileobj(fh, check=False)
+    return [float(z) for z in raw["pixdim"][1: 1 + len(img.shape)]]
+
+
+def read_channel(path, spatial_dims: int, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> MetaTensor:
     """Read one NIfTI image as a channel-first MetaTensor with ``spatial_dims`` dims."""
     name = str(path)
     if not name.endswith(NIFTI_SUFFIXES):
         raise DataError(f"{name}: not a NIfTI file (.nii or .nii.gz expected)")
+    check_header(path, spatial_dims, max_bytes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             img = _loader(name)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a data error for this file
-        raise DataError(f"{name}: cannot read image ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise DataError(f"{name}: cannot read image ({type(exc).__name__}: {first_line(exc, 200)})") from None
     while img.ndim - 1 > spatial_dims and img.shape[-1] == 1:
         img = img[..., 0]
     if img.ndim - 1 != spatial_dims:
@@ -120,7 +179,7 @@ def load_subject(subject: Subject, transforms, spatial_dims: int) -> LoadedImage
     Raises:
         DataError: naming the file and what is wrong.
     """
-    channels = [read_channel(p, spatial_dims) for p in subject.images]
+    channels = [read_channel(p, spatial_dims, subject.max_image_bytes) for p in subject.images]
     first = channels[0]
     for path, ch in zip(subject.images[1:], channels[1:]):
         if ch.shape[1:] != first.shape[1:] or not np.allclose(np.asarray(ch.affine), np.asarray(first.affine), atol=1e-3):
@@ -131,7 +190,7 @@ def load_subject(subject: Subject, transforms, spatial_dims: int) -> LoadedImage
     try:
         out = transforms(image)
     except Exception as exc:  # noqa: BLE001 - MONAI names the failing transform in its message
-        raise DataError(f"{subject.images[0]}: preprocessing failed: {str(exc).splitlines()[0][:300]}") from None
+        raise DataError(f"{subject.images[0]}: preprocessing failed: {first_line(exc, 300)}") from None
     affine = out.affine if isinstance(out, MetaTensor) else image.affine
     affine = to_affine_nd(spatial_dims, np.asarray(affine, dtype=np.float64))
     tensor = torch.as_tensor(out.as_tensor() if isinstance(out, MetaTensor) else out, dtype=torch.float32)
@@ -145,12 +204,13 @@ def native_grid(path, spatial_dims: int) -> tuple[np.ndarray, tuple[int, ...], n
     return to_affine_nd(spatial_dims, np.asarray(img.affine, dtype=np.float64)), shape, img
 
 
-def read_mask(path, spatial_dims: int) -> np.ndarray:
+def read_mask(path, spatial_dims: int, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> np.ndarray:
     """A mask on its stored grid as a boolean array (non-zero = inside)."""
+    check_header(path, spatial_dims, max_bytes)
     try:
         data = np.asanyarray(nib.load(str(path)).dataobj)
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{path}: cannot read mask ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+        raise DataError(f"{path}: cannot read mask ({type(exc).__name__}: {first_line(exc, 200)})") from None
     while data.ndim > spatial_dims and data.shape[-1] == 1:
         data = data[..., 0]
     return np.asarray(data) > 0
@@ -165,7 +225,7 @@ def infer_spatial_dims(data_cfg, model_cfg, first_image) -> int:
     try:
         shape = [s for s in nib.load(str(first_image)).shape]
     except Exception as exc:  # noqa: BLE001
-        raise DataError(f"{first_image}: cannot read image header ({str(exc).splitlines()[0][:200]})") from None
+        raise DataError(f"{first_image}: cannot read image header ({first_line(exc, 200)})") from None
     while len(shape) > 2 and shape[-1] == 1:
         shape.pop()
     if len(shape) not in (2, 3):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +11,9 @@ import numpy as np
 import pandas as pd
 
 from xaudit.core.ids import safe_file_id
-from xaudit.errors import DataError, did_you_mean
+from xaudit.errors import DataError, did_you_mean, first_line, short
 
+DEFAULT_MAX_IMAGE_BYTES = 4 << 30  # `data.max_image_gb` = 4
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Subject:
         split: the split value, or "".
         mask: foreground/brain mask path, or None.
         rois: ROI name -> mask path.
+        max_image_bytes: the largest image read for this subject (``data.max_image_gb``).
     """
 
     subject_id: str
@@ -39,21 +42,29 @@ class Subject:
     split: str = ""
     mask: Path | None = None
     rois: dict[str, Path] = field(default_factory=dict)
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
 
 
-def load_manifest(data_cfg, classes: list[str], check_files: bool = True) -> list[Subject]:
+def load_manifest(data_cfg, classes: list[str], check_files: bool = True, problems: list[dict] | None = None) -> list[Subject]:
     """Read and validate the manifest named by the config's ``data`` section.
+
+    A row that cannot be a subject (empty id or image path, a label outside the classes, a
+    repeated id) is a problem of that row only: with ``problems`` given, each is appended
+    there (``subject_id``, ``row``, ``stage`` = "manifest", ``reason``) and the row is left
+    out; without it, every such row is listed in one error.
 
     Args:
         data_cfg: `xaudit.config.DataConfig`.
         classes: the model's class names; labels may be names or indices.
         check_files: verify that every referenced file exists.
+        problems: where to collect per-row problems instead of raising.
 
     Returns:
         The subjects of the configured split, in manifest order.
 
     Raises:
-        DataError: naming the manifest, column or row and what to do.
+        DataError: the manifest is not a readable table, lacks a column or split, holds no
+            usable row, or (without ``problems``) has rows with problems.
     """
     path = Path(data_cfg.manifest)
     frame = read_manifest_csv(path)
@@ -64,29 +75,84 @@ def load_manifest(data_cfg, classes: list[str], check_files: bool = True) -> lis
         missing = [s for s in wanted if s not in present]
         if missing:
             raise DataError(
-                f"{path}: split {missing} not found in column {data_cfg.split_column!r}; values present: {sorted(present)}"
+                f"{path}: split {missing} not found in column {data_cfg.split_column!r}; values present: {short(sorted(present), 300)}"
             )
         frame = frame[frame[data_cfg.split_column].astype(str).isin(wanted)]
     if frame.empty:
         raise DataError(f"{path}: no rows to audit (check `data.split`)")
-    subjects = [_subject_from_row(row, idx, data_cfg, classes, path.parent) for idx, row in frame.iterrows()]
-    _check_unique(subjects, path)
+    found: list[dict] = []
+    subjects = []
+    for idx, row in frame.iterrows():
+        try:
+            subjects.append(_subject_from_row(row, idx, data_cfg, classes, path.parent))
+        except DataError as exc:
+            found.append(_row_problem(str(row[data_cfg.subject_column]).strip(), idx, str(exc)))
+    subjects = _unique(subjects, path, found)
+    if found and (problems is None or not subjects):
+        raise DataError(rows_message(sorted(found, key=lambda p: p["row"])))
+    if problems is not None:
+        problems.extend(sorted(found, key=lambda p: p["row"]))
     if check_files:
         _check_files_exist(subjects, path)
     return subjects
 
 
+#: problem rows listed in one error message; the rest are counted
+MAX_LISTED = 10
+
+
+def rows_message(problems: list[dict]) -> str:
+    """One error listing the problem rows (the first `MAX_LISTED`, then a count)."""
+    lines = [f"manifest line {p['row']} ({p['subject_id']}): {p['reason']}" for p in problems[:MAX_LISTED]]
+    if len(problems) > MAX_LISTED:
+        lines.append(f"... and {len(problems) - MAX_LISTED} more subject(s) with problems")
+    return lines[0] if len(lines) == 1 else f"{len(problems)} subjects have problems:\n  " + "\n  ".join(lines)
+
+
+def _row_problem(subject_id: str, line: int, reason: str) -> dict:
+    return {"subject_id": subject_id, "row": int(line), "stage": "manifest", "reason": reason}
+
+
 def read_manifest_csv(path: Path) -> pd.DataFrame:
-    """Read the CSV with every column as text; the index holds the file line number."""
+    """Read the CSV with every column as text; the index holds each row's first line in the file.
+
+    Line numbers are counted by the CSV reader itself, so a quoted value holding a newline
+    does not shift them; blank lines are skipped.
+    """
     if not path.is_file():
-        raise DataError(f"manifest {str(path)!r} does not exist (set `data.manifest`)")
+        raise DataError(f"manifest {str(path)!r} does not exist or is not a regular file (set `data.manifest`)")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"manifest {str(path)!r} is not a readable CSV: {str(exc).splitlines()[0]}") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    frame.index = np.arange(2, len(frame) + 2)
-    return frame
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh, skipinitialspace=True)
+            header = next(reader, None)
+            lines, records, start = [], [], reader.line_num + 1
+            for record in reader:
+                if record and any(v.strip() for v in record):
+                    lines.append(start)
+                    records.append(record)
+                start = reader.line_num + 1
+    except (csv.Error, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"manifest {str(path)!r} is not a readable CSV: {first_line(exc)}") from None
+    if not header or not any(h.strip() for h in header):
+        raise DataError(f"manifest {str(path)!r} is empty: it needs a header row and one row per image")
+    columns = _unique_names([str(c).strip() for c in header])
+    for line, record in zip(lines, records):
+        if len(record) > len(columns):
+            raise DataError(f"manifest {str(path)!r} line {line}: {len(record)} fields, the header has {len(columns)};"
+                            " quote values that contain commas")
+    rows = [record + [""] * (len(columns) - len(record)) for record in records]
+    return pd.DataFrame(rows, columns=columns, index=np.asarray(lines, dtype=int), dtype=str)
+
+
+def _unique_names(columns: list[str]) -> list[str]:
+    """Repeated header names become ``name.1``, ``name.2`` (as pandas names them)."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in columns:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        out.append(name if count == 0 else f"{name}.{count}")
+    return out
 
 
 def _require_columns(frame: pd.DataFrame, data_cfg, path: Path) -> None:
@@ -105,7 +171,7 @@ def _require_columns(frame: pd.DataFrame, data_cfg, path: Path) -> None:
         if col is not None and col not in frame.columns:
             raise DataError(
                 f"{path}: column {col!r} (from `{key}`) is not in the manifest.{did_you_mean(col, frame.columns)}"
-                f" Columns present: {list(frame.columns)}"
+                f" Columns present: {short(list(frame.columns), 400)}"
             )
 
 
@@ -123,7 +189,7 @@ def parse_label(value: str, classes: list[str], where: str) -> int:
     if index is not None and float(value) == index and 0 <= index < len(classes):
         return index
     raise DataError(
-        f"{where}: label {value!r} is not one of the classes {classes} (or an index 0..{len(classes) - 1});"
+        f"{where}: label {short(value)} is not one of the classes {classes} (or an index 0..{len(classes) - 1});"
         f"{did_you_mean(value, classes)} fix the row or `model.classes`"
     )
 
@@ -148,6 +214,7 @@ def _subject_from_row(row: pd.Series, line: int, data_cfg, classes: list[str], b
         split=split,
         mask=mask,
         rois=rois,
+        max_image_bytes=int(data_cfg.max_image_gb * (1 << 30)),
     )
 
 
@@ -161,20 +228,25 @@ def _resolve(value: str, base: Path, where: str, column: str, optional: bool = F
     return path if path.is_absolute() else (base / path)
 
 
-def _check_unique(subjects: list[Subject], path: Path) -> None:
+def _unique(subjects: list[Subject], path: Path, problems: list[dict]) -> list[Subject]:
+    """The subjects whose id (and file name) no earlier row took; the others become problems."""
     seen: dict[str, int] = {}
     safe_seen: dict[str, str] = {}
+    kept = []
     for s in subjects:
         if s.subject_id in seen:
-            raise DataError(f"{path} line {s.row}: subject id {s.subject_id!r} repeats line {seen[s.subject_id]}; ids must be unique")
-        seen[s.subject_id] = s.row
+            problems.append(_row_problem(s.subject_id, s.row, f"{path} line {s.row}: subject id {short(s.subject_id)} repeats"
+                                         f" line {seen[s.subject_id]}; ids must be unique"))
+            continue
         other = safe_seen.get(s.safe_id.lower())
         if other is not None:
-            raise DataError(
-                f"{path} line {s.row}: subject ids {other!r} and {s.subject_id!r} map to the same file name"
-                f" {s.safe_id!r}; rename one of them"
-            )
+            problems.append(_row_problem(s.subject_id, s.row, f"{path} line {s.row}: subject ids {short(other)} and"
+                                         f" {short(s.subject_id)} map to the same file name {short(s.safe_id)}; rename one of them"))
+            continue
+        seen[s.subject_id] = s.row
         safe_seen[s.safe_id.lower()] = s.subject_id
+        kept.append(s)
+    return kept
 
 
 def _check_files_exist(subjects: list[Subject], path: Path) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from xaudit.config.user_code import import_object
-from xaudit.errors import ConfigError, ModelError, choices_message, did_you_mean
+from xaudit.errors import ConfigError, ModelError, choices_message, did_you_mean, first_line
 
 CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
 
@@ -103,7 +103,7 @@ def _load_torchscript(path: Path, device: torch.device) -> nn.Module:
     try:
         return torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # noqa: BLE001 - any failure means "not a usable TorchScript file"
-        raise ModelError(f"`model.torchscript`: {path} is not a loadable TorchScript file ({str(exc).splitlines()[0][:200]})") from None
+        raise ModelError(f"`model.torchscript`: {path} is not a loadable TorchScript file ({first_line(exc, 200)})") from None
 
 
 def _load_monai(cfg) -> nn.Module:
@@ -121,7 +121,7 @@ def _load_monai(cfg) -> nn.Module:
         params = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
         raise ModelError(f"`model.monai.args` do not fit {cfg.network}: {exc}. Its arguments: {params}") from None
     except Exception as exc:  # noqa: BLE001 - MONAI validates its args with assorted errors
-        raise ModelError(f"`model.monai.args` rejected by {cfg.network}: {str(exc).splitlines()[0][:300]}") from None
+        raise ModelError(f"`model.monai.args` rejected by {cfg.network}: {first_line(exc, 300)}") from None
     if not isinstance(module, nn.Module):
         raise ModelError(f"`model.monai.network`: {cfg.network} is not a network (it returned {type(module).__name__})")
     if cfg.checkpoint is not None:
@@ -134,7 +134,7 @@ def _load_factory(cfg) -> nn.Module:
     try:
         module = factory(**cfg.args)
     except Exception as exc:  # noqa: BLE001 - user code
-        raise ModelError(f"`model.factory` {cfg.function} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+        raise ModelError(f"`model.factory` {cfg.function} failed: {type(exc).__name__}: {first_line(exc, 300)}") from None
     if not isinstance(module, nn.Module):
         raise ModelError(f"`model.factory` {cfg.function} returned {type(module).__name__}, expected a torch.nn.Module")
     if cfg.checkpoint is not None:
@@ -150,7 +150,7 @@ def load_checkpoint(module: nn.Module, path: Path, key: str) -> None:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt, pickled objects, not a checkpoint
         raise ModelError(
-            f"`{key}`: {path} is not a loadable state_dict ({str(exc).splitlines()[0][:200]});"
+            f"`{key}`: {path} is not a loadable state_dict ({first_line(exc, 200)});"
             " save it with torch.save(model.state_dict(), path)"
         ) from None
     if isinstance(state, dict):
@@ -161,12 +161,28 @@ def load_checkpoint(module: nn.Module, path: Path, key: str) -> None:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"`{key}`: {path} does not hold a state_dict of tensors")
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-    result = module.load_state_dict(state, strict=False)
+    _check_shapes(module, state, path, key)
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # anything else the network refuses (dtype, custom loaders)
+        raise ModelError(f"`{key}`: {path} does not fit the network ({first_line(exc)}); check the network name and args") from None
     if result.missing_keys or result.unexpected_keys:
         raise ModelError(
             f"`{key}`: {path} does not fit the network: {len(result.missing_keys)} missing keys"
             f" (e.g. {result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected"
             f" (e.g. {result.unexpected_keys[:3]}); check the network name and args"
+        )
+
+
+def _check_shapes(module: nn.Module, state: dict, path: Path, key: str) -> None:
+    """Same architecture, other widths: name the tensors whose sizes differ."""
+    own = module.state_dict()
+    wrong = [f"{name} {tuple(tensor.shape)} (network {tuple(own[name].shape)})" for name, tensor in state.items()
+             if name in own and tuple(own[name].shape) != tuple(tensor.shape)]
+    if wrong:
+        raise ModelError(
+            f"`{key}`: {path} does not fit the network: {len(wrong)} tensors have other sizes (e.g. {'; '.join(wrong[:2])});"
+            " check the network args (channels, widths, out_channels) the checkpoint was trained with"
         )
 
 
@@ -202,7 +218,7 @@ def check_output(model: LoadedModel, sample: torch.Tensor, classes: list[str]) -
     except Exception as exc:  # noqa: BLE001 - the model cannot take the configured input
         raise ModelError(
             f"the model failed on an input of shape {tuple(sample.shape)} ({type(exc).__name__}:"
-            f" {str(exc).splitlines()[0][:200]}); check `data.transforms` and the model's spatial_dims/in_channels"
+            f" {first_line(exc, 200)}); check `data.transforms` and the model's spatial_dims/in_channels"
         ) from None
     if not isinstance(out, torch.Tensor) or out.ndim != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

@@ -47,17 +47,11 @@ def write_report(audit, cohort, config, run_dir) -> Path:
     return path
 
 
-# Names the report gives its figures: a re-render removes its own stale ones (a figure whose
-# data is gone) and leaves any other file in figures/ alone.
-REPORT_FIGURE_PREFIXES = ("mean_map_", "examples_", "performance_", "share_outside_foreground", "masked_input",
-                          "probes", "spray_representatives", "explanation_quality")
-
-
 def _write_figures(doc: Document, run_dir) -> None:
-    current = {f"{figure.name}.png" for figure in doc.figures}
+    """Write the figures; remove the ones an earlier render recorded and this one no longer
+    makes (a figure whose data is gone). Any other file in figures/ is left alone."""
+    current = {f"figures/{figure.name}.png" for figure in doc.figures}
     for figure in doc.figures:
         write_bytes(run_dir / f"figures/{figure.name}.png", figure.png)
-    folder = Path(run_dir / "figures")
-    for stale in folder.glob("*.png") if folder.is_dir() else []:
-        if stale.name not in current and stale.name.startswith(REPORT_FIGURE_PREFIXES):
-            stale.unlink(missing_ok=True)
+    if hasattr(run_dir, "remove_owned_except"):
+        run_dir.remove_owned_except("report_figures", current)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xaudit.data.cohort import Cohort
-from xaudit.core.ids import safe_file_id
+from xaudit.core.ids import distinct_file_ids
 from xaudit.core.outputs import RunDirectory
 from xaudit.data.native import downsample_affine, write_volume
 
@@ -53,10 +53,12 @@ def write_mean_maps(cohort: Cohort, run_dir: RunDirectory) -> list[str]:
     affine = downsample_affine(cohort.input_affines[0], tuple(cohort.input_shapes[0]), first.shape[1:])
     classes = np.where(cohort.labels >= 0, cohort.labels, cohort.predicted)
     written = []
+    class_ids, column_ids = distinct_file_ids(cohort.classes), distinct_file_ids(cohort.groups)
+    value_ids = {col: distinct_file_ids(str(v) for v in vals) for col, vals in cohort.groups.items()}
     for method, maps in cohort.maps.items():
         for k, name in enumerate(cohort.classes):
-            keys = [(f"{safe_file_id(name)}", classes == k)]
-            keys += [(f"{safe_file_id(name)}__{safe_file_id(col)}-{safe_file_id(str(v))}", (classes == k) & (vals == v))
+            keys = [(f"{class_ids[name]}", classes == k)]
+            keys += [(f"{class_ids[name]}__{column_ids[col]}-{value_ids[col][str(v)]}", (classes == k) & (vals == v))
                      for col, vals in cohort.groups.items() for v in sorted(set(vals))]
             for key, sel in keys:
                 if sel.any():

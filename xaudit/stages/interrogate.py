@@ -116,7 +116,7 @@ def _prepare(run_dir: Path, params: InterrogateParams | None, device) -> _Setup:
         raise ConfigError("`xaudit interrogate` needs forward hooks, which a TorchScript model does not offer;"
                           " configure the model as `model.monai` or `model.factory` to interrogate it")
     device = resolve_device(device) if isinstance(device, str) else device
-    subjects = load_manifest(config.data, config.model.classes, check_files=False)
+    subjects = load_manifest(config.data, config.model.classes, check_files=False, problems=[])
     spatial_dims = _spatial_dims(run_dir, config, subjects)
     group_column = _group_column(params, config.data.group_columns)
     notes: list[str] = []

@@ -24,7 +24,7 @@ from xaudit.attribution.engine import MethodRun, choose_targets, estimate_max_ba
 from xaudit.data.loading import load_subject
 from xaudit.data.manifest import Subject
 from xaudit.data.native import downsample_volumes
-from xaudit.errors import OutputError, XauditError
+from xaudit.errors import OutputError, XauditError, reason_of
 from xaudit.models.features import FeatureSpec, capture
 from xaudit.data.foreground import atlas_on_grid, preprocessed_foreground
 from xaudit.stages.subject_outputs import SubjectOutputs, write_subject
@@ -85,7 +85,7 @@ class SubjectDataset(Dataset):
         except XauditError as exc:
             return {"index": index, "error": str(exc), "stage": "load"}
         except Exception as exc:  # noqa: BLE001 - isolate any per-subject failure
-            return {"index": index, "error": f"{type(exc).__name__}: {exc}", "stage": "load"}
+            return {"index": index, "error": reason_of(exc), "stage": "load"}
 
 
 def _as_list(batch):
@@ -194,7 +194,7 @@ def run_subject_pass(
                     raise
                 except Exception as exc:  # noqa: BLE001 - one batch's failure fails its subjects only
                     for s in batch_subjects:
-                        _fail(result, s, "attribution", f"{type(exc).__name__}: {exc}", settings)
+                        _fail(result, s, "attribution", reason_of(exc), settings)
                     advance(len(batch_subjects))
                     continue
                 for subject, record in zip(batch_subjects, records):
@@ -215,7 +215,7 @@ def _drain(pending, result: PassResult, settings: PassSettings, advance, keep: i
             except OutputError:
                 raise
             except Exception as exc:  # noqa: BLE001
-                _fail(result, subject, "write", str(exc) if isinstance(exc, XauditError) else f"{type(exc).__name__}: {exc}", settings)
+                _fail(result, subject, "write", reason_of(exc), settings)
             advance(1)
         else:
             still.append((subject, future))

@@ -16,9 +16,9 @@ import torch
 
 from xaudit.attribution.engine import MethodRun, build_methods
 from xaudit.data import build_transforms, infer_spatial_dims, load_manifest, load_subject
-from xaudit.data.loading import NIFTI_SUFFIXES, check_voxels
-from xaudit.data.manifest import Subject
-from xaudit.errors import DataError, XauditError
+from xaudit.data.loading import NIFTI_SUFFIXES, check_file, check_header, check_voxels
+from xaudit.data.manifest import Subject, rows_message
+from xaudit.errors import DataError, XauditError, first_line
 from xaudit.models.features import FeatureSpec, feature_spec
 from xaudit.models.loading import LoadedModel, check_output, find_layer, load_model, resolve_device, unwrapped
 
@@ -41,6 +41,8 @@ class Setup:
     input_shape: tuple[int, ...]
     rejected: list[dict] = field(default_factory=list)
     all_subjects: list[Subject] = field(default_factory=list)
+    #: manifest rows that are no subject (empty id or path, unknown label, repeated id)
+    manifest_problems: list[dict] = field(default_factory=list)
 
 
 def validate_setup(config, device_name: str | None = None, deep: bool = False) -> Setup:
@@ -61,17 +63,21 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
         XauditUsageError subclasses with a one-line, actionable message.
     """
     device = resolve_device(device_name or config.device)
-    subjects = load_manifest(config.data, config.model.classes, check_files=False)
+    rows: list[dict] = []
+    subjects = load_manifest(config.data, config.model.classes, check_files=False, problems=rows)
+    strict = deep or config.data.on_error == "fail"
     problems = [p for s in subjects if (p := file_problem(s))]
     readable = [s for s in subjects if not any(p["subject_id"] == s.subject_id for p in problems)]
     if not readable:
-        raise DataError(f"no readable image in {config.data.manifest}: {problems[0]['reason']}")
+        _raise_or_keep(problems, subjects, True, rows)
     spatial_dims = infer_spatial_dims(config.data, config.model, readable[0].images[0])
     problems += [p for s in readable if (p := header_problem(s, spatial_dims))]
+    if deep and (problems or rows):  # name missing files and bad headers before decoding every image
+        _raise_or_keep(problems, subjects, True, rows)
     if deep:  # one problem per subject: a file whose header failed is not read again
         flagged = {p["subject_id"] for p in problems}
         problems += [p for s in readable if s.subject_id not in flagged and (p := voxel_problem(s, spatial_dims))]
-    _raise_or_keep(problems, subjects, strict=deep or config.data.on_error == "fail")
+    _raise_or_keep(problems, subjects, strict, rows)
     rejected_ids = {p["subject_id"] for p in problems}
     all_subjects, subjects = subjects, [s for s in subjects if s.subject_id not in rejected_ids]
     transforms = build_transforms(config.data.transforms, spatial_dims)
@@ -90,25 +96,21 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
             find_layer(base, name, key="interrogate.layers")
     spec = feature_spec(base, config.features) if not model.scripted else FeatureSpec([], config.features.pooling)
     methods = build_methods(config.attribution.methods, model.scripted, layer is not None)
-    return Setup(config, device, subjects, spatial_dims, transforms, model, layer, spec, methods, tuple(first.tensor.shape), problems, all_subjects)
+    return Setup(config, device, subjects, spatial_dims, transforms, model, layer, spec, methods, tuple(first.tensor.shape),
+                 problems, all_subjects, rows)
 
 
-#: problems listed in one error message; the rest are counted
-MAX_LISTED = 10
-
-
-def _raise_or_keep(problems: list[dict], subjects: list[Subject], strict: bool) -> None:
-    """Strict (validate, ``on_error: fail``): the first problem is an error. Otherwise the
-    subjects concerned are left out and listed in ``errors.csv``, unless none is left."""
-    if not problems:
+def _raise_or_keep(problems: list[dict], subjects: list[Subject], strict: bool, rows: list[dict]) -> None:
+    """Strict (validate, ``on_error: fail``): every problem, with the manifest's problem
+    ``rows``, in one error. Otherwise the subjects concerned are left out and listed in
+    ``errors.csv``, unless none is left."""
+    everything = sorted([*rows, *problems], key=lambda p: p["row"])
+    if not everything:
         return
-    if strict or len(problems) == len(subjects):
-        lines = [f"manifest line {p['row']} ({p['subject_id']}): {p['reason']}" for p in problems[:MAX_LISTED]]
-        if len(problems) > MAX_LISTED:
-            lines.append(f"... and {len(problems) - MAX_LISTED} more subject(s) with problems")
-        raise DataError(lines[0] if len(lines) == 1 else f"{len(problems)} subjects have problems:\n  " + "\n  ".join(lines))
-    for p in problems:
-        log.warning("skipping subject %s: %s", p["subject_id"], p["reason"])
+    if strict or len({p["subject_id"] for p in problems}) == len(subjects):
+        raise DataError(rows_message(everything))
+    for p in everything:
+        log.warning("skipping manifest line %s (%s): %s", p["row"], p["subject_id"], p["reason"])
 
 
 def _problem(s: Subject, stage: str, reason: str) -> dict:
@@ -120,29 +122,32 @@ def _paths(s: Subject):
 
 
 def file_problem(s: Subject) -> dict | None:
-    """A missing file or one that is not NIfTI by name."""
+    """A missing file, one that is not a regular file, or not NIfTI by name."""
     for path in _paths(s):
-        if not path.is_file():
-            return _problem(s, "validate", f"{path}: file not found; fix the path in the manifest")
+        try:
+            check_file(path)
+        except DataError as exc:
+            return _problem(s, "validate", str(exc))
         if not str(path).endswith(NIFTI_SUFFIXES):
             return _problem(s, "validate", f"{path}: not a NIfTI file (.nii or .nii.gz expected)")
     return None
 
 
 def header_problem(s: Subject, spatial_dims: int) -> dict | None:
-    """An unreadable header, wrong dimensionality, or an empty/absurd shape."""
+    """An unreadable header, an image too large to read, bad voxel sizes or affine, wrong
+    dimensionality, or a shape too small to audit (`xaudit.data.loading.check_header`)."""
     for path in _paths(s):
         try:
-            shape = list(nib.load(str(path)).shape)
-        except Exception as exc:  # noqa: BLE001 - any reader failure
-            return _problem(s, "validate", f"{path}: unreadable NIfTI ({str(exc).splitlines()[0][:150]}); re-export the file")
+            shape = list(check_header(path, spatial_dims, s.max_image_bytes).shape)
+        except DataError as exc:
+            return _problem(s, "validate", str(exc))
         while len(shape) > spatial_dims and shape[-1] == 1:
             shape.pop()
         if len(shape) != spatial_dims:
             return _problem(s, "validate", f"{path}: image has shape {tuple(shape)}, expected {spatial_dims}D"
                             " (a 4D series needs one volume per row; a 2D model needs 2D images)")
-        if any(n < 2 for n in shape) or int(np.prod(shape)) > 2**31:
-            return _problem(s, "validate", f"{path}: image shape {tuple(shape)} is empty or absurd")
+        if any(n < 2 for n in shape):
+            return _problem(s, "validate", f"{path}: image shape {tuple(shape)} is too small to audit")
     return None
 
 
@@ -152,7 +157,7 @@ def voxel_problem(s: Subject, spatial_dims: int) -> dict | None:
         try:
             data = np.asanyarray(nib.load(str(path)).dataobj)
         except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
-            return _problem(s, "validate", f"{path}: cannot read voxels ({str(exc).splitlines()[0][:150]})")
+            return _problem(s, "validate", f"{path}: cannot read voxels ({first_line(exc, 150)})")
         try:
             check_voxels(path, torch.from_numpy(np.asarray(data, dtype=np.float32)))
         except DataError as exc:

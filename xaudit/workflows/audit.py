@@ -19,7 +19,7 @@ from xaudit.config import Config
 from xaudit.core import versions
 from xaudit.core.progress import ProgressFactory, log_progress
 from xaudit.core.outputs import RunDirectory, remove_orphaned_temp_files, write_csv, write_json
-from xaudit.core.provenance import RunFacts, check_same_subject_config, write_resolved_config
+from xaudit.core.provenance import RunFacts, check_same_subject_config, check_shard_target, write_resolved_config
 from xaudit.core.runlog import log_to_file
 from xaudit.models.features import feature_names
 from xaudit.stages.subject_outputs import SubjectOutputs
@@ -78,6 +78,8 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress: Prog
     run_dir = RunDirectory(options.output or config.output)
     shard_label = f"{options.shard[0]}-of-{options.shard[1]}" if options.shard else ""
     run_dir.prepare(resume=options.resume or options.shard is not None)
+    if options.shard is not None:
+        check_shard_target(run_dir, options.shard)
     lock = run_dir.lock(shard_label)
     handler = log_to_file(run_dir.root / (f"run-{shard_label}.log" if shard_label else "run.log"))
     if options.resume:
@@ -101,7 +103,7 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress: Prog
         t0 = time.perf_counter()
         result = subject_pass_stage(setup, todo, SubjectOutputs(run_dir), max_batch, progress)
         timings["subject_pass"] = time.perf_counter() - t0
-        rejected = [p for p in setup.rejected if p["subject_id"] in {s.subject_id for s in todo_all}]
+        rejected = setup.manifest_problems + [p for p in setup.rejected if p["subject_id"] in {s.subject_id for s in todo_all}]
         _write_errors(run_dir, rejected + result.failed, shard_label)
         if result.feature_widths is not None:
             write_json(run_dir / "features.json", {"names": feature_names(setup.feature_spec, result.feature_widths)})

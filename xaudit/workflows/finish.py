@@ -18,7 +18,7 @@ from xaudit._version import __version__
 from xaudit.core import versions
 from xaudit.data.cohort import feature_names_of, load_cohort, write_features, write_predictions
 from xaudit.core.ids import safe_file_id
-from xaudit.core.outputs import RunDirectory, write_json
+from xaudit.core.outputs import RunDirectory, unescape_cell, write_json
 from xaudit.core.progress import ProgressFactory, log_progress
 from xaudit.core.provenance import run_provenance
 from xaudit.errors import DataError, OutputError
@@ -86,7 +86,7 @@ def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -
     interrogation = None
     if setup is not None and config.interrogate is not None:
         interrogation = timed("interrogation", _optional_interrogation, run_dir, config.interrogate, setup.device)
-    failed = count_failed(run_dir)
+    failed, bad_rows = count_failed(run_dir)
     audit = {
         "schema_version": versions.AUDIT,
         "metrics": metrics.to_dict(),
@@ -94,7 +94,8 @@ def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -
         "rules": rules.to_dict(),
         "bias": bias.to_dict(),
         "run": _run_metadata(config, started, device, timings),
-        "counts": {"subjects": len(subjects), "audited": cohort.n, "failed": failed, "missing": len(subjects) - cohort.n - failed},
+        "counts": {"subjects": len(subjects) + bad_rows, "audited": cohort.n, "failed": failed + bad_rows,
+                   "missing": len(subjects) - cohort.n - failed},
         "findings": bias.findings,
         "verdict": bias.verdict,
         "artifacts": {**artifacts, **attribution.artifacts, **rules.artifacts},
@@ -128,13 +129,20 @@ def pass_batch(run_dir: RunDirectory, config) -> int:
         return 8
 
 
-def count_failed(run_dir: RunDirectory) -> int:
+def count_failed(run_dir: RunDirectory) -> tuple[int, int]:
+    """Subjects that failed (listed in ``errors*.csv`` and not finished since), and manifest
+    rows that were no subject (``stage`` "manifest", counted once per line)."""
     done = run_dir.completed()
-    failed = set()
+    failed, bad_rows = set(), set()
     for path in Path(run_dir.root).glob("errors*.csv"):
         with open(path, newline="", encoding="utf-8") as fh:
-            failed |= {row["subject_id"] for row in csv.DictReader(fh)}
-    return len({f for f in failed if safe_file_id(f) not in done})
+            for row in csv.DictReader(fh):
+                sid = unescape_cell(row["subject_id"])
+                if row.get("stage") == "manifest":
+                    bad_rows.add((sid, row.get("manifest_line")))
+                else:
+                    failed.add(sid)
+    return len({f for f in failed if safe_file_id(f) not in done}), len(bad_rows)
 
 
 def _run_metadata(config, started: float | None, device: str, timings: dict) -> dict:

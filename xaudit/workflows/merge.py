@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from xaudit.core.ids import safe_file_id
-from xaudit.core.outputs import RunDirectory, write_csv, write_text
+from xaudit.core.outputs import RunDirectory, unescape_cell, write_csv, write_text
 from xaudit.core.provenance import load_run_config, run_provenance
 from xaudit.data import load_manifest
 from xaudit.errors import OutputError, XauditError
@@ -19,11 +19,13 @@ from xaudit.workflows.audit import RunResult
 from xaudit.workflows.finish import finish_run
 
 
-def merge_runs(shard_dirs: list[Path], output: Path):
+def merge_runs(shard_dirs: list[Path], output: Path, allow_partial: bool = False):
     """Link (or copy) every shard's per-subject artifacts into ``output``, then finish the run.
 
     All shards must come from the same config (same config hash). Subjects finished in
     several shards keep one copy; ``errors.csv`` lists failures not finished elsewhere.
+    Subjects in no shard given (a shard missing or unfinished) are an error unless
+    ``allow_partial``: then the merged run reports them as ``counts.missing``.
 
     Returns:
         `RunResult` of the merged run.
@@ -35,20 +37,23 @@ def merge_runs(shard_dirs: list[Path], output: Path):
     if len(set(hashes.values())) != 1:
         raise OutputError(f"shards come from different configs (config hashes {hashes}); merge shards of one run only")
     out = RunDirectory(output)
-    out.root.mkdir(parents=True, exist_ok=True)
+    # `xaudit submit` puts the shards inside the merged run's folder (OUT/shards/i)
+    out.claim(allow_foreign=any(out.root.resolve() in d.resolve().parents for d in shard_dirs))
     lock = out.lock()
     try:
         for d in shard_dirs:
             if Path(d).resolve() != out.root.resolve():
                 _link_tree(Path(d) / "subjects", out.subjects_dir)
                 _link_tree(Path(d) / "attributions", out.root / "attributions")
-        _merge_errors(shard_dirs, out)
+        failed = _merge_errors(shard_dirs, out)
         first = shard_dirs[0]
         for name in ("config.resolved.yaml", "features.json"):
             if (first / name).is_file() and (first / name).resolve() != (out.root / name).resolve():
                 write_text(out.root / name, (first / name).read_text(encoding="utf-8"))
         config = load_run_config(out.root)
-        subjects = load_manifest(config.data, config.model.classes, check_files=False)
+        subjects = load_manifest(config.data, config.model.classes, check_files=False, problems=[])
+        if not allow_partial:
+            _refuse_partial(shard_dirs, subjects, out, failed)
         setup = _model_setup(config)
         audit = finish_run(out, config, subjects, device=run_provenance(first).get("device", ""), setup=setup)
         shards = {tuple(run_provenance(d).get("shard") or ()) for d in shard_dirs}
@@ -98,8 +103,27 @@ def _merge_errors(shard_dirs: list[Path], out: RunDirectory) -> None:
         for path in sorted(Path(d).glob("errors*.csv")):
             with open(path, newline="", encoding="utf-8") as fh:
                 for row in csv.DictReader(fh):
-                    sid = row["subject_id"]
-                    if sid not in seen and safe_file_id(sid) not in done:
-                        seen.add(sid)
-                        rows.append([sid, row.get("manifest_line", ""), row.get("stage", ""), row.get("reason", "")])
+                    sid = unescape_cell(row["subject_id"])
+                    manifest_row = row.get("stage") == "manifest"  # never a subject: kept, once per line
+                    key = (sid, row.get("manifest_line")) if manifest_row else sid
+                    if key not in seen and (manifest_row or safe_file_id(sid) not in done):
+                        seen.add(key)
+                        rows.append([sid, row.get("manifest_line", ""), row.get("stage", ""), unescape_cell(row.get("reason", ""))])
     write_csv(out / "errors.csv", ["subject_id", "manifest_line", "stage", "reason"], rows)
+    return {row[0] for row in rows}
+
+
+def _refuse_partial(shard_dirs: list[Path], subjects, out: RunDirectory, failed: set[str]) -> None:
+    """Every subject must be finished or failed in some shard given, before the dataset stages."""
+    done = out.completed()
+    missing = [s for s in subjects if s.safe_id not in done and s.subject_id not in failed]
+    if not missing:
+        return
+    shards = [run_provenance(d).get("shard") for d in shard_dirs]
+    counts = {s[1] for s in shards if s}
+    absent = sorted(set(range(max(counts))) - {s[0] for s in shards if s}) if len(counts) == 1 else []
+    which = f" (shards {absent} of {max(counts)} not given)" if absent else ""
+    raise OutputError(
+        f"{len(missing)} of {len(subjects)} subjects are in no shard given{which}, e.g. {missing[0].subject_id!r}: merge"
+        " every shard, finish the missing ones with `xaudit run ... --shard i/N --resume`, or pass --allow-partial"
+        " to merge only these")

@@ -20,7 +20,7 @@ def rerender_report(run_dir: Path) -> Path:
     if not audit_path.is_file():
         raise OutputError(f"{run_dir} has no audit.json; finish the run first (xaudit run ... --resume)")
     config = load_run_config(run.root)
-    subjects = load_manifest(config.data, config.model.classes, check_files=False)
+    subjects = load_manifest(config.data, config.model.classes, check_files=False, problems=[])
     cohort = load_cohort(run, subjects, config.model.classes, feature_names_of(run))
     audit = json.loads(audit_path.read_text(encoding="utf-8"))
     report_stage(audit, cohort, config, run)

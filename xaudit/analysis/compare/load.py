@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from xaudit.analysis.rules.result import RulesResult
+from xaudit.config import load_yaml
 from xaudit.core import versions
 from xaudit.core.ids import safe_file_id
 from xaudit.errors import DataError, OutputError
-from xaudit.core.outputs import RunDirectory
+from xaudit.core.outputs import RunDirectory, unescape_cell
 
 _SCALAR_HEADER = re.compile(r"'descr':\s*'([^']+)'.*'shape':\s*\(\)")
 SKIPPED_SHARE_PREFIX = "vol_"  # mask volume fractions: properties of the cohort, not of the model
@@ -144,8 +144,8 @@ def _read_config(path: Path) -> dict:
     if not file.is_file():
         raise OutputError(f"{path} is not an xaudit run directory (no config.resolved.yaml)")
     try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+        raw = load_yaml(file.read_text(encoding="utf-8"), str(file))
+    except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{file}: cannot read it as YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise DataError(f"{file}: expected a mapping at the top level")
@@ -157,7 +157,7 @@ def _read_predictions(path: Path, classes: list[str], group_columns: list[str]):
     if not path.is_file():
         raise OutputError(f"{path.parent} has no predictions.csv; the run did not finish")
     with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+        rows = [{unescape_cell(k): unescape_cell(v) for k, v in row.items()} for row in csv.DictReader(fh)]
     header = set(rows[0]) if rows else set()
     needed = ["subject_id", "label", *[f"prob_{c}" for c in classes], *group_columns]
     missing = [c for c in needed if c not in header]

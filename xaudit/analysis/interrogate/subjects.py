@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from xaudit.core.outputs import unescape_cell
 from xaudit.data.loading import LoadedImage, load_subject, native_grid, read_mask
 from xaudit.data.manifest import Subject
 from xaudit.data.native import resample_between_grids
@@ -54,7 +55,11 @@ def read_predictions(run_dir: Path) -> pd.DataFrame:
     path = Path(run_dir) / "predictions.csv"
     if not path.is_file():
         raise DataError(f"{run_dir}: no predictions.csv; interrogate a finished run (after `xaudit run` or `xaudit merge`)")
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.columns = [unescape_cell(c) for c in frame.columns]
+    for column in frame.columns:
+        frame[column] = frame[column].map(unescape_cell)
+    return frame
 
 
 def choose_subjects(
