@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xaudit._version import __version__
+from xaudit.analysis.bias.findings import finding_order
 from xaudit.core import versions
 from xaudit.core.cohort import feature_names_of, load_cohort, write_features, write_predictions
 from xaudit.core.ids import safe_file_id
@@ -78,7 +79,7 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
         "bias": bias.to_dict(),
         "run": _run_metadata(config, started, device, timings),
         "counts": {"subjects": len(subjects), "audited": cohort.n, "failed": failed, "missing": len(subjects) - cohort.n - failed},
-        "findings": bias.findings,
+        "findings": sorted([*bias.findings, *attribution.findings], key=finding_order),
         "verdict": bias.verdict,
         "artifacts": {**artifacts, **attribution.artifacts, **rules.artifacts},
     }
