@@ -75,3 +75,26 @@ class TinyViT(nn.Module):
     def forward(self, x):
         tokens = self.patch_embedding(x).flatten(2).transpose(1, 2)
         return self.head(self.norm(self.blocks(tokens)).mean(1))
+
+
+class InPlaceAfterReLU(nn.Module):
+    """``features.1``'s output (a ReLU's, which its backward needs) is scaled in place: autograd fails."""
+
+    def __init__(self, spatial_dims: int = 3):
+        super().__init__()
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        gap = nn.AdaptiveAvgPool3d if spatial_dims == 3 else nn.AdaptiveAvgPool2d
+        self.features = nn.Sequential(conv(1, 4, 3, padding=1), nn.ReLU(), conv(4, 4, 3, padding=1))
+        self.pool = gap(1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.features[1](self.features[0](x))
+        h.mul_(2.0)
+        return self.head(self.pool(self.features[2](h)).flatten(1))
+
+
+def build_inplace(spatial_dims: int = 3) -> nn.Module:
+    """Factory for `InPlaceAfterReLU` (``model.factory: tiny_nets:build_inplace``)."""
+    torch.manual_seed(0)
+    return InPlaceAfterReLU(spatial_dims).eval()

@@ -97,6 +97,10 @@ class LRP(AttributionMethod):
                     f"to Linear/Conv1d-3d layers: {rule_layers[:40]}"
                 )
 
+    def preflight(self, model, example, ctx: AttributionContext) -> None:
+        """The prepared copy (attention refused, layer rules checked) and one pass (the input rule's layer)."""
+        self.attribute(model, example, torch.zeros(example.shape[0], dtype=torch.long), ctx)
+
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
         prepared = self.prepare(model, inputs[:1].detach())
         maps = torch.empty(inputs.shape, dtype=torch.float32, device=inputs.device)
