@@ -297,6 +297,40 @@ def test_unfolded_batchnorms_become_rule_layers():
         torch.testing.assert_close(prepared.model(x), net(x), rtol=1e-4, atol=1e-5)
 
 
+def test_unfolded_batchnorm_matches_the_hand_formula():
+    """A BatchNorm after a concatenation is the linear layer ``y = a x + c``: epsilon gives ``R_x = a x / y R_y``."""
+
+    class CatNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 3, 1, bias=False)
+            self.bn = nn.BatchNorm2d(3)
+            self.head = nn.Linear(3, 2, bias=False)
+
+        def forward(self, x):
+            h = self.conv(x)
+            h = torch.cat([h[:, :2], h[:, 2:]], 1)  # the BatchNorm does not follow the convolution: not folded
+            return self.head(torch.relu(self.bn(h)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = CatNorm().eval()
+    with torch.no_grad():
+        net.bn.running_mean.normal_(0, 0.5)
+        net.bn.running_var.uniform_(0.5, 2.0)
+        net.bn.bias.normal_(0, 0.5)
+    x = torch.randn(2, 1, 2, 2)
+    result = lrp(net, x, torch.tensor([0, 1]), composite="epsilon", epsilon=0.0)
+    with torch.no_grad():
+        h = net.conv(x)
+        y = net.bn(h)
+        a = (net.bn.weight / torch.sqrt(net.bn.running_var + net.bn.eps)).view(1, 3, 1, 1)
+        w = net.head.weight[[0, 1]].view(2, 3, 1, 1)
+        r_y = torch.relu(y) * w / 4
+        r_h = a * h / y * r_y
+        expected = (x * net.conv.weight.view(1, 3, 1, 1) / h * r_h).sum(1, keepdim=True)
+    torch.testing.assert_close(result.maps, expected, rtol=1e-4, atol=1e-7)
+
+
 def test_squeeze_excitation_gate_gets_no_relevance():
     """SE gates: all relevance of ``x * gate`` goes to ``x``, so a bias-free SE net conserves it."""
     from monai.networks.nets import SENet
