@@ -297,6 +297,18 @@ def test_unfolded_batchnorms_become_rule_layers():
         torch.testing.assert_close(prepared.model(x), net(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("composite", ["epsilon", "zplus"])
+def test_canonize_false_makes_every_batchnorm_a_layer(composite):
+    """Without folding every BatchNorm is an explicit layer: same logits, relevance still balanced."""
+    net = trained_like(build("densenet", 2))
+    x = case_input(2)
+    rules_for = functools.partial(assign_rules, composite=composite, settings=RuleSettings(), overrides={})
+    prepared = prepare_model(net, x[:1], rules_for, canonize=False)
+    assert prepared.folded == [] and "features.norm0" in prepared.batchnorm_layers
+    result = lrp(net, x, torch.tensor([0, 1, 1]), composite=composite, canonize=False)
+    assert torch.isfinite(result.maps).all() and (result.stats["conservation_error"] < 1e-4).all()
+
+
 def test_unfolded_batchnorm_matches_the_hand_formula():
     """A BatchNorm after a concatenation is the linear layer ``y = a x + c``: epsilon gives ``R_x = a x / y R_y``."""
 

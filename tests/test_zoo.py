@@ -1,7 +1,7 @@
 """The MONAI model zoo through every registered attribution method.
 
-Each classifier family users bring (MONAI's DenseNet, ResNet, SEResNet, EfficientNet-BN
-and a vision transformer), in 2D and 3D, at small widths with random weights and
+Each classifier family users bring (MONAI's DenseNet, ResNet with basic and bottleneck
+blocks, SEResNet, EfficientNet-BN and a vision transformer), in 2D and 3D, at small widths with random weights and
 non-trivial BatchNorm statistics (fixed seeds), through every method in
 `xaudit.attribution.REGISTRY`. Each method either works or refuses up front:
 
@@ -63,6 +63,7 @@ REFUSALS: dict[tuple[str, str], str] = {
     ("vit", "lrp"): "no rule for attention",
     # MONAI's ResNet calls one ReLU module (`self.act`) several times per block
     ("resnet", "deeplift"): "called more than once",
+    ("resnet_bottleneck", "deeplift"): "called more than once",
     # swish activations: no nn.ReLU for the modified backward rules
     ("efficientnet", "guided_backprop"): "has none",
     ("efficientnet", "deconvnet"): "has none",
@@ -71,7 +72,7 @@ REFUSALS: dict[tuple[str, str], str] = {
     ("efficientnet", "lrp"): "no Linear/Conv layer reads the input",
 }
 
-FAMILIES = ["densenet", "resnet", "seresnet", "efficientnet", "vit"]
+FAMILIES = ["densenet", "resnet", "resnet_bottleneck", "seresnet", "efficientnet", "vit"]
 CASES = [(family, dims) for family in FAMILIES for dims in (2, 3)]
 
 
@@ -82,6 +83,10 @@ def _build(family: str, dims: int) -> tuple[nn.Module, str]:
         return net, "features.denseblock2"
     if family == "resnet":
         net = nets.ResNet(block="basic", layers=(1, 1, 1, 1), block_inplanes=(4, 8, 8, 8), spatial_dims=dims,
+                          n_input_channels=1, num_classes=2)
+        return net, "layer4"
+    if family == "resnet_bottleneck":  # ResNet-50's block
+        net = nets.ResNet(block="bottleneck", layers=(1, 1, 1, 1), block_inplanes=(4, 4, 8, 8), spatial_dims=dims,
                           n_input_channels=1, num_classes=2)
         return net, "layer4"
     if family == "seresnet":
