@@ -397,6 +397,27 @@ def test_unfolded_batchnorm_conserves_relevance_under_zplus():
     assert (result.stats["conservation_error"] < 0.01).all()
 
 
+@pytest.mark.parametrize("composite", ["epsilon_plus_flat", "epsilon_plus_box"])
+def test_zero_padded_input_still_gets_the_input_rule(composite):
+    """EfficientNet pads the input before its stem: the input rule applies, the border's share is absorbed."""
+
+    class Padded(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pad = nn.ConstantPad2d((1, 0, 1, 0), 0.0)
+            self.net = PlainNet(2)
+
+        def forward(self, x):
+            return self.net(self.pad(x))
+
+    net = bias_free(Padded())
+    x = case_input(2)
+    result = lrp(net, x, torch.tensor([0, 1, 1]), composite=composite)
+    assert result.maps.shape == x.shape
+    assert (result.stats["conservation_error"] < 1e-5).all()
+    assert (result.stats["absorbed_share"].abs() > 1e-3).all(), "the padded border takes a share under the input rule"
+
+
 def test_input_layer_rule_needs_a_layer_reading_the_input():
     class Normalising(nn.Module):
         def __init__(self):

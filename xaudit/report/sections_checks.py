@@ -20,7 +20,8 @@ SELF_CHECKS = {
     "conservation_error": "|sum of relevance + relevance absorbed by biases and stabilisers - target logit| / "
                           "|target logit|: relevance lost or made up where no rule applies, or a numerical breakdown. "
                           "Near 1e-5 (float32) on the models tested; above 0.01 the map is not to be trusted",
-    "absorbed_share": "relevance the LRP rules give to biases, folded BatchNorm shifts and the epsilon stabiliser, "
+    "absorbed_share": "relevance the LRP rules give to biases, folded BatchNorm shifts, the epsilon stabiliser and a "
+                      "zero-padded input border, "
                       "as a share of the target logit: the part of the decision the map does not explain (large "
                       "for `epsilon` on networks with biases, ~0 for z+ and alpha-beta)",
     "relevance_sum": "sum of the relevance map (compare with the target logit)",

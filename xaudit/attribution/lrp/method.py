@@ -8,8 +8,8 @@ The relevance at the output is the target logit (``one_hot(target) * logits``); 
 sample's map sums to that logit minus what the rules give to biases and to the epsilon
 stabiliser (counted in a `Ledger` during the backward pass). Per-sample statistics:
 
-- ``absorbed_share = absorbed / |logit|``: the part of the logit the rules leave to biases
-  and stabilisers by design (large for ``epsilon`` on networks with biases and folded
+- ``absorbed_share = absorbed / |logit|``: the part of the logit the rules leave to biases,
+  stabilisers and a zero-padded input border by design (large for ``epsilon`` on networks with biases and folded
   BatchNorms; about 0 for z+, alpha-beta and the flat/box input rules, which leave biases out);
 - ``conservation_error = |sum(R) + absorbed - logit| / |logit|``: relevance lost or made up
   by anything the rules do not account for (an operation without a rule, a numerical

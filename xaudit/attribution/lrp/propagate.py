@@ -103,6 +103,39 @@ class PassState:
     sink: list[torch.Tensor] = field(default_factory=list)
     input_layers: set[str] = field(default_factory=set)
     ledger: Ledger | None = None
+    #: the model input zero-padded by a padding module (EfficientNet's "same" padding), with its crop
+    padded_inputs: list[tuple[torch.Tensor, object]] = field(default_factory=list)
+
+
+def _padding_forward(module: nn.Module, x: torch.Tensor, *, state: PassState) -> torch.Tensor:
+    """A zero-padding module: the padded model input still counts as the input for the input rules."""
+    out = module._lrp_original_forward(x)
+    if x is state.model_input:
+        state.padded_inputs.append((out, functools.partial(_crop, module, tuple(x.shape))))
+    return out
+
+
+def _crop(module: nn.Module, shape: tuple[int, ...], relevance: torch.Tensor) -> torch.Tensor:
+    """The padding's transpose: the padded tensor's relevance on the input grid (the border's dropped)."""
+    probe = torch.zeros(shape, dtype=relevance.dtype, device=relevance.device, requires_grad=True)
+    with torch.enable_grad():
+        (out,) = torch.autograd.grad(module._lrp_original_forward(probe), probe, relevance)
+    return out
+
+
+def _is_zero_padding(module: nn.Module) -> bool:
+    base = nn.modules.padding._ConstantPadNd
+    return isinstance(module, base) and type(module).forward is base.forward and float(module.value) == 0.0
+
+
+def _reads_input(x: torch.Tensor, state: PassState) -> tuple[bool, object]:
+    """Whether ``x`` is the model input (or it zero-padded), and the crop back to the input grid (or None)."""
+    if x is state.model_input:
+        return True, None
+    for padded, crop in state.padded_inputs:
+        if x is padded:
+            return True, crop
+    return False, None
 
 
 class _InputLayer(torch.autograd.Function):
@@ -113,26 +146,33 @@ class _InputLayer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, module, rule, state):
+    def forward(ctx, x, module, rule, state, crop):
         z = module._lrp_original_forward(x)
         # a copy: an in-place activation after this layer would overwrite the output
         ctx.save_for_backward(x, z.clone())
-        ctx.module, ctx.rule, ctx.state = module, rule, state
+        ctx.module, ctx.rule, ctx.state, ctx.crop = module, rule, state, crop
         return z
 
     @staticmethod
     def backward(ctx, grad_out):
         x, z = ctx.saved_tensors
         with torch.no_grad():
-            ctx.state.sink.append(ctx.rule.relevance(ctx.module, x, z, z * grad_out))
-        return None, None, None, None
+            relevance = ctx.rule.relevance(ctx.module, x, z, z * grad_out)
+        if ctx.crop is not None:  # the input was zero-padded: what the rule gives the border is absorbed there
+            cropped = ctx.crop(relevance)
+            if ctx.state.ledger is not None:
+                ctx.state.ledger.add(relevance.flatten(1).sum(1) - cropped.flatten(1).sum(1))
+            relevance = cropped
+        ctx.state.sink.append(relevance)
+        return None, None, None, None, None
 
 
 def _rule_forward(module: nn.Module, x: torch.Tensor, *, name: str, rules: LayerRules, state: PassState) -> torch.Tensor:
-    if x is state.model_input:
+    is_input, crop = _reads_input(x, state)
+    if is_input:
         state.input_layers.add(name)
         if isinstance(rules.at_input, InputRule):
-            return _InputLayer.apply(x, module, rules.at_input, state)
+            return _InputLayer.apply(x, module, rules.at_input, state, crop)
         return rules.at_input.forward(module, x, state.ledger)
     if isinstance(rules.elsewhere, InputRule):
         raise ConfigError(
@@ -199,6 +239,9 @@ def prepare_model(
     for module in work.modules():
         if isinstance(module, _PASS_THROUGH) or type(module).__name__ in _PASS_THROUGH_NAMES:
             _patch(module, functools.partial(_pass_forward, module))
+    for module in work.modules():
+        if _is_zero_padding(module):
+            _patch(module, functools.partial(_padding_forward, module, state=state))
     for branch in _gate_branches(work):
         branch.register_forward_pre_hook(_detach_gate_input)
     unpatched = sorted({type(m).__name__ for m in work.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and not is_rule_layer(m)})
@@ -242,7 +285,7 @@ def relevance(
     """
     state = prepared.state
     x = inputs.detach().clone().requires_grad_(True)
-    state.model_input, state.sink, state.ledger = x, [], ledger
+    state.model_input, state.sink, state.ledger, state.padded_inputs = x, [], ledger, []
     store: dict[str, list[torch.Tensor]] = {name: [] for name in record or []}
     handles = _record_layer_inputs(prepared, list(store), store)
     try:
@@ -252,7 +295,7 @@ def relevance(
     finally:
         for handle in handles:
             handle.remove()
-        state.model_input, state.ledger = None, None
+        state.model_input, state.ledger, state.padded_inputs = None, None, []
     maps = torch.zeros_like(x, dtype=torch.float32) if grad is None else (x.detach() * grad).float()
     for part in state.sink:
         maps = maps + part.float()

@@ -77,7 +77,8 @@ class Ledger:
     """Per-sample relevance the rules give to biases and stabilisers, summed in the backward pass.
 
     Relevance is conserved up to what the rules themselves assign to biases (epsilon, gamma)
-    and to the epsilon stabiliser, and to units that only a bias drives (z+, alpha-beta).
+    and to the epsilon stabiliser, to units that only a bias drives (z+, alpha-beta), and
+    to the border of a zero-padded input (input rules, `xaudit.attribution.lrp.propagate`).
     Counting it here separates that intended absorption from relevance lost or made up by
     anything else (operations without a rule, numerical breakdown): ``sum(R_input) +
     absorbed = logit`` must then hold to float precision.
