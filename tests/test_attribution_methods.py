@@ -297,6 +297,38 @@ def test_gradcam_is_cam_on_a_global_pooling_net():
     torch.testing.assert_close(ours_pp[:, 0], expected, rtol=1e-4, atol=1e-7)
 
 
+def test_gradcam_plus_plus_is_the_published_formula_up_to_exp_of_the_score():
+    """Chattopadhay et al. (2018), eq. 19, with the class score ``Y = exp(S)``, computed literally.
+
+    The first, second and third derivatives of ``Y`` with respect to each activation ``A_ij``
+    are taken by autograd, one element at a time (the exact diagonal, no shortcut):
+    ``alpha = d2 / (2 d2 + sum_ab A_ab d3)``, ``w_k = sum_ij alpha_ij relu(d1_ij)``,
+    ``map = sum_k w_k A_k``. With a linear head (GAP + Linear) the formula is exact, and it is
+    ``exp(S)`` times xaudit's map, which drops that per-sample factor (see `gradcam_pp_weights`).
+    """
+    torch.manual_seed(6)
+    net, x = GapNet().eval(), torch.randn(2, 1, 3, 3, 3)
+    ctx = layer_ctx(net, "features")
+    targets = torch.tensor([0, 1])
+    ours = method("gradcam_plus_plus", relu=False).attribute(net, x, targets, ctx).maps[:, 0]
+    for n in range(2):
+        acts = net.features(x[n : n + 1]).detach().requires_grad_(True)
+        score = lambda a: torch.exp(net.fc(a.mean((2, 3, 4)))[0, targets[n]])  # noqa: E731
+        (d1,) = torch.autograd.grad(score(acts), acts, create_graph=True)
+        d2, d3 = torch.zeros_like(acts), torch.zeros_like(acts)
+        for idx in range(acts.numel()):
+            (g2,) = torch.autograd.grad(d1.view(-1)[idx], acts, create_graph=True)
+            (g3,) = torch.autograd.grad(g2.view(-1)[idx], acts, retain_graph=True)
+            d2.view(-1)[idx], d3.view(-1)[idx] = g2.view(-1)[idx].detach(), g3.view(-1)[idx]
+        a = acts.detach()
+        alpha = d2 / (2 * d2 + a.sum((2, 3, 4), keepdim=True) * d3)
+        weights = (alpha * d1.detach().clamp(min=0)).sum((2, 3, 4), keepdim=True)
+        published = (weights * a).sum(1)[0]
+        with torch.no_grad():
+            scale = torch.exp(net(x[n : n + 1])[0, targets[n]])
+        torch.testing.assert_close(ours[n] * scale, published, rtol=1e-4, atol=1e-7)
+
+
 def test_gradcam_layer_followed_by_inplace_relu():
     # norm5's output is overwritten by class_layers.relu(inplace=True): the map must not change
     net = monai_net()

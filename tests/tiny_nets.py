@@ -53,3 +53,48 @@ def brightness_net(spatial_dims: int = 3) -> nn.Module:
             return self.head(self.pool(self.features(x)).flatten(1))
 
     return Bright().eval()
+
+
+class TinyViT(nn.Module):
+    """A one-block vision transformer (conv patch embedding, ``nn.TransformerEncoderLayer``, mean-token head).
+
+    MONAI's ViT needs ``einops``, which the test environment does not have; this has the
+    same parts that matter to attribution methods: no convolution after the patch
+    embedding, attention, LayerNorm, GELU.
+    """
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, classes: int = 2, patch: int = 4, hidden: int = 32):
+        super().__init__()
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        self.patch_embedding = conv(in_channels, hidden, patch, stride=patch)
+        self.blocks = nn.TransformerEncoderLayer(hidden, nhead=2, dim_feedforward=hidden, dropout=0.0, activation="gelu",
+                                                 batch_first=True)
+        self.norm = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        tokens = self.patch_embedding(x).flatten(2).transpose(1, 2)
+        return self.head(self.norm(self.blocks(tokens)).mean(1))
+
+
+class InPlaceAfterReLU(nn.Module):
+    """``features.1``'s output (a ReLU's, which its backward needs) is scaled in place: autograd fails."""
+
+    def __init__(self, spatial_dims: int = 3):
+        super().__init__()
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        gap = nn.AdaptiveAvgPool3d if spatial_dims == 3 else nn.AdaptiveAvgPool2d
+        self.features = nn.Sequential(conv(1, 4, 3, padding=1), nn.ReLU(), conv(4, 4, 3, padding=1))
+        self.pool = gap(1)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.features[1](self.features[0](x))
+        h.mul_(2.0)
+        return self.head(self.pool(self.features[2](h)).flatten(1))
+
+
+def build_inplace(spatial_dims: int = 3) -> nn.Module:
+    """Factory for `InPlaceAfterReLU` (``model.factory: tiny_nets:build_inplace``)."""
+    torch.manual_seed(0)
+    return InPlaceAfterReLU(spatial_dims).eval()

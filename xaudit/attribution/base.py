@@ -143,6 +143,14 @@ class AttributionMethod(ABC):
         """
         return 1.0
 
+    def preflight(self, model: torch.nn.Module, example: torch.Tensor, ctx: AttributionContext) -> None:
+        """Refuse, before the run, a model this method cannot serve (`xaudit.attribution.guards`).
+
+        Called once at validate time with one preprocessed input ``(1, C, *spatial)``;
+        must be cheap (a forward pass or two). Raises `ModelError`/`ConfigError` naming the
+        module; the default checks nothing.
+        """
+
     def from_shared(self, shared: SharedPass) -> AttributionResult | None:
         """The maps from the engine's shared pass, or None when the method needs its own passes.
 

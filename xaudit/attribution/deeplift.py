@@ -63,6 +63,14 @@ def deeplift_chunk(model, x: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> 
         raise ModelError(f"`deeplift` (Captum) cannot handle this model: {exc}") from exc
 
 
+def _reuse_message(reused: list[str]) -> str:
+    return (
+        f"`deeplift` needs each nonlinearity module to be called once per forward pass; {reused} are called "
+        "more than once (Captum's hooks would mix the calls' inputs). Give each use its own module, or use "
+        "`integrated_gradients`."
+    )
+
+
 class DeepLift(AttributionMethod):
     name = "deeplift"
     supports_amp = False  # its own backward rules: float32 only
@@ -74,6 +82,11 @@ class DeepLift(AttributionMethod):
     def passes_per_sample(self, spatial_shape: Sequence[int] | None = None) -> float:
         # input and baseline forward+backward in one batch, plus their forward for the check
         return 2.0 + 2.0 / 3.0
+
+    def preflight(self, model, example, ctx: AttributionContext) -> None:
+        _, reused = logits_and_reuse(model, example, torch.zeros(example.shape[0], dtype=torch.long))
+        if reused:
+            raise ModelError(_reuse_message(reused))
 
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
         if isinstance(model, torch.jit.ScriptModule):
@@ -87,11 +100,7 @@ class DeepLift(AttributionMethod):
             x, b, t = inputs[part], baselines[part], targets[part]
             scores, reused = logits_and_reuse(model, torch.cat([x, b]), torch.cat([t, t]))
             if reused:
-                raise ModelError(
-                    f"`deeplift` needs each nonlinearity module to be called once per forward pass; "
-                    f"{reused} are called more than once. Give each use its own module, or use "
-                    "`integrated_gradients`."
-                )
+                raise ModelError(_reuse_message(reused))
             maps[part] = deeplift_chunk(model, x, b, t)
             error[part] = completeness_error(maps[part], scores[: len(t)], scores[len(t):])
         return AttributionResult(maps, stats={"completeness_error": error})

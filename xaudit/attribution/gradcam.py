@@ -85,6 +85,12 @@ def _check_layer_output(captured: list, inputs: torch.Tensor, layer_name: str | 
         )
 
 
+def layer_preflight(model, example: torch.Tensor, ctx: AttributionContext, method: str) -> None:
+    """``model.layer`` runs once per forward and outputs a feature map (one forward+backward on ``example``)."""
+    layer = require_layer(ctx, method)
+    layer_activations_and_gradients(model, layer, example, torch.zeros(example.shape[0], dtype=torch.long), ctx)
+
+
 def gradcam_weights(acts: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
     """Grad-CAM channel weights: spatial mean of the gradient, ``(n, K, 1, ...)``."""
     return grads.mean(dim=tuple(range(2, grads.dim())), keepdim=True)
@@ -142,6 +148,9 @@ class GradCAM(AttributionMethod):
             cam_from_activations(shared.layer_acts, shared.layer_grads, gradcam_weights, self.params.relu, tuple(shared.inputs.shape))
         )
 
+    def preflight(self, model, example, ctx: AttributionContext) -> None:
+        layer_preflight(model, example, ctx, self.name)
+
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
         return AttributionResult(
             class_activation_maps(model, inputs, targets, ctx, gradcam_weights, self.params.relu, self.name)
@@ -163,6 +172,9 @@ class GradCAMPlusPlus(AttributionMethod):
             cam_from_activations(shared.layer_acts, shared.layer_grads, gradcam_pp_weights, self.params.relu, tuple(shared.inputs.shape))
         )
 
+    def preflight(self, model, example, ctx: AttributionContext) -> None:
+        layer_preflight(model, example, ctx, self.name)
+
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
         return AttributionResult(
             class_activation_maps(model, inputs, targets, ctx, gradcam_pp_weights, self.params.relu, self.name)
@@ -181,6 +193,10 @@ class GuidedGradCAM(AttributionMethod):
     def passes_per_sample(self, spatial_shape=None) -> float:
         # one backward for Grad-CAM, one with the guided ReLU rule
         return 2.0
+
+    def preflight(self, model, example, ctx: AttributionContext) -> None:
+        layer_preflight(model, example, ctx, self.name)
+        check_relu_modules(model, self.name)
 
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
         cam = class_activation_maps(model, inputs, targets, ctx, gradcam_weights, self.params.relu, self.name)

@@ -83,6 +83,9 @@ class GuidedBackprop(AttributionMethod):
     needs_hooks = True
     reference = "Springenberg et al. 2015, arXiv:1412.6806"
 
+    def preflight(self, model, example, ctx: AttributionContext) -> None:
+        check_relu_modules(model, self.name)
+
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
         check_relu_modules(model, self.name)
         return AttributionResult(relu_rule_gradients(model, inputs, targets, ctx.max_batch, deconv=False))
@@ -94,6 +97,9 @@ class Deconvnet(AttributionMethod):
     summary = "gradient with ReLUs passing only positive gradients (deconvolution)"
     needs_hooks = True
     reference = "Zeiler & Fergus 2014, ECCV, arXiv:1311.2901"
+
+    def preflight(self, model, example, ctx: AttributionContext) -> None:
+        check_relu_modules(model, self.name)
 
     def attribute(self, model, inputs, targets, ctx: AttributionContext) -> AttributionResult:
         check_relu_modules(model, self.name)

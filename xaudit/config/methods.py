@@ -134,7 +134,11 @@ class LRPParams(MethodParams):
     beta: float = Field(1.0, ge=0, description="beta of the alpha-beta rule (alpha - beta must be 1)")
     input_low: float | None = Field(None, description="lowest possible input value for the z^B (box) rule; None = each sample's minimum")
     input_high: float | None = Field(None, description="highest possible input value for the z^B (box) rule; None = each sample's maximum")
-    canonize: bool = Field(True, description="fold BatchNorm into the conv/linear layer it directly follows")
+    canonize: bool = Field(
+        True,
+        description="fold BatchNorm into the conv/linear layer it directly follows; the others (all when false) "
+        "become explicit per-channel linear layers with the convolution rule",
+    )
     layer_rules: dict[str, RuleName] = Field(
         {}, description="per-layer overrides: module path -> rule name (wins over the composite)"
     )

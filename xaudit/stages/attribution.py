@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from xaudit.analysis.quality import conservation_findings
 from xaudit.data.cohort import Cohort
 from xaudit.core.ids import distinct_file_ids
 from xaudit.core.outputs import RunDirectory
@@ -15,12 +16,15 @@ from xaudit.data.native import downsample_affine, write_volume
 @dataclass(frozen=True)
 class AttributionSummary:
     """``audit.json``'s ``attribution``: per method its parameters, self-checks and shares; the
-    mean maps written; the explanation-quality checks once the quality stage has run."""
+    mean maps written; the explanation-quality checks once the quality stage has run.
+    ``findings`` (for ``audit.json``'s ``findings``): methods whose own accounting failed
+    (`conservation_findings`)."""
 
     methods: dict
     mean_maps: tuple[str, ...] = ()
     quality: dict | None = None
     artifacts: dict[str, str] = field(default_factory=dict)
+    findings: tuple[dict, ...] = ()
 
     def to_dict(self) -> dict:
         out: dict = {"methods": self.methods}
@@ -42,7 +46,8 @@ def attribution_stage(cohort: Cohort, attribution_cfg, run_dir: RunDirectory) ->
     written = write_mean_maps(cohort, run_dir)
     if written:
         artifacts["maps"] = "maps/"
-    return AttributionSummary(methods=methods, mean_maps=tuple(written), artifacts=artifacts)
+    findings = tuple(f.to_dict() for f in conservation_findings(cohort.stats, cohort.subject_ids))
+    return AttributionSummary(methods=methods, mean_maps=tuple(written), artifacts=artifacts, findings=findings)
 
 
 def write_mean_maps(cohort: Cohort, run_dir: RunDirectory) -> list[str]:

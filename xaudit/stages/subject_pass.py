@@ -198,6 +198,10 @@ def run_subject_pass(
                     advance(len(batch_subjects))
                     continue
                 for subject, record in zip(batch_subjects, records):
+                    if "method_failure" in record:
+                        _fail(result, subject, "attribution", record["method_failure"], settings)
+                        advance(1)
+                        continue
                     pending.append((subject, writer.submit(write_subject, outputs, subject, record, settings.spatial_dims)))
                 pending = _drain(pending, result, settings, advance, keep=2 * settings.batch_size)
         _drain(pending, result, settings, advance, keep=0)
@@ -278,8 +282,27 @@ def _process_batch(group, batch_subjects, model, device, settings: PassSettings,
             "downsample": settings.downsample,
         }
         record.update({k: v[j] for k, v in masked.items()})
+        failure = non_finite_reason(maps, stats, j)
+        if failure:
+            record["method_failure"] = failure
         records.append(record)
     return records
+
+
+def non_finite_reason(maps: dict, stats: dict, j: int) -> str | None:
+    """Why sample ``j``'s maps cannot be used (a method's numerical failure), or None.
+
+    A NaN or inf in a map is the method's failure on that subject, not bad data: the
+    subject fails in the attribution stage with this reason instead of reaching the
+    dataset-level checks (which would refuse the whole run).
+    """
+    for method, stack in maps.items():
+        bad = int((~torch.isfinite(stack[j])).sum())
+        if bad:
+            extra = "".join(f"; {k} {float(v[j]):.3g}" for k, v in stats.get(method, {}).items())
+            return (f"method `{method}` gave a non-finite map ({bad} of {stack[j].numel()} voxels NaN or inf{extra}): "
+                    "a numerical failure of the method on this subject")
+    return None
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from xaudit.attribution.engine import MethodRun, build_methods
+from xaudit.attribution.guards import preflight
 from xaudit.data import build_transforms, infer_spatial_dims, load_manifest, load_subject
 from xaudit.data.loading import NIFTI_SUFFIXES, check_file, check_header, check_voxels
 from xaudit.data.manifest import Subject, rows_message
@@ -96,6 +97,8 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
             find_layer(base, name, key="interrogate.layers")
     spec = feature_spec(base, config.features) if not model.scripted else FeatureSpec([], config.features.pooling)
     methods = build_methods(config.attribution.methods, model.scripted, layer is not None)
+    if not model.scripted:  # in-place ops, reused modules, missing layers: named now, not after the pass
+        preflight(model.module, first.tensor[None].to(device), methods, layer, config.model.layer)
     return Setup(config, device, subjects, spatial_dims, transforms, model, layer, spec, methods, tuple(first.tensor.shape),
                  problems, all_subjects, rows)
 

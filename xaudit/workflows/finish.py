@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from xaudit._version import __version__
+from xaudit.analysis.bias.findings import finding_order
 from xaudit.core import versions
 from xaudit.data.cohort import feature_names_of, load_cohort, write_features, write_predictions
 from xaudit.core.ids import safe_file_id
@@ -96,7 +97,7 @@ def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -
         "run": _run_metadata(config, started, device, timings),
         "counts": {"subjects": len(subjects) + bad_rows, "audited": cohort.n, "failed": failed + bad_rows,
                    "missing": len(subjects) - cohort.n - failed},
-        "findings": bias.findings,
+        "findings": sorted([*bias.findings, *attribution.findings], key=finding_order),
         "verdict": bias.verdict,
         "artifacts": {**artifacts, **attribution.artifacts, **rules.artifacts},
     }

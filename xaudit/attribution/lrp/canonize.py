@@ -1,4 +1,4 @@
-"""Canonization: fold BatchNorm into the convolution or linear layer it directly follows.
+"""Canonization: BatchNorm folded into the layer it follows, or made an explicit linear layer.
 
 LRP rules are defined for linear layers followed by element-wise activations. A
 BatchNorm in eval mode is an affine map per channel; right after a convolution it can
@@ -6,8 +6,19 @@ be merged into it (``W' = W gamma / sigma``, ``b' = (b - mu) gamma / sigma + bet
 without changing the function, so the merged layer gets one well-defined rule
 (the "canonizers" of Zennit, Anders et al. 2021; Guillemot et al. 2020, "Breaking
 batch normalization for better explainability of deep neural networks through
-layer-wise relevance propagation"). BatchNorms that do not follow a linear layer (DenseNet's pre-activation
-``norm1`` after a concatenation) stay and pass relevance through unchanged.
+layer-wise relevance propagation").
+
+A BatchNorm that does not follow a linear layer (DenseNet's pre-activation ``norm1``
+after a concatenation, a transition's ``norm`` before its ReLU and convolution) cannot be
+folded forwards either: a ReLU stands between it and the next convolution. It becomes an
+explicit linear layer (`batchnorms_as_layers`: an equal depthwise 1x1 convolution, or a
+diagonal Linear on ``(N, C)`` inputs) that gets the composite's rule for convolutions, as
+Hui & Binder (2019, "BatchNorm decomposition for deep neural network interpretation")
+treat it. Passing relevance through it unchanged instead breaks the proportionality of
+relevance to activation that the epsilon rule's denominator relies on: a near-zero
+concatenated feature then carries the relevance of its non-zero normalised output, the
+convolution below divides it by that near-zero value, and on MONAI's DenseNet121 (3D,
+random running statistics) the input relevance reached 1e10-1e30 times the logit.
 
 "Directly follows" is read from one probe forward pass, not from the model's source:
 the BatchNorm's input must be the very tensor a Linear/ConvNd produced, both modules
@@ -82,13 +93,19 @@ def find_foldable_pairs(model: nn.Module, example: torch.Tensor) -> tuple[list[t
     return pairs, logits
 
 
+def _affine_of(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` per channel of an eval-mode BatchNorm: ``y = scale * x + shift``."""
+    scale = torch.rsqrt(bn.running_var.float() + bn.eps)
+    shift = -bn.running_mean.float() * scale
+    if bn.affine:
+        scale, shift = scale * bn.weight.float(), shift * bn.weight.float() + bn.bias.float()
+    return scale, shift
+
+
 def _merge(layer: nn.Module, bn: nn.Module) -> None:
     """Fold ``bn`` into ``layer``'s weight and bias, in place."""
     with torch.no_grad():
-        scale = torch.rsqrt(bn.running_var.float() + bn.eps)
-        shift = -bn.running_mean.float() * scale
-        if bn.affine:
-            scale, shift = scale * bn.weight.float(), shift * bn.weight.float() + bn.bias.float()
+        scale, shift = _affine_of(bn)
         weight = layer.weight.float() * scale.view(-1, *([1] * (layer.weight.dim() - 1)))
         bias = shift if layer.bias is None else layer.bias.float() * scale + shift
         layer.weight.copy_(weight.to(layer.weight.dtype))
@@ -130,8 +147,49 @@ def fold_batchnorms(model: nn.Module, example: torch.Tensor, rtol: float = 1e-4)
         warnings.warn(
             "LRP canonization: folding BatchNorm into the preceding layers changed the model's output "
             f"(max change {float((after - before).abs().max()):.3g}); keeping the BatchNorms unfolded, "
-            "they pass relevance through unchanged.",
+            "as explicit linear layers with the composite's convolution rule.",
             stacklevel=2,
         )
         return backup, []
     return model, [bn for _layer, bn in pairs]
+
+
+def _as_layer(bn: nn.Module, input_dims: int) -> nn.Module:
+    """The linear layer equal to eval-mode ``bn`` on inputs with ``input_dims`` dimensions."""
+    scale, shift = _affine_of(bn)
+    channels, dtype, device = scale.numel(), bn.running_mean.dtype, bn.running_mean.device
+    if input_dims == 2:
+        layer = nn.Linear(channels, channels, bias=True, device=device, dtype=dtype)
+        weight = torch.diag(scale)
+    else:
+        conv = {3: nn.Conv1d, 4: nn.Conv2d, 5: nn.Conv3d}[input_dims]
+        layer = conv(channels, channels, 1, groups=channels, bias=True, device=device, dtype=dtype)
+        weight = scale.view(channels, 1, *([1] * (input_dims - 2)))
+    with torch.no_grad():
+        layer.weight.copy_(weight.to(dtype))
+        layer.bias.copy_(shift.to(dtype))
+    layer.requires_grad_(False)
+    return layer
+
+
+def batchnorms_as_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Replace every remaining eval-mode BatchNorm by an equal linear layer, in place.
+
+    Args:
+        model: a private copy (it is modified); eval mode.
+        example: one input ``(1, C, *spatial)``; the probe pass tells each BatchNorm's input rank.
+
+    Returns:
+        The names of the replaced BatchNorms (each then gets the composite's convolution rule).
+    """
+    calls, _ = _record_calls(model, example)
+    ranks: dict[str, set[int]] = {}
+    for name, module, inp, _out in calls:
+        if _is_foldable_batchnorm(module) and isinstance(inp, torch.Tensor):
+            ranks.setdefault(name, set()).add(inp.dim())
+    replaced = []
+    for name, dims in ranks.items():
+        if len(dims) == 1 and next(iter(dims)) in (2, 3, 4, 5):
+            _replace_module(model, name, _as_layer(model.get_submodule(name), next(iter(dims))))
+            replaced.append(name)
+    return replaced

@@ -1,7 +1,8 @@
 """Relevance propagation through a prepared copy of an eager PyTorch model.
 
 `prepare_model` deep-copies the model (the user's model is never touched), folds
-BatchNorms (`canonize`), and replaces the ``forward`` of each Linear/ConvNd instance
+BatchNorms into the layers they follow and makes the others explicit linear layers
+(`canonize`), and replaces the ``forward`` of each Linear/ConvNd instance
 by its LRP rule and of each normalisation or non-homogeneous activation by a
 pass-through. No backward hooks are used, so modules called several times (MONAI
 ResNet's ``self.act``), in-place activations, residual sums and concatenations all work:
@@ -24,9 +25,9 @@ import torch
 from torch import nn
 
 from xaudit.attribution.base import select_targets
-from xaudit.attribution.lrp.canonize import fold_batchnorms
+from xaudit.attribution.lrp.canonize import batchnorms_as_layers, fold_batchnorms
 from xaudit.attribution.lrp.composite import LayerRules
-from xaudit.attribution.lrp.rules import InputRule, is_rule_layer, safe_divide, substitute_gradient
+from xaudit.attribution.lrp.rules import InputRule, Ledger, is_rule_layer, safe_divide, substitute_gradient
 from xaudit.errors import ConfigError
 
 #: shape-preserving modules whose gradient is not ``f(x)/x``: they pass relevance through as is
@@ -51,6 +52,48 @@ _PASS_THROUGH = (
     nn.Softsign,
 )
 
+#: the same for activation modules of other libraries, by class name (MONAI's swish and mish)
+_PASS_THROUGH_NAMES = frozenset({"Swish", "MemoryEfficientSwish", "Mish", "GELU"})
+
+#: squeeze-and-excitation modules (by class name) -> the attribute that starts their gate branch
+_GATE_BRANCHES = {"ChannelSELayer": "fc", "ResidualSELayer": "fc", "MBConvBlock": "_se_reduce"}
+
+#: modules LRP has no rule for: attention multiplies two activations (queries and keys)
+_ATTENTION_NAMES = ("SABlock", "CrossAttentionBlock", "MultiheadAttention", "Attention", "WindowAttention")
+
+
+def attention_modules(model: nn.Module) -> list[tuple[str, str]]:
+    """``(name, class)`` of the attention blocks of ``model`` (LRP refuses them)."""
+    found = []
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        if isinstance(module, nn.MultiheadAttention) or kind in _ATTENTION_NAMES or kind.endswith("Attention"):
+            found.append((name, kind))
+    return found
+
+
+def _detach_gate_input(_module, args):
+    """Forward pre-hook: the gate branch reads a constant, so it gets no relevance."""
+    return tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _gate_branches(model: nn.Module) -> list[nn.Module]:
+    """The first module of each squeeze-and-excitation gate branch.
+
+    The gate ``x * sigmoid(f(pool(x)))`` multiplies two functions of ``x``; its gradient
+    would hand the product's relevance to both factors, doubling it. LRP for gated units
+    (Arras et al. 2017, "Explaining recurrent neural network predictions in sentiment
+    analysis"; Ali et al. 2022) gives it all to the signal ``x`` and none to the gate:
+    the gate is a constant of the backward pass.
+    """
+    branches = []
+    for module in model.modules():
+        attr = _GATE_BRANCHES.get(type(module).__name__)
+        branch = getattr(module, attr, None) if attr else None
+        if isinstance(branch, nn.Module):
+            branches.append(branch)
+    return branches
+
 
 @dataclass
 class PassState:
@@ -59,6 +102,40 @@ class PassState:
     model_input: torch.Tensor | None = None
     sink: list[torch.Tensor] = field(default_factory=list)
     input_layers: set[str] = field(default_factory=set)
+    ledger: Ledger | None = None
+    #: the model input zero-padded by a padding module (EfficientNet's "same" padding), with its crop
+    padded_inputs: list[tuple[torch.Tensor, object]] = field(default_factory=list)
+
+
+def _padding_forward(module: nn.Module, x: torch.Tensor, *, state: PassState) -> torch.Tensor:
+    """A zero-padding module: the padded model input still counts as the input for the input rules."""
+    out = module._lrp_original_forward(x)
+    if x is state.model_input:
+        state.padded_inputs.append((out, functools.partial(_crop, module, tuple(x.shape))))
+    return out
+
+
+def _crop(module: nn.Module, shape: tuple[int, ...], relevance: torch.Tensor) -> torch.Tensor:
+    """The padding's transpose: the padded tensor's relevance on the input grid (the border's dropped)."""
+    probe = torch.zeros(shape, dtype=relevance.dtype, device=relevance.device, requires_grad=True)
+    with torch.enable_grad():
+        (out,) = torch.autograd.grad(module._lrp_original_forward(probe), probe, relevance)
+    return out
+
+
+def _is_zero_padding(module: nn.Module) -> bool:
+    base = nn.modules.padding._ConstantPadNd
+    return isinstance(module, base) and type(module).forward is base.forward and float(module.value) == 0.0
+
+
+def _reads_input(x: torch.Tensor, state: PassState) -> tuple[bool, object]:
+    """Whether ``x`` is the model input (or it zero-padded), and the crop back to the input grid (or None)."""
+    if x is state.model_input:
+        return True, None
+    for padded, crop in state.padded_inputs:
+        if x is padded:
+            return True, crop
+    return False, None
 
 
 class _InputLayer(torch.autograd.Function):
@@ -69,34 +146,41 @@ class _InputLayer(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, module, rule, state):
+    def forward(ctx, x, module, rule, state, crop):
         z = module._lrp_original_forward(x)
         # a copy: an in-place activation after this layer would overwrite the output
         ctx.save_for_backward(x, z.clone())
-        ctx.module, ctx.rule, ctx.state = module, rule, state
+        ctx.module, ctx.rule, ctx.state, ctx.crop = module, rule, state, crop
         return z
 
     @staticmethod
     def backward(ctx, grad_out):
         x, z = ctx.saved_tensors
         with torch.no_grad():
-            ctx.state.sink.append(ctx.rule.relevance(ctx.module, x, z, z * grad_out))
-        return None, None, None, None
+            relevance = ctx.rule.relevance(ctx.module, x, z, z * grad_out)
+        if ctx.crop is not None:  # the input was zero-padded: what the rule gives the border is absorbed there
+            cropped = ctx.crop(relevance)
+            if ctx.state.ledger is not None:
+                ctx.state.ledger.add(relevance.flatten(1).sum(1) - cropped.flatten(1).sum(1))
+            relevance = cropped
+        ctx.state.sink.append(relevance)
+        return None, None, None, None, None
 
 
 def _rule_forward(module: nn.Module, x: torch.Tensor, *, name: str, rules: LayerRules, state: PassState) -> torch.Tensor:
-    if x is state.model_input:
+    is_input, crop = _reads_input(x, state)
+    if is_input:
         state.input_layers.add(name)
         if isinstance(rules.at_input, InputRule):
-            return _InputLayer.apply(x, module, rules.at_input, state)
-        return rules.at_input.forward(module, x)
+            return _InputLayer.apply(x, module, rules.at_input, state, crop)
+        return rules.at_input.forward(module, x, state.ledger)
     if isinstance(rules.elsewhere, InputRule):
         raise ConfigError(
             f"`attribution.methods.lrp.layer_rules.{name}` is {rules.elsewhere.name!r}, a rule for the layer that "
             f"reads the model input, but {name!r} reads an intermediate tensor. Use one of epsilon, zero, zplus, "
             "alpha_beta, gamma for it."
         )
-    return rules.elsewhere.forward(module, x)
+    return rules.elsewhere.forward(module, x, state.ledger)
 
 
 def _pass_forward(module: nn.Module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -117,6 +201,7 @@ class PreparedModel:
     state: PassState
     folded: list[str]
     rule_layers: list[str]
+    batchnorm_layers: list[str] = field(default_factory=list)
 
 
 def _patch(module: nn.Module, forward) -> None:
@@ -133,7 +218,8 @@ def prepare_model(
         model: the user's eager model in eval mode (not modified).
         example: one input ``(1, C, *spatial)`` for the canonization probe.
         rules_for: callable ``{name: module} -> {name: LayerRules}`` (see `composite.assign_rules`).
-        canonize: fold BatchNorms into the layers they follow.
+        canonize: fold BatchNorms into the layers they follow; the others (all of them
+            when False) become explicit linear layers with the convolution rule.
 
     Returns:
         The `PreparedModel`.
@@ -144,18 +230,24 @@ def prepare_model(
     folded = []
     if canonize:
         work, folded = fold_batchnorms(work, example)
+    as_layers = batchnorms_as_layers(work, example)
     state = PassState()
     layers = {name: m for name, m in work.named_modules() if is_rule_layer(m)}
     rules = rules_for(layers)
     for name, module in layers.items():
         _patch(module, functools.partial(_rule_forward, module, name=name, rules=rules[name], state=state))
     for module in work.modules():
-        if isinstance(module, _PASS_THROUGH):
+        if isinstance(module, _PASS_THROUGH) or type(module).__name__ in _PASS_THROUGH_NAMES:
             _patch(module, functools.partial(_pass_forward, module))
+    for module in work.modules():
+        if _is_zero_padding(module):
+            _patch(module, functools.partial(_padding_forward, module, state=state))
+    for branch in _gate_branches(work):
+        branch.register_forward_pre_hook(_detach_gate_input)
     unpatched = sorted({type(m).__name__ for m in work.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and not is_rule_layer(m)})
     if unpatched:
         warnings.warn(f"LRP: {unpatched} override forward(); they keep their ordinary gradient (LRP-0 at best).", stacklevel=2)
-    return PreparedModel(work, state, folded, list(layers))
+    return PreparedModel(work, state, folded, list(layers), as_layers)
 
 
 def _record_layer_inputs(prepared: PreparedModel, names: list[str], store: dict[str, list[torch.Tensor]]) -> list:
@@ -174,7 +266,8 @@ def _record_layer_inputs(prepared: PreparedModel, names: list[str], store: dict[
 
 
 def relevance(
-    prepared: PreparedModel, inputs: torch.Tensor, targets: torch.Tensor, record: list[str] | None = None
+    prepared: PreparedModel, inputs: torch.Tensor, targets: torch.Tensor, record: list[str] | None = None,
+    ledger: Ledger | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Relevance of every input element for one chunk of samples.
 
@@ -183,6 +276,8 @@ def relevance(
         inputs: ``(n, C, *spatial)``.
         targets: ``(n,)`` class indices.
         record: module names whose input relevance sums are wanted (for conservation checks).
+        ledger: a fresh `Ledger` to receive the relevance the rules give to biases and
+            stabilisers, per sample; None to skip that bookkeeping.
 
     Returns:
         ``(maps, target_logits, layer_sums)``: maps of the input's shape (float32), the
@@ -190,7 +285,7 @@ def relevance(
     """
     state = prepared.state
     x = inputs.detach().clone().requires_grad_(True)
-    state.model_input, state.sink = x, []
+    state.model_input, state.sink, state.ledger, state.padded_inputs = x, [], ledger, []
     store: dict[str, list[torch.Tensor]] = {name: [] for name in record or []}
     handles = _record_layer_inputs(prepared, list(store), store)
     try:
@@ -200,7 +295,7 @@ def relevance(
     finally:
         for handle in handles:
             handle.remove()
-        state.model_input = None
+        state.model_input, state.ledger, state.padded_inputs = None, None, []
     maps = torch.zeros_like(x, dtype=torch.float32) if grad is None else (x.detach() * grad).float()
     for part in state.sink:
         maps = maps + part.float()

@@ -28,6 +28,7 @@ whenever the denominator is non-zero.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -72,38 +73,84 @@ def safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Ten
     return torch.where(denominator == 0, 0.0, numerator / denominator)
 
 
+class Ledger:
+    """Per-sample relevance the rules give to biases and stabilisers, summed in the backward pass.
+
+    Relevance is conserved up to what the rules themselves assign to biases (epsilon, gamma)
+    and to the epsilon stabiliser, to units that only a bias drives (z+, alpha-beta), and
+    to the border of a zero-padded input (input rules, `xaudit.attribution.lrp.propagate`).
+    Counting it here separates that intended absorption from relevance lost or made up by
+    anything else (operations without a rule, numerical breakdown): ``sum(R_input) +
+    absorbed = logit`` must then hold to float precision.
+    """
+
+    def __init__(self):
+        self.absorbed: torch.Tensor | None = None
+
+    def add(self, per_unit: torch.Tensor) -> None:
+        total = per_unit.flatten(1).sum(1) if per_unit.dim() > 1 else per_unit
+        self.absorbed = total if self.absorbed is None else self.absorbed + total
+
+
 class _Substitute(torch.autograd.Function):
     """Returns ``value``; its backward sends ``g * scale_c`` into each ``z_c``.
 
     ``value`` and the scales travel in a non-tensor holder: they are constants, and
-    ``value`` is a fresh tensor that becomes the layer's output.
+    ``value`` is a fresh tensor that becomes the layer's output. The holder may carry a
+    `Ledger` and ``absorbed()``, the per-unit coefficient ``A`` such that the rule gives
+    ``g * A`` of each unit's relevance to its bias and stabiliser.
     """
 
     @staticmethod
     def forward(ctx, holder, *z_terms):
-        value, scales = holder
-        ctx.scales = scales
+        value, scales, ledger, absorbed = holder
+        ctx.scales, ctx.ledger, ctx.absorbed = scales, ledger, absorbed
         return value
 
     @staticmethod
     def backward(ctx, grad):
+        if ctx.ledger is not None and ctx.absorbed is not None:
+            ctx.ledger.add(grad.float() * ctx.absorbed().float())
         return (None, *[grad * scale for scale in ctx.scales])
 
 
-def substitute_gradient(value: torch.Tensor, terms: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def substitute_gradient(value: torch.Tensor, terms: list[tuple[torch.Tensor, torch.Tensor]],
+                        ledger: Ledger | None = None, absorbed=None) -> torch.Tensor:
     """A tensor equal to ``value`` whose backward is ``sum_c J_c^T (g * scale_c)``.
 
     Args:
         value: the layer's output, a fresh tensor (no other reference may modify it).
         terms: ``(scale, z_c)`` pairs: ``z_c`` differentiable with respect to the layer
             input, ``scale`` a constant tensor broadcastable to it.
+        ledger: where the absorbed relevance is summed, or None.
+        absorbed: zero-argument callable giving the coefficient ``A`` (see `_Substitute`),
+            or None when the rule absorbs nothing.
 
     With ``g = R / z`` arriving from above and ``scale_c = coef_c * z / z_c``, each term
     passes ``coef_c * R / z_c`` through the Jacobian of ``z_c``: the generic LRP rule
     with ``rho`` built into ``z_c`` (Montavon et al. 2019, sec. 10.2).
     """
     scales = [scale for scale, _ in terms]
-    return _Substitute.apply((value, scales), *[z_c for _, z_c in terms])
+    return _Substitute.apply((value, scales, ledger, absorbed), *[z_c for _, z_c in terms])
+
+
+def _stabiliser_share(scale: torch.Tensor, z: torch.Tensor, bias: torch.Tensor | None, epsilon: float):
+    """``A = scale * (b + eps * sign(z))`` for a rule with denominator ``z + eps sign(z)`` whose ``z`` holds ``b``.
+
+    ``R_in = (z - b) * R / (z + eps sign z)``, so the unit keeps ``R * (b + eps sign z) / (z + eps sign z)``;
+    with ``scale = z / (z + eps sign z)`` and ``R = z g`` that is ``g * A``.
+    """
+    if bias is None and epsilon == 0:
+        return None
+    sign = (z >= 0) if epsilon else None
+
+    def share():
+        total = torch.zeros((), dtype=scale.dtype, device=scale.device) if bias is None else bias
+        if sign is not None:
+            total = total + epsilon * (sign.to(scale.dtype) * 2 - 1)
+        return scale * total
+
+    return share
 
 
 def _split_by_sign(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -118,7 +165,8 @@ class MiddleRule:
 
     name: str = ""
 
-    def forward(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+    def forward(self, module: nn.Module, x: torch.Tensor, ledger: Ledger | None = None) -> torch.Tensor:  # pragma: no cover
+        """The layer's output, with the rule's backward; absorbed relevance goes to ``ledger``."""
         raise NotImplementedError
 
 
@@ -129,12 +177,14 @@ class Epsilon(MiddleRule):
     epsilon: float
     name: str = "epsilon"
 
-    def forward(self, module, x):
+    def forward(self, module, x, ledger=None):
         z = layer_output(module, x, module.weight, module.bias)
         with torch.no_grad():
             value = z.detach().clone()
             scale = safe_divide(value, stabilize(value, self.epsilon))
-        return substitute_gradient(value, [(scale, z)])
+            bias = None if module.bias is None else _bias_view(module, value)
+        absorbed = _stabiliser_share(scale, value, bias, self.epsilon) if ledger is not None else None
+        return substitute_gradient(value, [(scale, z)], ledger, absorbed)
 
 
 def signed_parts(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,12 +220,19 @@ class AlphaBeta(MiddleRule):
     beta: float = 0.0
     name: str = "alpha_beta"
 
-    def forward(self, module, x):
+    def forward(self, module, x, ledger=None):
         z_pos, z_neg = signed_parts(module, x)
         with torch.no_grad():
             value = z_pos + z_neg if module.bias is None else z_pos + z_neg + _bias_view(module, z_pos)
             terms = self._scaled_terms(value, z_pos.detach(), z_neg.detach())
-        return substitute_gradient(value, [(scale, z) for scale, z in zip(terms, (z_pos, z_neg)) if scale is not None])
+            absorbed = None
+            if ledger is not None and module.bias is not None:
+                # a unit with no contribution of either sign is driven by its bias alone: all of its relevance stays there
+                bias_only = (z_pos == 0) & (z_neg == 0)
+                if bool(bias_only.any()):
+                    absorbed = functools.partial(torch.where, bias_only, _bias_view(module, z_pos), 0.0)
+        scaled = [(scale, z) for scale, z in zip(terms, (z_pos, z_neg)) if scale is not None]
+        return substitute_gradient(value, scaled, ledger, absorbed)
 
     def _scaled_terms(self, value, z_pos, z_neg) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(scale+, scale-)`` per unit; scale- is None when no unit needs the negative part."""
@@ -199,18 +256,37 @@ def _bias_view(module: nn.Module, z: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Gamma(MiddleRule):
-    """LRP-gamma (Montavon et al. 2019): ``rho(w) = w + gamma w+`` (bias likewise), favouring positive evidence."""
+    """LRP-gamma (Montavon et al. 2019), sign-aware: contributions of the unit's own sign weigh ``1 + gamma``.
+
+    For ``z >= 0`` the denominator is ``z + gamma (z+ + b+)`` (the textbook ``rho(w) = w + gamma w+``
+    on non-negative inputs), for ``z < 0`` it is ``z + gamma (z- + b-)``. Either way it has ``z``'s
+    sign and ``|z_gamma| >= |z|``, so ``z / z_gamma`` lies in [0, 1]. The textbook rule assumes
+    that only units with ``z > 0`` carry relevance (a ReLU follows); a unit with ``z < 0`` that
+    carries relevance (DenseNet: a raw convolution output normalised by the next BatchNorm)
+    gets a ``z_gamma`` that can cross zero, and relevance explodes (measured: a relevance sum
+    5000 times the logit on a DenseNet121-depth net).
+    """
 
     gamma: float
+    epsilon: float = 1e-6
     name: str = "gamma"
 
-    def forward(self, module, x):
+    def forward(self, module, x, ledger=None):
+        z_pos, z_neg = signed_parts(module, x)
         with torch.no_grad():
-            z = layer_output(module, x, module.weight, module.bias)
-        weight = module.weight + self.gamma * module.weight.clamp(min=0)
-        bias = None if module.bias is None else module.bias + self.gamma * module.bias.clamp(min=0)
-        z_gamma = layer_output(module, x, weight, bias)
-        return substitute_gradient(z, [(safe_divide(z, z_gamma.detach()), z_gamma)])
+            bias = None if module.bias is None else _bias_view(module, z_pos)
+            value = z_pos + z_neg if bias is None else z_pos + z_neg + bias
+            positive = value >= 0
+            z_gamma = value + self.gamma * torch.where(positive, z_pos, z_neg)
+            bias_gamma = None
+            if bias is not None:
+                bias_gamma = bias + self.gamma * torch.where(positive, bias.clamp(min=0), bias.clamp(max=0))
+                z_gamma = z_gamma + (bias_gamma - bias)
+            scale = safe_divide(value, stabilize(z_gamma, self.epsilon))
+            boost = 1.0 + self.gamma * positive.to(value.dtype)
+            terms = [(scale * boost, z_pos), (scale * (2.0 + self.gamma - boost), z_neg)]  # 1 + gamma on the own sign
+        absorbed = _stabiliser_share(scale, z_gamma, bias_gamma, self.epsilon) if ledger is not None else None
+        return substitute_gradient(value, terms, ledger, absorbed)
 
 
 class InputRule:
