@@ -49,7 +49,7 @@ def write_report(audit, cohort, config, run_dir) -> Path:
 
 # Names the report gives its figures: a re-render removes its own stale ones (a figure whose
 # data is gone) and leaves any other file in figures/ alone.
-REPORT_FIGURE_PREFIXES = ("mean_map_", "examples_", "performance_", "share_outside_foreground", "masked_input",
+REPORT_FIGURE_PREFIXES = ("evidence_", "mosaic_", "mean_map_", "examples_", "performance_", "share_outside_foreground", "masked_input",
                           "probes", "spray_representatives", "explanation_quality")
 
 

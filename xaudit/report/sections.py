@@ -17,6 +17,7 @@ from typing import Any
 from xaudit.report.document import Badge, Document, FindingCard, Paragraph, Section, Table, Verdict
 from xaudit.report.format import fmt_num, fmt_seconds, fmt_time, fmt_value, humanize
 from xaudit.report.sections_checks import self_checks_section
+from xaudit.report.sections_evidence import evidence_figure
 from xaudit.report.sections_bias import (concepts_section, design_section, masked_input_section, performance_section,
                                          probes_section, roles_section, spray_section)
 from xaudit.report.sections_interrogation import interrogation_section
@@ -37,7 +38,7 @@ def build_document(audit: dict, cohort, config, run_dir) -> Document:
     bias = audit.get("bias") if isinstance(audit.get("bias"), dict) else {}
     checks = bias.get("checks") or {}
     sections = [
-        verdict_section(audit),
+        verdict_section(audit, evidence_figure(audit, cohort, config, run_dir)),
         summary_section(audit, config),
         design_section(checks.get("design")),
         performance_section(audit.get("metrics") or {}, checks.get("group_metrics")),
@@ -73,8 +74,8 @@ def finding_card(finding: dict) -> FindingCard:
     )
 
 
-def verdict_section(audit: dict) -> Section:
-    """The verdict sentence, the top findings with their numbers, and the others listed."""
+def verdict_section(audit: dict, evidence: list | None = None) -> Section:
+    """The verdict sentence, the picture it rests on (``evidence``), the top findings, the others listed."""
     section = Section("Verdict and top findings", "verdict")
     verdict = audit.get("verdict")
     bias = audit.get("bias") if isinstance(audit.get("bias"), dict) else {}
@@ -85,6 +86,7 @@ def verdict_section(audit: dict) -> Section:
                                    "none", counts))
     section.add(Verdict(str(verdict.get("verdict", "inconclusive")), str(verdict.get("sentence", "")),
                         str(bias.get("max_severity") or "none"), counts))
+    section.add(*(evidence or []))
     top = verdict.get("top_findings") or []
     if not top:
         return section.add(Paragraph("No check raised a finding."))
