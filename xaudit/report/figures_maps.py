@@ -120,7 +120,7 @@ def signed_mip(volume: np.ndarray, axis: int) -> np.ndarray:
     return np.take_along_axis(volume, pick, axis=axis).squeeze(axis)
 
 
-def _mips(anatomy, attribution, outline, zooms) -> list:
+def mip_views(anatomy, attribution, outline, zooms) -> list:
     """Coronal, sagittal and axial MIPs: anatomy as its mean projection, the map signed-max, ROI as its union."""
     views = []
     for title, axis, aspect in (("MIP coronal", 1, zooms[2] / zooms[0]), ("MIP sagittal", 0, zooms[2] / zooms[1]),
@@ -130,7 +130,7 @@ def _mips(anatomy, attribution, outline, zooms) -> list:
     return views
 
 
-def _views(anatomy, attribution, outline, zooms, slices: list[int], peak: tuple[int, ...], layout: str):
+def panel_views(anatomy, attribution, outline, zooms, slices: list[int], peak: tuple[int, ...], layout: str):
     """(title, anatomy 2D, map 2D, outline 2D or None, aspect) of each panel of a row; arrays (horizontal, vertical)."""
     if anatomy.ndim == 2:
         return [("", anatomy, attribution, outline, zooms[1] / zooms[0])]
@@ -146,7 +146,7 @@ def _views(anatomy, attribution, outline, zooms, slices: list[int], peak: tuple[
     views += [(f"axial z={k}", *cut(2, k), zooms[1] / zooms[0]) for k in ([z] if named else slices)]
     if named:
         views = [(t.split()[0] + " (peak)", *rest) for t, *rest in views]
-    return views + _mips(anatomy, attribution, outline, zooms)
+    return views + mip_views(anatomy, attribution, outline, zooms)
 
 
 def _overlay(values: np.ndarray, scale: Scale) -> np.ndarray:
@@ -206,7 +206,7 @@ def render_panel(anatomy: np.ndarray, attribution: np.ndarray, aspect: float, sc
     return np.transpose(rgb, (1, 0, 2))[::-1]  # (vertical up, horizontal) -> image rows top-down
 
 
-def _mosaic(panels: list[list[np.ndarray]], gap: int) -> tuple[np.ndarray, list[int], list[int], list[int], list[int]]:
+def compose_panels(panels: list[list[np.ndarray]], gap: int) -> tuple[np.ndarray, list[int], list[int], list[int], list[int]]:
     """Panels on a white canvas; returns it with column centres/widths and row centres/heights."""
     n_rows, n_cols = len(panels), max(len(r) for r in panels)
     widths = [max(r[c].shape[1] for r in panels if c < len(r)) for c in range(n_cols)]
@@ -239,7 +239,7 @@ def figure_scale(anatomies: list[np.ndarray], maps: list[np.ndarray], percentile
     return Scale(vmax, floor, window)
 
 
-def _draw(canvas: np.ndarray, margins: tuple[int, int, int, int], vmax: float, colorbar_label: str):
+def draw_canvas(canvas: np.ndarray, margins: tuple[int, int, int, int], vmax: float, colorbar_label: str):
     # the colorbar sits 16 px right of the canvas, 12 px wide; its ticks and label need the
     # rest of the right margin (`RIGHT_PX`), or the label is clipped at the figure's edge
     """The mosaic at one figure pixel per canvas pixel, with a colorbar on the right."""
@@ -288,87 +288,31 @@ def map_grid_png(rows: list[MapRow], affine: np.ndarray | None, slices: int, col
     scale = figure_scale([o[1] for o in oriented], [o[2] for o in oriented], percentile)
     two_d = oriented[0][1].ndim == 2
     if two_d:
-        views = [_views(anat, amap, roi, zooms, [], (), layout) for _, anat, amap, roi, zooms in oriented]
+        views = [panel_views(anat, amap, roi, zooms, [], (), layout) for _, anat, amap, roi, zooms in oriented]
     elif layout == "planes":
-        views = [_views(anat, amap, roi, zooms, [], peak_voxel(amap), layout) for _, anat, amap, roi, zooms in oriented]
+        views = [panel_views(anat, amap, roi, zooms, [], peak_voxel(amap), layout) for _, anat, amap, roi, zooms in oriented]
     else:
         z_picks = axial_slices(np.mean([o[1] for o in oriented], axis=0), slices)
         peak = peak_voxel(np.mean([np.abs(o[2]) for o in oriented], axis=0))
-        views = [_views(anat, amap, roi, zooms, z_picks, peak, layout) for _, anat, amap, roi, zooms in oriented]
+        views = [panel_views(anat, amap, roi, zooms, z_picks, peak, layout) for _, anat, amap, roi, zooms in oriented]
     size = PANEL_PX_2D if two_d else panel_px
     panels = [[render_panel(a, m, aspect, panel_scale(scale, t, m), size, roi) for t, a, m, roi, aspect in row]
               for row in views]
     if two_d:  # one panel per row: lay the rows out side by side, labelled on top
         panels = [[p[0] for p in panels]]
-    canvas, col_x, _, row_y, _ = _mosaic(panels, GAP_PX)
+    canvas, col_x, _, row_y, _ = compose_panels(panels, GAP_PX)
     if two_d:  # narrow columns: one part of each label per line, and room above for the longest
         stacked = [label_text(o[0].replace(" · ", "\n").replace(" (", "\n("), 30) for o in oriented]
-        fig, ax = _draw(canvas, (8, 10 + 11 * max(t.count("\n") + 1 for t in stacked), RIGHT_PX, 6), scale.vmax,
+        fig, ax = draw_canvas(canvas, (8, 10 + 11 * max(t.count("\n") + 1 for t in stacked), RIGHT_PX, 6), scale.vmax,
                         colorbar_label)
         for c, text in enumerate(stacked):
             ax.text(col_x[c], -4, text, ha="center", va="bottom", fontsize=7.5, linespacing=1.1)
     else:
         label_px = LABEL_PX if any(o[0] for o in oriented) else 8
-        fig, ax = _draw(canvas, (label_px, 22, RIGHT_PX, 6), scale.vmax, colorbar_label)
+        fig, ax = draw_canvas(canvas, (label_px, 22, RIGHT_PX, 6), scale.vmax, colorbar_label)
         for c, (title, *_rest) in enumerate(views[0]):
             ax.text(col_x[c], -4, title, ha="center", va="bottom", fontsize=7.5)
         for r, (label, *_rest) in enumerate(oriented):
             ax.text(-8, row_y[r], label_text(label, 36), ha="right", va="center", fontsize=7.5)
     return to_png(fig)
 
-
-def _projection(row: MapRow, affine, axis_name: str):
-    """(anatomy 2D, map 2D, outline 2D or None, aspect) of one MIP of a row."""
-    grid = row.affine if row.affine is not None else affine
-    anat, zooms = to_ras(np.nan_to_num(row.anatomy), grid)
-    amap = to_ras(np.nan_to_num(row.attribution), grid)[0]
-    roi = None if row.outline is None else to_ras(row.outline, grid)[0]
-    if anat.ndim == 2:
-        return anat, amap, roi, zooms[1] / zooms[0]
-    title = f"MIP {axis_name}"
-    return next(v[1:] for v in _mips(anat, amap, roi, zooms) if v[0] == title)
-
-
-def mip_grid_png(grid: list[list[MapRow | None]], row_labels: list[str], column_labels: list[str],
-                 affine: np.ndarray | None, colorbar_label: str, directions: tuple[str, ...] = ("coronal", "axial"),
-                 panel_px: int = 112, percentile: float = PERCENTILE) -> bytes:
-    """A compact table of maximum-intensity projections: rows x columns of maps, one colour scale.
-
-    Each cell shows the MIPs of its map in ``directions`` side by side, over the whole field of
-    view; a 2D map is shown as is. Empty cells (None) stay white.
-
-    Args:
-        grid: rows of cells (a `MapRow` or None); the MapRow labels are not drawn.
-        row_labels, column_labels: one per row and per column of ``grid``.
-        affine: the maps' affine, unless a cell's MapRow has its own.
-        colorbar_label: what the colour measures.
-        directions: MIP directions per cell (``coronal``, ``sagittal``, ``axial``).
-    """
-    cells = [c for row in grid for c in row if c is not None]
-    scale = figure_scale([c.anatomy for c in cells], [c.attribution for c in cells], percentile)
-    two_d = cells[0].anatomy.ndim == 2
-    per_cell = 1 if two_d else len(directions)
-    panels, blank = [], None
-    for row in grid:
-        drawn = []
-        for cell in row:
-            for direction in directions[:per_cell]:
-                if cell is None:
-                    drawn.append(None)
-                    continue
-                anat, amap, roi, aspect = _projection(cell, affine, direction)
-                drawn.append(render_panel(anat, amap, aspect, panel_scale(scale, "" if two_d else "MIP", amap),
-                                          PANEL_PX_2D if two_d else panel_px, roi))
-                blank = drawn[-1]
-        panels.append(drawn)
-    panels = [[p if p is not None else np.ones_like(blank) for p in row] for row in panels]
-    canvas, col_x, _, row_y, _ = _mosaic(panels, GAP_PX)
-    fig, ax = _draw(canvas, (LABEL_PX, 36, RIGHT_PX, 6), scale.vmax, colorbar_label)
-    for c, label in enumerate(column_labels):
-        centre = np.mean(col_x[c * per_cell:(c + 1) * per_cell])
-        ax.text(centre, -16, label_text(label, 34), ha="center", va="bottom", fontsize=8, fontweight="bold")
-        for k, direction in enumerate(directions[:per_cell] if not two_d else []):
-            ax.text(col_x[c * per_cell + k], -3, f"MIP {direction}", ha="center", va="bottom", fontsize=7)
-    for r, label in enumerate(row_labels):
-        ax.text(-8, row_y[r], label_text(label, 36), ha="right", va="center", fontsize=8)
-    return to_png(fig)

@@ -17,7 +17,8 @@ from typing import Any
 from xaudit.report.document import Badge, Document, FindingCard, Paragraph, Section, Table, Verdict
 from xaudit.report.format import fmt_num, fmt_seconds, fmt_time, fmt_value, humanize
 from xaudit.report.sections_checks import self_checks_section
-from xaudit.report.sections_evidence import evidence_figure
+from xaudit.report.sections_evidence import evidence_figure, evidence_method
+from xaudit.report.sections_subjects import subjects_section
 from xaudit.report.sections_bias import (concepts_section, design_section, masked_input_section, performance_section,
                                          probes_section, roles_section, spray_section)
 from xaudit.report.sections_interrogation import interrogation_section
@@ -42,7 +43,8 @@ def build_document(audit: dict, cohort, config, run_dir) -> Document:
         summary_section(audit, config),
         design_section(checks.get("design")),
         performance_section(audit.get("metrics") or {}, checks.get("group_metrics")),
-        looking_section(audit, cohort, config),
+        looking_section(audit, cohort, config, run_dir),
+        subjects_section(cohort, evidence_method(audit, cohort, config)),
         masked_input_section(checks.get("masked_input")),
         probes_section(checks.get("probes")),
         roles_section(checks.get("roles")),

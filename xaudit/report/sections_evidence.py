@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from xaudit.report.document import Note
-from xaudit.report.figures_maps import PERCENTILE, MapRow, mip_grid_png
+from xaudit.report.figures_grids import mip_grid_png
+from xaudit.report.figures_maps import PERCENTILE, MapRow
 from xaudit.report.sections_common import maps_usable, safe_figure
 from xaudit.report.sections_looking import subject_cells
 from xaudit.report.volumes import load_native
