@@ -20,7 +20,7 @@ from xaudit.report.html import render_html
 from xaudit.report.markdown import render_markdown
 from xaudit.report.sections import build_document
 from xaudit.report.sections_evidence import evidence_method
-from xaudit.report.subject_pages import subject_pages
+from xaudit.report.subject_pages import build_subject_pages
 
 __all__ = ["build_document", "render_html", "render_markdown", "write_report"]
 
@@ -63,7 +63,7 @@ def _write_subject_pages(audit, cohort, config, run_dir, footer: str) -> None:
     first = evidence_method(audit, cohort, config)
     methods = [m for m in config.attribution.methods if m in cohort.maps]
     methods = ([first] if first in methods else []) + [m for m in methods if m != first]
-    pages = subject_pages(cohort, config, run_dir, methods)
+    pages = build_subject_pages(cohort, config, run_dir, methods)
     for page in pages:
         write_text(run_dir / f"subjects/{page.file_name}", render_html(page.document, footer))
     current = {page.file_name for page in pages}

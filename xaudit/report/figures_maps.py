@@ -172,7 +172,7 @@ def panel_scale(scale: Scale, title: str, values: np.ndarray) -> Scale:
     if not title.startswith("MIP"):
         return scale
     median = float(np.median(np.abs(values))) if values.size else 0.0
-    return Scale(scale.vmax, max(scale.floor, min(median, 0.8 * scale.vmax)), scale.window)
+    return Scale(scale.vmax, max(scale.floor, min(median, 0.95 * scale.vmax)), scale.window)
 
 
 def _contour(mask: np.ndarray) -> np.ndarray:
@@ -232,7 +232,7 @@ def figure_scale(anatomies: list[np.ndarray], maps: list[np.ndarray], percentile
     vmax = float(np.percentile(magnitudes, percentile)) if magnitudes.size else 0.0
     if not vmax > 0:
         vmax = float(magnitudes.max()) if magnitudes.size and magnitudes.max() > 0 else 1.0
-    floor = max(THRESHOLD * vmax, min(float(np.median(magnitudes)) if magnitudes.size else 0.0, 0.8 * vmax))
+    floor = max(THRESHOLD * vmax, min(float(np.median(magnitudes)) if magnitudes.size else 0.0, 0.95 * vmax))
     anatomy = np.concatenate([a.ravel() for a in anatomies])
     anatomy = anatomy[np.isfinite(anatomy)]
     window = tuple(float(v) for v in np.percentile(anatomy, [1, 99.5])) if anatomy.size else (0.0, 1.0)

@@ -87,7 +87,7 @@ def _picture(cohort, run_dir, i: int, method: str, dims: int) -> Figure | Note:
     return Figure(f"subject_{method}", caption, png)
 
 
-def subject_pages(cohort, config, run_dir, methods: list[str]) -> list[SubjectPage]:
+def build_subject_pages(cohort, config, run_dir, methods: list[str]) -> list[SubjectPage]:
     """The pages of the paged subjects, each with its maps (``methods``, most telling first) and numbers."""
     picks = paged_subjects(cohort.n)
     if not len(picks):
