@@ -168,7 +168,7 @@ def render_html(doc: Document, footer: str = "") -> str:
         f"<title>{escape(doc.title)}</title><style>{CSS}{GROUPVIEW_CSS if interactive else ''}</style></head><body><main>",
         f'<header><h1>{escape(doc.title)}</h1><p class="subtitle">{subtitle}</p></header>',
         *[_section(s) for s in first],
-        _toc(doc.sections) if rest else "",
+        _toc(doc.sections) if rest and doc.meta.get("contents", True) else "",
         *[_section(s) for s in rest],
         f"<footer>{escape(footer)}</footer>" if footer else "",
         "</main>",

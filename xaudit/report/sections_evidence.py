@@ -59,7 +59,7 @@ def _site_grid(cohort, method: str):
     return column, values, grid, row_labels, labels
 
 
-def _roi_examples(cohort, method: str, run_dir, target_class: int) -> list[tuple[str, MapRow]]:
+def _roi_examples(cohort, method: str, run_dir, target_class: int, layout: str) -> list[tuple[str, MapRow]]:
     """Up to `MAX_ROI_EXAMPLES` subjects of the target class whose ROI masks and native maps can be read."""
     dims = cohort.images_small.ndim - 1
     order = np.argsort(-cohort.probs[:, target_class], kind="stable") if cohort.n else []
@@ -68,7 +68,7 @@ def _roi_examples(cohort, method: str, run_dir, target_class: int) -> list[tuple
         subject = cohort.subjects[int(i)]
         if not subject.rois:
             continue
-        native = load_native(run_dir, subject, method, dims)
+        native = load_native(run_dir, subject, method, dims, layout)
         if native is None or not native.rois:
             continue
         outline = np.any(np.stack(list(native.rois.values())), axis=0).astype(np.float32)
@@ -90,7 +90,7 @@ def evidence_figure(audit: dict, cohort, config, run_dir) -> list:
     limit = f"colour limits ±{PERCENTILE:g}th percentile of |attribution|, red for the target class, blue against it"
     if label == "pathology":
         target = max(len(cohort.classes) - 1, 0)
-        examples = _roi_examples(cohort, method, run_dir, target)
+        examples = _roi_examples(cohort, method, run_dir, target, config.output_layout)
         if examples:
             caption = (f"Does the model look at the lesion? {method} maps of the {len(examples)} subjects most confidently "
                        f"{cohort.classes[target]}, at the resolution of their scans, ROI masks outlined in green; "

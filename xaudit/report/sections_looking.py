@@ -178,7 +178,7 @@ def _examples_figure(cohort, config, cells: list[Cell], column: str | None, meth
         label = (f"{subject.subject_id} · {c.class_name}" + (f" · {c.value}" if c.value else "")
                  + f"\npredicted {pred} ({fmt_num(float(cohort.probs[i].max()))})")
         rows.append(MapRow(label, cohort.images_small[i], cohort.maps[method][i]))
-        native = load_native(run_dir, subject, method, dims) if run_dir is not None else None
+        native = load_native(run_dir, subject, method, dims, config.output_layout) if run_dir is not None else None
         if native is not None:
             native_rows.append(MapRow(label, native.anatomy, native.attribution, affine=native.affine))
     source = dims == 3 and len(native_rows) == len(rows)

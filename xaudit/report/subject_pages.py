@@ -65,9 +65,9 @@ def _numbers(cohort, i: int) -> Table:
     return Table(["Item", "Value"], rows, numeric=[False, False])
 
 
-def _picture(cohort, run_dir, i: int, method: str, dims: int) -> Figure | Note:
+def _picture(cohort, run_dir, i: int, method: str, dims: int, layout: str) -> Figure | Note:
     subject = cohort.subjects[i]
-    native = load_native(run_dir, subject, method, dims)
+    native = load_native(run_dir, subject, method, dims, layout)
     if native is not None:
         outline = np.any(np.stack(list(native.rois.values())), axis=0).astype(np.float32) if native.rois else None
         row, where = MapRow(subject.subject_id, native.anatomy, native.attribution, native.affine, outline), \
@@ -98,13 +98,13 @@ def build_subject_pages(cohort, config, run_dir, methods: list[str]) -> list[Sub
     for i in picks:
         subject = cohort.subjects[int(i)]
         maps = Section("Maps over the subject's scan", "maps")
-        maps.add(*[_picture(cohort, run_dir, int(i), m, dims) for m in methods[:per_subject]])
+        maps.add(Link("← Back to the report's group view", "../report.html#subjects"))
+        maps.add(*[_picture(cohort, run_dir, int(i), m, dims, config.output_layout) for m in methods[:per_subject]])
         if per_subject < len(methods):
             maps.add(Note(f"Maps of {', '.join(methods[per_subject:])} are left out of the subject pages of a cohort "
                           f"this big; their volumes are in attributions/."))
         numbers = Section("Numbers", "numbers").add(_numbers(cohort, int(i)))
-        back = Section("Back", "back").add(Link("Back to the report's group view", "../report.html#subjects"))
         doc = Document(title=f"Subject {subject.subject_id}", subtitle=[config.report.title],
-                       sections=[maps, numbers, back])
+                       sections=[maps, numbers], meta={"contents": False})
         pages.append(SubjectPage(f"{subject.safe_id}.html", doc))
     return pages

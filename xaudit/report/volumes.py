@@ -2,7 +2,7 @@
 
 The dataset-level statistics use the downsampled maps of the per-subject records (32 voxels
 on the longest side); a reader judging one subject's map needs it at the resolution of the
-scan. The run writes ``attributions/<method>/<id>.nii.gz`` on the grid of the subject's first
+scan. The run writes ``attributions/<method>/<id>.nii.gz`` (or its BIDS name) on the grid of the subject's first
 image, so the two can be drawn together voxel for voxel. Reading is best effort: a missing
 or unreadable file gives None and the figure falls back to the record's downsampled map.
 """
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+
+from xaudit.core.bids import attribution_file
 
 log = logging.getLogger("xaudit")
 
@@ -50,7 +52,7 @@ def _read(path: Path, dims: int) -> tuple[np.ndarray, np.ndarray] | None:
     return data, affine
 
 
-def load_native(run_dir, subject, method: str, dims: int) -> NativeVolumes | None:
+def load_native(run_dir, subject, method: str, dims: int, layout: str = "xaudit") -> NativeVolumes | None:
     """The subject's attribution volume of ``method`` over its own first image, or None.
 
     Args:
@@ -58,8 +60,9 @@ def load_native(run_dir, subject, method: str, dims: int) -> NativeVolumes | Non
         subject: its `xaudit.data.manifest.Subject`.
         method: the attribution method.
         dims: 2 or 3, the spatial dimensions of the cohort.
+        layout: the run's ``output_layout`` (where the volume lives).
     """
-    path = run_dir.attribution_path(method, subject.safe_id)
+    path = attribution_file(run_dir, layout, subject, method)
     if not Path(path).is_file() or not subject.images:
         return None
     amap, image = _read(path, dims), _read(subject.images[0], dims)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from xaudit.attribution.engine import MethodRun, build_methods
+from xaudit.core.bids import check_labels
 from xaudit.data import build_transforms, infer_spatial_dims, load_manifest, load_subject
 from xaudit.data.loading import NIFTI_SUFFIXES, check_voxels
 from xaudit.data.manifest import Subject
@@ -62,6 +63,8 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
     """
     device = resolve_device(device_name or config.device)
     subjects = load_manifest(config.data, config.model.classes, check_files=False)
+    if config.output_layout == "bids":
+        check_labels([s.subject_id for s in subjects])
     problems = [p for s in subjects if (p := file_problem(s))]
     readable = [s for s in subjects if not any(p["subject_id"] == s.subject_id for p in problems)]
     if not readable:

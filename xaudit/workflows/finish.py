@@ -60,7 +60,8 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
         write_features(cohort, run_dir / "features.csv")
         artifacts["features"] = "features.csv"
     metrics = timed("metrics", metrics_stage, cohort)
-    attribution = timed("attribution", attribution_stage, cohort, config.attribution, run_dir)
+    attribution = timed("attribution", attribution_stage, cohort, config.attribution, run_dir,
+                        config.output_layout)
     rules = timed("rules", rules_stage, cohort, config.rules, run_dir, setup)
     bias = timed("bias", bias_stage, cohort, config.bias, list(config.attribution.methods), rules.feature_importances)
     if setup is not None:
