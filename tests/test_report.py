@@ -367,3 +367,12 @@ def test_pathology_verdict_shows_maps_against_roi_masks(run3d, tmp_path):
     png = (tmp_path / "figures" / "evidence_verdict.png").read_bytes()
     img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
     assert np.sum((img[..., 1] > 180) & (img[..., 0] < 80) & (img[..., 2] < 100)) > 30  # the green outlines
+
+
+def test_points_to_is_said_in_words(run3d, tmp_path):
+    audit = copy.deepcopy(run3d.audit)
+    audit["findings"] = [*audit["findings"], {"id": "planted", "severity": "critical", "check": "quality",
+                                              "points_to": "neutral", "title": "Planted critical finding"}]
+    out = rerender(run3d, tmp_path, audit=audit)
+    row = out.html[out.html.index("Planted critical finding") - 400:out.html.index("Planted critical finding")]
+    assert "<td>neither signature nor pathology (a check of the data or the method)</td>" in row

@@ -27,6 +27,10 @@ from xaudit.report.sections_rules import rules_section
 
 log = logging.getLogger("xaudit")
 
+# What a finding's ``points_to`` means, in words: "neutral" on a critical row read as "harmless".
+POINTS_TO_TEXT = {"signature": "a site/scanner signature", "pathology": "pathology", "design": "the study design",
+                  "neutral": "neither signature nor pathology (a check of the data or the method)"}
+
 def build_document(audit: dict, cohort, config, run_dir) -> Document:
     """All sections of the report, numbered, with their figures rendered.
 
@@ -71,7 +75,8 @@ def finding_card(finding: dict) -> FindingCard:
     return FindingCard(
         severity=str(finding.get("severity", "info")), title=str(finding.get("title", "")),
         message=str(finding.get("message", "")), check=str(finding.get("check", "")),
-        points_to=str(finding.get("points_to", "")), evidence=pairs(finding.get("evidence")),
+        points_to=POINTS_TO_TEXT.get(str(finding.get("points_to", "")), str(finding.get("points_to", ""))),
+        evidence=pairs(finding.get("evidence")),
         threshold=pairs(finding.get("threshold")),
     )
 
@@ -98,7 +103,8 @@ def verdict_section(audit: dict, evidence: list | None = None) -> Section:
     shown = {f.get("id") for f in top}
     rest = [f for f in audit.get("findings") or [] if f.get("id") not in shown]
     if rest:
-        rows = [[Badge(f.get("severity", "info"), f.get("severity", "info")), f.get("check", ""), f.get("points_to", ""),
+        rows = [[Badge(f.get("severity", "info"), f.get("severity", "info")), f.get("check", ""),
+                 POINTS_TO_TEXT.get(f.get("points_to", ""), f.get("points_to", "")),
                  f.get("title", "")] for f in rest]
         section.add(Table(["Severity", "Check", "Points to", "Finding"], rows, caption="The other findings",
                           numeric=[False] * 4))
