@@ -194,6 +194,8 @@ def test_2d_cohort_renders_maps(run2d_hostile):
     names = {p.name for p in (run2d_hostile.root / "figures").glob("*.png")}
     first = next(iter(run2d_hostile.config.attribution.methods))
     assert {"mean_map_saliency.png", "mean_map_gradcam.png", f"examples_{first}.png"} <= names
+    assert "evidence_verdict.png" in names and any(n.startswith("mosaic_") for n in names)
+    assert "could not be drawn" not in run2d_hostile.html
     img = np.asarray(Image.open(run2d_hostile.root / "figures" / "mean_map_saliency.png").convert("RGB")).astype(int)
     assert img.std() > 20  # not blank
     assert len(embedded_pngs(run2d_hostile.html)) == len(names)

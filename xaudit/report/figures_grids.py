@@ -14,10 +14,12 @@ import io
 import numpy as np
 from PIL import Image
 
-from xaudit.report.figures_maps import (GAP_PX, LABEL_PX, PANEL_PX_2D, PERCENTILE, RIGHT_PX, MapRow, compose_panels,
+from xaudit.report.figures_maps import (GAP_PX, PANEL_PX_2D, PERCENTILE, RIGHT_PX, MapRow, compose_panels,
                                         draw_canvas, figure_scale, mip_views, panel_scale, panel_views, peak_voxel,
                                         render_panel, to_ras)
 from xaudit.report.plotting import label_text, to_png
+
+MIP_LABEL_PX = 130  # row labels of a MIP table are short (a class and its count)
 
 
 def _projection(row: MapRow, affine, axis_name: str):
@@ -66,14 +68,14 @@ def mip_grid_png(grid: list[list[MapRow | None]], row_labels: list[str], column_
         panels.append(drawn)
     panels = [[p if p is not None else np.ones_like(blank) for p in row] for row in panels]
     canvas, col_x, _, row_y, _ = compose_panels(panels, GAP_PX)
-    fig, ax = draw_canvas(canvas, (LABEL_PX, 36, RIGHT_PX, 6), scale.vmax, colorbar_label)
+    fig, ax = draw_canvas(canvas, (MIP_LABEL_PX, 36, RIGHT_PX, 6), scale.vmax, colorbar_label)
     for c, label in enumerate(column_labels):
         centre = np.mean(col_x[c * per_cell:(c + 1) * per_cell])
         ax.text(centre, -16, label_text(label, 34), ha="center", va="bottom", fontsize=8, fontweight="bold")
         for k, direction in enumerate(directions[:per_cell] if not two_d else []):
             ax.text(col_x[c * per_cell + k], -3, f"MIP {direction}", ha="center", va="bottom", fontsize=7)
     for r, label in enumerate(row_labels):
-        ax.text(-8, row_y[r], label_text(label, 36), ha="right", va="center", fontsize=8)
+        ax.text(-8, row_y[r], label_text(label, 24), ha="right", va="center", fontsize=8)
     return to_png(fig)
 
 
