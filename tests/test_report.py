@@ -378,3 +378,12 @@ def test_points_to_is_said_in_words(run3d, tmp_path):
     out = rerender(run3d, tmp_path, audit=audit)
     row = out.html[out.html.index("Planted critical finding") - 400:out.html.index("Planted critical finding")]
     assert "<td>neither signature nor pathology (a check of the data or the method)</td>" in row
+
+
+@pytest.mark.parametrize("scale", [1e-5, 3e-4, 0.0123, 1234.5])
+def test_colorbar_label_is_not_clipped(scale):
+    """Tick labels such as -0.0006 pushed the colour bar's label past the figure's right edge."""
+    amap = np.random.default_rng(0).standard_normal((12, 14, 10)) * scale
+    png = map_grid_png([MapRow("x", np.ones((12, 14, 10)), amap)], np.eye(4), 3, "integrated_gradients\nattribution")
+    grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    assert (grey[:, -3:] < 200).sum() == 0 and (grey[:3, :] < 200).sum() == 0  # nothing drawn at the edges
