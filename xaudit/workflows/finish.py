@@ -88,7 +88,7 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
     t0 = time.perf_counter()
     report_stage(audit, cohort, config, run_dir)
     audit["run"]["timings_s"]["report"] = round(time.perf_counter() - t0, 3)
-    audit["artifacts"].update({"report_html": "report.html", "report_md": "report.md"})
+    audit["artifacts"].update({"report_html": "report.html", "report_md": "report.md", "subject_pages": "subjects/*.html"})
     write_json(run_dir / "audit.json", audit)
     return audit
 
