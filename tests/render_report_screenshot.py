@@ -1,6 +1,7 @@
 """Manual visual check of a run's report: screenshot ``report.html`` with headless Chromium.
 
-Not a pytest test (CI has no browser). Run it after ``make demo`` or on any run directory:
+A manual companion of tests/test_report_browser.py (which CI runs headlessly): it writes a
+screenshot to look at. Run it after ``make demo`` or on any run directory:
 
     apt-get install -y chromium            # once, if no Chromium/Chrome is installed
     .venv/bin/python tests/render_report_screenshot.py runs/demo [-o shot.png] [--height 5000]

@@ -162,3 +162,15 @@ def test_json_errors_also_go_to_stdout(tmp_path):
     assert result.exit_code == 2
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["exit_code"] == 2 and "nowhere.csv" in payload["error"]
+
+
+def test_methods_in_a_pipe_are_plain_and_whole():
+    """In a pipe (CliRunner is not a terminal): no table borders, every name whole, nothing over 80 columns."""
+    from xaudit.attribution import REGISTRY
+
+    result = runner.invoke(app, ["methods"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines) and "…" not in result.stdout and "┃" not in result.stdout
+    names = [line.split()[0] for line in lines if line and not line.startswith(" ")]
+    assert names == list(REGISTRY)

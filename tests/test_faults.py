@@ -147,7 +147,10 @@ def test_hostile_subject_ids_stay_inside_the_run(tmp_path):
     assert any("escape" in name for name in written) and all("/" not in name for name in written)
     run_files = {p.resolve() for p in (tmp_path / "run").rglob("*")}
     assert all(str(p).startswith(str((tmp_path / "run").resolve())) for p in run_files)
-    assert "<script>" not in (tmp_path / "run" / "report.html").read_text()
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "<script>alert" not in html and html.count("<script") == 1  # the group view's own script only
+    pages = list((tmp_path / "run" / "subjects").glob("*.html"))  # subject pages stay inside the run too
+    assert len(pages) == 4 and not any("<script" in p.read_text() for p in pages)
 
 
 def test_a_run_makes_no_network_access(tmp_path, monkeypatch):

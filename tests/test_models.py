@@ -58,8 +58,16 @@ def test_unknown_monai_network_suggests(tmp_path):
 def test_checkpoint_that_does_not_fit(tmp_path):
     torch.save({"weight": torch.zeros(3)}, tmp_path / "bad.pth")
     cfg = model_cfg(tmp_path, factory={"function": "tiny_nets:build", "checkpoint": "bad.pth"})
-    with pytest.raises(ModelError, match="does not fit"):
+    with pytest.raises(ModelError, match="does not fit") as err:
         load_model(cfg, CPU)
+    assert "1 unexpected key (e.g. ['weight'])" in str(err.value)
+    net = tiny_nets.build()
+    torch.save({k: v for k, v in net.state_dict().items() if k != "head.weight"} if "head.weight" in net.state_dict()
+               else dict(list(net.state_dict().items())[1:]), tmp_path / "short.pth")
+    cfg = model_cfg(tmp_path, factory={"function": "tiny_nets:build", "checkpoint": "short.pth"})
+    with pytest.raises(ModelError, match="does not fit") as err:
+        load_model(cfg, CPU)
+    assert "1 missing key (e.g." in str(err.value) and "unexpected" not in str(err.value)  # no "0 unexpected (e.g. [])"
 
 
 def test_corrupt_and_pickled_checkpoints_are_refused(tmp_path):
@@ -89,6 +97,10 @@ def test_wrong_layer_lists_valid_names():
     with pytest.raises(ConfigError) as err:
         find_layer(net, "features.33")
     assert "features.3" in str(err.value) and "Did you mean" in str(err.value)
+    shown = str(err.value).split(": [", 1)[1]
+    n_shown = shown.count("'") // 2
+    assert f"Valid names include its {n_shown} convolution, linear and sequential modules (" in str(err.value)
+    assert "(last " not in str(err.value)
 
 
 def test_output_must_match_classes(tmp_path):

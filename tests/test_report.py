@@ -11,9 +11,11 @@ import base64
 import copy
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import re
+import shutil
 from html import escape
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from xaudit.workflows.audit import run_audit
 from xaudit.report import write_report
 from xaudit.report.figures_maps import MapRow, map_grid_png, to_ras
 from xaudit.report.format import fmt_ci, fmt_num, fmt_p, fmt_pct
+from xaudit.report.html_groupview import SCRIPT
 from xaudit.report.markdown import md_escape
 
 HOSTILE = "<script>alert(1)</script>"
@@ -106,7 +109,11 @@ def embedded_pngs(html: str) -> list[bytes]:
 def test_html_is_self_contained(run3d):
     html = run3d.html
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
-    assert "<link" not in html.lower() and "<script" not in html.lower() and "@import" not in html
+    assert "<link" not in html.lower() and "@import" not in html
+    # one script, the group view's, inline and allowed by its hash, nothing else may run
+    assert re.findall(r"<script[^>]*>", html, re.I) == ["<script>"] and f"<script>{SCRIPT}</script>" in html
+    digest = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}';" in html and "script-src 'unsafe" not in html
     images = embedded_pngs(html)
     files = sorted((run3d.root / "figures").glob("*.png"))
     assert len(images) == len(files) == html.count("<img ") >= 6
@@ -161,7 +168,15 @@ def test_numbers_come_from_audit_not_recomputed(run3d, tmp_path):
 
 def test_hostile_strings_are_escaped(run2d_hostile):
     html, md = run2d_hostile.html, run2d_hostile.md
+    assert html.count(f"<script>{SCRIPT}</script>") == 1
+    html = html.replace(f"<script>{SCRIPT}</script>", "")  # the group view's own script; nothing else
     assert "<script" not in html.lower()
+    pages = list((run2d_hostile.root / "subjects").glob("*.html"))
+    assert len(pages) == run2d_hostile.cohort.n
+    for page in pages:  # the subject pages: ids, classes, sites as text too
+        text = page.read_text(encoding="utf-8")
+        assert "<script" not in text.lower() and "<b>" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in "".join(p.read_text(encoding="utf-8") for p in pages)
     assert "<b>" not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the ids and classes are shown, as text
     assert "&lt;b&gt;A|1&lt;/b&gt;" in html and "B &amp; $x$" in html
@@ -179,6 +194,8 @@ def test_2d_cohort_renders_maps(run2d_hostile):
     names = {p.name for p in (run2d_hostile.root / "figures").glob("*.png")}
     first = next(iter(run2d_hostile.config.attribution.methods))
     assert {"mean_map_saliency.png", "mean_map_gradcam.png", f"examples_{first}.png"} <= names
+    assert "evidence_verdict.png" in names and any(n.startswith("mosaic_") for n in names)
+    assert "could not be drawn" not in run2d_hostile.html
     img = np.asarray(Image.open(run2d_hostile.root / "figures" / "mean_map_saliency.png").convert("RGB")).astype(int)
     assert img.std() > 20  # not blank
     assert len(embedded_pngs(run2d_hostile.html)) == len(names)
@@ -200,7 +217,8 @@ def test_missing_sections_render_with_a_note(run3d, tmp_path):
         assert f"{what} did not run" in html
     assert "No attribution maps on a common grid" in html
     assert "<img" not in html  # every figure lacked its data
-    assert "## 11. Rules that imitate the network" in out.md
+    assert "No attribution maps on a common grid: no picture of the evidence" not in html  # no verdict: no picture
+    assert "## 12. Rules that imitate the network" in out.md
 
 
 def test_failed_subjects_are_listed(run3d, tmp_path):
@@ -256,3 +274,118 @@ def test_volumes_are_shown_in_ras_orientation():
     swapped = np.array([[0, 3.0, 0, 0], [1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]])  # axis 0 runs A, axis 1 runs R
     out, zooms = to_ras(volume, swapped)
     assert out.shape == (3, 2, 4) and list(zooms) == [3.0, 1.0, 1.0]
+
+
+def _red_share(png: bytes) -> float:
+    return _colours(png)[0]
+
+
+def test_hot_spot_outside_the_drawn_slices_shows_in_the_projections():
+    """A marker in a corner, in no axial slice and off the peak's cuts, is red in the MIP panels."""
+    shape = (24, 28, 20)
+    grid = np.indices(shape)
+    centre = np.array(shape).reshape(3, 1, 1, 1) / 2
+    anatomy = ((((grid - centre) / (np.array(shape).reshape(3, 1, 1, 1) / 2.6)) ** 2).sum(0) < 1).astype(float)
+    amap = np.zeros(shape)
+    amap[10:14, 12:16, 8:12] = -2.0  # the strongest spot: the coronal and sagittal cuts go through it
+    amap[:3, -3:, :2] = 1.0  # the marker: a corner, below the anatomy's axial extent
+    png = map_grid_png([MapRow("marker", anatomy, amap)], np.eye(4), 4, "a")
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    red = (img[..., 0] > img[..., 1] + 60) & (img[..., 0] > img[..., 2] + 60)
+    columns = np.flatnonzero(red.any(axis=0))
+    # the colorbar holds red too; the marker's red lies left of it, in the MIP panels (the last three before it)
+    assert red[:, : img.shape[1] - 150].sum() > 20
+    assert columns.min() > img.shape[1] * 0.55  # none in the cuts and slices, all in the projections
+
+
+def test_positive_everywhere_maps_do_not_saturate():
+    """A Grad-CAM-like map, positive over the whole field of view, colours only where it is high."""
+    shape = (20, 24, 18)
+    grid = np.indices(shape).astype(float)
+    smooth = 1.0 + 0.5 * np.exp(-(((grid - np.array([10, 12, 9]).reshape(3, 1, 1, 1)) / 3.0) ** 2).sum(0))
+    anatomy = np.ones(shape)
+    from xaudit.report.figures_maps import THRESHOLD, figure_scale
+    scale = figure_scale([anatomy], [smooth])
+    assert scale.floor > 5 * THRESHOLD * scale.vmax  # transparent up to about the median, not 12% of the limit
+    red = _red_share(map_grid_png([MapRow("cam", anatomy, smooth)], np.eye(4), 3, "a"))
+    assert red < 0.12  # before: every voxel above 0.5 x the limit, the whole slab opaque red
+
+
+def test_evidence_picture_opens_the_report(run3d):
+    html, md = run3d.html, run3d.md
+    verdict, first_figure = html.index('class="verdict"'), html.index("<figure")
+    assert first_figure > verdict and first_figure < html.index('class="finding"') < html.index('id="summary"')
+    assert html[first_figure:].startswith('<figure id="fig-evidence_verdict">')
+    caption = re.search(r"<figcaption>Figure 1\. ([^<]+)</figcaption>", html).group(1)
+    assert "maximum-intensity projections over the whole field of view" in caption
+    assert "B minus A" in caption and "99th percentile" in caption
+    assert md.index("figures/evidence_verdict.png") < md.index("## 2. ")
+    assert (run3d.root / "figures" / "evidence_verdict.png").is_file()
+
+
+def test_group_view_links_every_subject_to_its_page(run3d):
+    html, cohort = run3d.html, run3d.cohort
+    section = html[html.index('<section id="subjects">'):]
+    section = section[: section.index("</section>")]
+    hrefs = set(re.findall(r'<a href="(subjects/[^"]+\.html)" data-i="\d+"', section))
+    assert hrefs == {f"subjects/{s.safe_id}.html" for s in cohort.subjects}
+    n_plots = section.count("<svg ")
+    assert n_plots >= 1 + 2 * len(cohort.shares)  # P(lesion), background and border shares per method, errors
+    assert section.count('data-i="0"') == n_plots  # one point per subject per plot
+    assert 'id="gv-search"' in section and "fig-mosaic_" in section
+    for s in cohort.subjects:
+        page = (run3d.root / "subjects" / f"{s.safe_id}.html").read_text(encoding="utf-8")
+        assert f"<title>Subject {escape(s.subject_id)}</title>" in page and 'href="../report.html#subjects"' in page
+        assert "at the resolution of the scan (14x16x12 voxels)" in page  # drawn from attributions/, not the record
+        assert page.count("data:image/png;base64,") == len(run3d.config.attribution.methods)
+        assert f"<td>{fmt_num(float(cohort.probs[cohort.subject_ids.index(s.subject_id), 1]))}</td>" in page
+
+
+def test_pages_and_mosaic_are_bounded(run3d, tmp_path, monkeypatch):
+    import xaudit.report.sections_subjects as sections_subjects
+    import xaudit.report.subject_pages as subject_pages
+    monkeypatch.setattr(sections_subjects, "MAX_TILES", 4)
+    (tmp_path / "subjects").mkdir()
+    (tmp_path / "subjects" / "notes.html").write_text("the user's own file")
+    rerender(run3d, tmp_path)  # every subject gets a page, recorded as the run's own
+    assert len(list((tmp_path / "subjects").glob("sub-*.html"))) == 8
+    monkeypatch.setattr(subject_pages, "MAX_PAGES", 3)
+    monkeypatch.setattr(sections_subjects, "MAX_PAGES", 3)
+    out = rerender(run3d, tmp_path)  # the pages this render no longer writes are removed; notes.html stays
+    pages = sorted(p.name for p in (tmp_path / "subjects").glob("sub-*.html"))
+    assert len(pages) == 3 and (tmp_path / "subjects" / "notes.html").read_text() == "the user's own file"
+    assert "4 of 8 subjects, evenly spaced" in out.html and "Subject pages are written for 3 of 8 subjects" in out.html
+    assert len(set(re.findall(r'<a href="(subjects/[^"]+)"', out.html))) == 3
+    # with 3 pages and a budget of 400 pictures, every page still shows every method
+    assert all((tmp_path / "subjects" / p).read_text().count("data:image/png") == 3 for p in pages)
+
+
+def test_pathology_verdict_shows_maps_against_roi_masks(run3d, tmp_path):
+    audit = copy.deepcopy(run3d.audit)
+    audit["verdict"]["verdict"] = "pathology"
+    subjects = [dataclasses.replace(s, rois={"lesion": s.mask}) for s in run3d.cohort.subjects]
+    shutil.copytree(run3d.root / "attributions", tmp_path / "attributions")  # the native maps drawn
+    out = rerender(run3d, tmp_path, audit=audit, cohort=dataclasses.replace(run3d.cohort, subjects=subjects))
+    caption = re.search(r"<figcaption>Figure 1\. ([^<]+)</figcaption>", out.html).group(1)
+    assert "ROI masks outlined in green" in caption and "at the resolution of their scans" in caption
+    png = (tmp_path / "figures" / "evidence_verdict.png").read_bytes()
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    assert np.sum((img[..., 1] > 180) & (img[..., 0] < 80) & (img[..., 2] < 100)) > 30  # the green outlines
+
+
+def test_points_to_is_said_in_words(run3d, tmp_path):
+    audit = copy.deepcopy(run3d.audit)
+    audit["findings"] = [*audit["findings"], {"id": "planted", "severity": "critical", "check": "quality",
+                                              "points_to": "neutral", "title": "Planted critical finding"}]
+    out = rerender(run3d, tmp_path, audit=audit)
+    row = out.html[out.html.index("Planted critical finding") - 400:out.html.index("Planted critical finding")]
+    assert "<td>neither signature nor pathology (a check of the data or the method)</td>" in row
+
+
+@pytest.mark.parametrize("scale", [1e-5, 3e-4, 0.0123, 1234.5])
+def test_colorbar_label_is_not_clipped(scale):
+    """Tick labels such as -0.0006 pushed the colour bar's label past the figure's right edge."""
+    amap = np.random.default_rng(0).standard_normal((12, 14, 10)) * scale
+    png = map_grid_png([MapRow("x", np.ones((12, 14, 10)), amap)], np.eye(4), 3, "integrated_gradients\nattribution")
+    grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    assert (grey[:, -3:] < 200).sum() == 0 and (grey[:3, :] < 200).sum() == 0  # nothing drawn at the edges

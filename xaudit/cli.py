@@ -231,17 +231,41 @@ def methods(as_json: bool = typer.Option(False, "--json", help="machine-readable
     if as_json:
         typer.echo(json.dumps(described, indent=2))
         return
+    if not sys.stdout.isatty():  # a pipe or a file: plain lines, nothing cut, nothing wider than 80 columns
+        typer.echo(_methods_text(described))
+        return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title="xaudit attribution methods", show_lines=True)
-    for col in ("method", "parameters (default)", "stochastic", "needs layer", "hooks", "summary"):
-        table.add_column(col)
+    table.add_column("method", no_wrap=True, min_width=max(len(d["name"]) for d in described))  # never "input_x_gra…"
+    table.add_column("parameters (default)", overflow="fold")
+    table.add_column("needs", no_wrap=True)
+    table.add_column("summary", ratio=1, overflow="fold")
     for d in described:
         params = "\n".join(f"{k} = {v['default']!r}" for k, v in d["parameters"].items()) or "-"
-        table.add_row(d["name"], params, "yes" if d["stochastic"] else "", "yes" if d["needs_layer"] else "",
-                      "yes" if d["needs_hooks"] else "", d["summary"])
+        table.add_row(d["name"], params, _needs(d) or "-", d["summary"])
     Console().print(table)
+
+
+def _needs(d: dict) -> str:
+    return ", ".join(word for key, word in (("needs_layer", "layer"), ("needs_hooks", "hooks"), ("stochastic", "seed"))
+                     if d.get(key))
+
+
+def _methods_text(described: list[dict]) -> str:
+    """One block per method: its name and needs, its summary wrapped at 80 columns, its parameters."""
+    import textwrap
+
+    lines = []
+    for d in described:
+        needs = _needs(d)
+        lines.append(d["name"] + (f"  (needs: {needs})" if needs else ""))
+        lines += textwrap.wrap(d["summary"], 80, initial_indent="    ", subsequent_indent="    ")
+        lines += textwrap.wrap(", ".join(f"{k}={v['default']!r}" for k, v in d["parameters"].items()) or "no parameters",
+                               80, initial_indent="    parameters: ", subsequent_indent="      ")
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
 @app.command()

@@ -178,6 +178,10 @@ class Config(Section):
         None, description="present (even empty, `interrogate: {}`): `xaudit run` also inverts the network's"
         " representations; absent: only `xaudit interrogate RUN_DIR` does, with its defaults")
     output: Path = Path("runs/xaudit")
+    output_layout: Literal["xaudit", "bids"] = Field(
+        "xaudit", description="where the attribution volumes go: xaudit = attributions/<method>/<id>.nii.gz; bids = a "
+        "BIDS derivative dataset, sub-<label>/[ses-<label>/]anat/sub-<label>[_ses-<label>]_desc-<method>_attribution"
+        ".nii.gz with a JSON sidecar, and dataset_description.json")
     device: str = "auto"
     seed: int = 0
     provenance: dict[str, Any] | None = Field(None, description="written by xaudit into config.resolved.yaml; ignored")

@@ -167,11 +167,16 @@ def load_checkpoint(module: nn.Module, path: Path, key: str) -> None:
     except RuntimeError as exc:  # anything else the network refuses (dtype, custom loaders)
         raise ModelError(f"`{key}`: {path} does not fit the network ({first_line(exc)}); check the network name and args") from None
     if result.missing_keys or result.unexpected_keys:
-        raise ModelError(
-            f"`{key}`: {path} does not fit the network: {len(result.missing_keys)} missing keys"
-            f" (e.g. {result.missing_keys[:3]}), {len(result.unexpected_keys)} unexpected"
-            f" (e.g. {result.unexpected_keys[:3]}); check the network name and args"
-        )
+        raise ModelError(f"`{key}`: {path} does not fit the network: {_key_counts(result)}; check the network name and args")
+
+
+def _key_counts(result) -> str:
+    """"3 missing keys (e.g. [...]), 1 unexpected key (e.g. [...])", leaving out a count of zero."""
+    parts = []
+    for keys, word in ((result.missing_keys, "missing"), (result.unexpected_keys, "unexpected")):
+        if keys:
+            parts.append(f"{len(keys)} {word} key{'s' if len(keys) != 1 else ''} (e.g. {keys[:3]})")
+    return ", ".join(parts)
 
 
 def _check_shapes(module: nn.Module, state: dict, path: Path, key: str) -> None:
@@ -194,11 +199,14 @@ def find_layer(module: nn.Module, name: str, scripted: bool = False, key: str = 
     valid = [n for n in modules if n]
     hint = did_you_mean(name, valid)
     interesting = [n for n, m in modules.items() if n and isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Sequential, nn.Linear))]
-    shown = interesting[-25:] if interesting else valid[-25:]
-    raise ConfigError(
-        f"`{key}`: no module {name!r} in the model.{hint} Valid names include (last {len(shown)} of"
-        f" {len(valid)}): {shown}"
-    )
+    if interesting:
+        shown = interesting[-25:]
+        which = (f"the last {len(shown)} of its " if len(shown) < len(interesting) else "its ") + \
+            f"{len(interesting)} convolution, linear and sequential modules ({len(valid)} modules in all)"
+    else:
+        shown = valid[-25:]
+        which = (f"the last {len(shown)} of its " if len(shown) < len(valid) else "its ") + f"{len(valid)} modules"
+    raise ConfigError(f"`{key}`: no module {name!r} in the model.{hint} Valid names include {which}: {shown}")
 
 
 def last_linear_name(module: nn.Module) -> str | None:

@@ -1,9 +1,11 @@
 """The run's report: ``report.html`` (self-contained) and ``report.md``, plus ``figures/*.png``.
 
 Modules: `document` (the content model both renderers share), `sections`,
-`sections_bias`, `sections_looking`, `sections_rules` (what the report says, in order),
-`figures_maps` and `figures_charts` (the pictures), `plotting` (matplotlib set-up),
-`format` (numbers), `html` and `markdown` (the renderers).
+`sections_evidence`, `sections_bias`, `sections_looking`, `sections_subjects`,
+`sections_rules` (what the report says, in order), `subject_pages` (one page per subject),
+`figures_maps`, `figures_grids` and `figures_charts` (the pictures), `volumes` (source-
+resolution volumes), `plotting` (matplotlib set-up), `format` (numbers), `html` (with
+`html_groupview`, the one inline script) and `markdown` (the renderers).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from xaudit.report.document import Document
 from xaudit.report.html import render_html
 from xaudit.report.markdown import render_markdown
 from xaudit.report.sections import build_document
+from xaudit.report.sections_evidence import evidence_method
+from xaudit.report.subject_pages import build_subject_pages
 
 __all__ = ["build_document", "render_html", "render_markdown", "write_report"]
 
@@ -42,9 +46,23 @@ def write_report(audit, cohort, config, run_dir) -> Path:
     footer = (f"xaudit {version} · every number in this report is in audit.json; figures are in figures/; "
               "rules in rules.json; per-subject predictions in predictions.csv.")
     write_text(run_dir / "report.md", render_markdown(doc, footer))
+    _write_subject_pages(audit, cohort, config, run_dir, footer)
     path = write_text(run_dir / "report.html", render_html(doc, footer))
     log.info("report written in %.1f s: %s", time.perf_counter() - t0, path)
     return path
+
+
+def _write_subject_pages(audit, cohort, config, run_dir, footer: str) -> None:
+    """``subjects/<safe_id>.html`` for the paged subjects; the pages an earlier render recorded
+    and this one no longer makes are removed (any other file is left alone)."""
+    first = evidence_method(audit, cohort, config)
+    methods = [m for m in config.attribution.methods if m in cohort.maps]
+    methods = ([first] if first in methods else []) + [m for m in methods if m != first]
+    pages = build_subject_pages(cohort, config, run_dir, methods)
+    for page in pages:
+        write_text(run_dir / f"subjects/{page.file_name}", render_html(page.document, footer))
+    if hasattr(run_dir, "remove_owned_except"):
+        run_dir.remove_owned_except("report_subject_pages", {f"subjects/{page.file_name}" for page in pages})
 
 
 def _write_figures(doc: Document, run_dir) -> None:

@@ -72,6 +72,33 @@ class Figure:
 
 
 @dataclass
+class Link:
+    """A line that links to another page of the run (a relative path)."""
+
+    text: str
+    href: str
+
+
+@dataclass
+class StripPlots:
+    """The group view: one strip plot per per-subject statistic, every subject a linked point.
+
+    ``subjects``, ``hrefs`` (relative page links, "" for none), ``colors`` (the colour key,
+    e.g. the site) and ``rows`` (the row key, e.g. the class) are aligned per subject;
+    ``stats`` holds (name, values per subject; NaN where missing). HTML draws inline SVG
+    with a small inline script (linked highlighting, search); Markdown notes where it is.
+    """
+
+    subjects: list[str]
+    hrefs: list[str]
+    colors: list[str]
+    rows: list[str]
+    stats: list[tuple[str, list[float]]]
+    color_title: str = ""
+    caption: str = ""
+
+
+@dataclass
 class FindingCard:
     """One finding: badge, title, message, the evidence and the threshold that fired."""
 
@@ -94,7 +121,7 @@ class Verdict:
     counts: dict[str, int]
 
 
-Block = Union[Paragraph, Subheading, Note, Bullets, Table, Figure, FindingCard, Verdict]
+Block = Union[Paragraph, Subheading, Note, Bullets, Table, Figure, Link, StripPlots, FindingCard, Verdict]
 
 
 @dataclass

@@ -7,9 +7,18 @@ colorbar per figure, so rows can be compared. Weak attribution fades to transpar
 the anatomy stays readable. Volumes are turned to RAS axes with their affine and shown in
 neurological orientation (left on the left; anterior, or superior, up).
 
-A 3D row shows a coronal and a sagittal cut through the peak of the figure's mean
-|attribution| (as nilearn places its cuts), then ``slices`` axial slices spread over the
-anatomy. A 2D image is one panel.
+A 3D row in the ``slices`` layout shows a coronal and a sagittal cut through the peak of the
+figure's mean |attribution| (as nilearn places its cuts), then ``slices`` axial slices spread
+over the anatomy, then three maximum-intensity projections (MIP) over the whole field of view:
+the signed value of largest magnitude along each ray over the mean-intensity projection of
+the anatomy, so a hot spot outside the drawn slices (a scanner marker in a corner) cannot
+hide. The ``planes`` layout (one subject per row, each on its own grid) shows the three cuts
+through that row's own peak and the three MIPs. A 2D image is one panel.
+
+Colour limits are robust and symmetric: ``±`` the `PERCENTILE` th percentile of |attribution|
+over the figure's volumes; values below the larger of `THRESHOLD` x limit and the median
+|attribution| are transparent, so a map that is positive everywhere (Grad-CAM) shows where it
+is high instead of tinting the whole slab.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, Normalize
+from matplotlib.ticker import FuncFormatter
 from scipy import ndimage
 
 from xaudit.report.plotting import DPI, label_text, new_figure, to_png
@@ -30,9 +40,11 @@ from xaudit.report.plotting import DPI, label_text, new_figure, to_png
 _RDBU = colormaps["RdBu_r"]
 DIVERGING = ListedColormap(np.vstack([_RDBU(np.linspace(0.0, 0.36, 128)), _RDBU(np.linspace(0.64, 1.0, 128))]), "xaudit_rdbu")
 THRESHOLD, OPAQUE = 0.12, 0.5
+PERCENTILE = 99.0  # colour limit: this percentile of |attribution|; said in the captions
 PANEL_PX = 124  # longer side of one panel
 PANEL_PX_2D = 210  # a 2D image is a single panel per row: draw it larger
 GAP_PX = 4
+RIGHT_PX = 120  # colorbar, its tick labels and its label
 LABEL_PX = 190  # room for the row labels
 
 
@@ -43,6 +55,17 @@ class MapRow:
     label: str
     anatomy: np.ndarray
     attribution: np.ndarray
+    affine: np.ndarray | None = None  # this row's own grid (``planes`` layout); None: the figure's
+    outline: np.ndarray | None = None  # an ROI mask drawn as a contour
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The figure's colour limit, the level below which the map is transparent, the grey window."""
+
+    vmax: float
+    floor: float
+    window: tuple[float, float]
 
 
 def to_ras(volume: np.ndarray, affine: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -91,52 +114,99 @@ def peak_voxel(attribution: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(smooth)), smooth.shape))
 
 
-def _views(anatomy: np.ndarray, attribution: np.ndarray, zooms: np.ndarray, slices: list[int], peak: tuple[int, ...]):
-    """(title, anatomy 2D, map 2D, aspect) of each panel of a row; arrays indexed (horizontal, vertical)."""
-    if anatomy.ndim == 2:
-        return [("", anatomy, attribution, zooms[1] / zooms[0])]
-    x, y, _ = peak
-    views = [(f"coronal y={y}", anatomy[:, y, :], attribution[:, y, :], zooms[2] / zooms[0]),
-             (f"sagittal x={x}", anatomy[x, :, :], attribution[x, :, :], zooms[2] / zooms[1])]
-    views += [(f"axial z={z}", anatomy[:, :, z], attribution[:, :, z], zooms[1] / zooms[0]) for z in slices]
+def signed_mip(volume: np.ndarray, axis: int) -> np.ndarray:
+    """The value of largest magnitude along ``axis`` (sign kept): a signed maximum-intensity projection."""
+    pick = np.expand_dims(np.argmax(np.abs(volume), axis=axis), axis)
+    return np.take_along_axis(volume, pick, axis=axis).squeeze(axis)
+
+
+def mip_views(anatomy, attribution, outline, zooms) -> list:
+    """Coronal, sagittal and axial MIPs: anatomy as its mean projection, the map signed-max, ROI as its union."""
+    views = []
+    for title, axis, aspect in (("MIP coronal", 1, zooms[2] / zooms[0]), ("MIP sagittal", 0, zooms[2] / zooms[1]),
+                                ("MIP axial", 2, zooms[1] / zooms[0])):
+        roi = None if outline is None else outline.max(axis=axis)
+        views.append((title, anatomy.mean(axis=axis), signed_mip(attribution, axis), roi, aspect))
     return views
 
 
-def _overlay(values: np.ndarray, vmax: float) -> np.ndarray:
-    """RGBA of a signed map: transparent below `THRESHOLD` x vmax, opaque from `OPAQUE` x vmax.
+def panel_views(anatomy, attribution, outline, zooms, slices: list[int], peak: tuple[int, ...], layout: str):
+    """(title, anatomy 2D, map 2D, outline 2D or None, aspect) of each panel of a row; arrays (horizontal, vertical)."""
+    if anatomy.ndim == 2:
+        return [("", anatomy, attribution, outline, zooms[1] / zooms[0])]
+
+    def cut(axis: int, k: int):
+        index = [slice(None)] * 3
+        index[axis] = k
+        return anatomy[tuple(index)], attribution[tuple(index)], None if outline is None else outline[tuple(index)]
+
+    x, y, z = peak
+    named = layout == "planes"
+    views = [(f"coronal y={y}", *cut(1, y), zooms[2] / zooms[0]), (f"sagittal x={x}", *cut(0, x), zooms[2] / zooms[1])]
+    views += [(f"axial z={k}", *cut(2, k), zooms[1] / zooms[0]) for k in ([z] if named else slices)]
+    if named:
+        views = [(t.split()[0] + " (peak)", *rest) for t, *rest in views]
+    return views + mip_views(anatomy, attribution, outline, zooms)
+
+
+def _overlay(values: np.ndarray, scale: Scale) -> np.ndarray:
+    """RGBA of a signed map: transparent below ``scale.floor``, opaque half-way from there to the limit.
 
     Like nilearn's thresholded stat maps: near-zero attribution (mostly noise) leaves the
     anatomy visible instead of tinting it.
     """
-    rgba = DIVERGING(Normalize(-vmax, vmax, clip=True)(values))
-    ramp = (np.abs(values) / vmax - THRESHOLD) / (OPAQUE - THRESHOLD)
+    rgba = DIVERGING(Normalize(-scale.vmax, scale.vmax, clip=True)(values))
+    opaque = scale.floor + (OPAQUE - THRESHOLD) / (1.0 - THRESHOLD) * (scale.vmax - scale.floor)
+    ramp = (np.abs(values) - scale.floor) / max(opaque - scale.floor, 1e-12)
     rgba[..., 3] = np.clip(ramp, 0.0, 1.0) * 0.95
     return rgba
 
 
-def render_panel(anatomy: np.ndarray, attribution: np.ndarray, aspect: float, window: tuple[float, float],
-                 vmax: float, size: int) -> np.ndarray:
+def panel_scale(scale: Scale, title: str, values: np.ndarray) -> Scale:
+    """A MIP panel's own transparency floor: its median |value| when higher than the figure's.
+
+    A projection keeps the largest value along each ray, so a map positive everywhere
+    (Grad-CAM) projects to a high value everywhere; only the upper half of the projection is
+    coloured then, where the hot spots are.
+    """
+    if not title.startswith("MIP"):
+        return scale
+    median = float(np.median(np.abs(values))) if values.size else 0.0
+    return Scale(scale.vmax, max(scale.floor, min(median, 0.95 * scale.vmax)), scale.window)
+
+
+def _contour(mask: np.ndarray) -> np.ndarray:
+    """The one-pixel edge of a resized binary mask."""
+    inside = mask > 0.5
+    return inside & ~ndimage.binary_erosion(inside)
+
+
+def render_panel(anatomy: np.ndarray, attribution: np.ndarray, aspect: float, scale: Scale, size: int,
+                 outline: np.ndarray | None = None) -> np.ndarray:
     """One panel as an RGB array in display orientation (first axis horizontal, second up).
 
     Args:
         anatomy, attribution: 2D arrays of one shape, axes (horizontal, vertical).
         aspect: physical height / width of a voxel in this view.
-        window: grey level range of the anatomy.
-        vmax: colour scale limit of the map.
+        scale: the figure's colour limit, transparency floor and grey window.
         size: pixels of the panel's longer side.
+        outline: an ROI mask of the same shape, drawn as a green contour.
     """
     width, height = anatomy.shape[0], anatomy.shape[1] * aspect
-    scale = size / max(width, height)
-    zoom = (scale, scale * aspect)
+    factor = size / max(width, height)
+    zoom = (factor, factor * aspect)
     grey = ndimage.zoom(anatomy.astype(float), zoom, order=1)
-    grey = np.clip((grey - window[0]) / max(window[1] - window[0], 1e-12), 0.0, 1.0)
-    rgba = _overlay(ndimage.zoom(attribution.astype(float), zoom, order=1), vmax)
+    low, high = scale.window
+    grey = np.clip((grey - low) / max(high - low, 1e-12), 0.0, 1.0)
+    rgba = _overlay(ndimage.zoom(attribution.astype(float), zoom, order=1), scale)
     alpha = rgba[..., 3:4]
     rgb = grey[..., None] * (1.0 - alpha) + rgba[..., :3] * alpha
+    if outline is not None:
+        rgb[_contour(ndimage.zoom(outline.astype(float), zoom, order=0))] = (0.1, 0.85, 0.2)
     return np.transpose(rgb, (1, 0, 2))[::-1]  # (vertical up, horizontal) -> image rows top-down
 
 
-def _mosaic(panels: list[list[np.ndarray]], gap: int) -> tuple[np.ndarray, list[int], list[int], list[int], list[int]]:
+def compose_panels(panels: list[list[np.ndarray]], gap: int) -> tuple[np.ndarray, list[int], list[int], list[int], list[int]]:
     """Panels on a white canvas; returns it with column centres/widths and row centres/heights."""
     n_rows, n_cols = len(panels), max(len(r) for r in panels)
     widths = [max(r[c].shape[1] for r in panels if c < len(r)) for c in range(n_cols)]
@@ -155,17 +225,23 @@ def _mosaic(panels: list[list[np.ndarray]], gap: int) -> tuple[np.ndarray, list[
     return canvas, col_x, widths, row_y, heights
 
 
-def _scales(oriented: list) -> tuple[float, tuple[float, float]]:
-    """One colour limit (99.5th percentile of |map|) and one grey window for the whole figure."""
-    magnitudes = np.concatenate([np.abs(o[2]).ravel() for o in oriented])
+def figure_scale(anatomies: list[np.ndarray], maps: list[np.ndarray], percentile: float = PERCENTILE) -> Scale:
+    """One robust symmetric colour limit (a percentile of |map|) and one grey window for a figure."""
+    magnitudes = np.concatenate([np.abs(m).ravel() for m in maps])
     magnitudes = magnitudes[np.isfinite(magnitudes)]
-    vmax = float(np.percentile(magnitudes, 99.5)) if magnitudes.size else 0.0
-    anatomy = np.concatenate([o[1].ravel() for o in oriented])
-    window = tuple(np.percentile(anatomy[np.isfinite(anatomy)], [1, 99.5]))
-    return (vmax if vmax > 0 else 1.0), window
+    vmax = float(np.percentile(magnitudes, percentile)) if magnitudes.size else 0.0
+    if not vmax > 0:
+        vmax = float(magnitudes.max()) if magnitudes.size and magnitudes.max() > 0 else 1.0
+    floor = max(THRESHOLD * vmax, min(float(np.median(magnitudes)) if magnitudes.size else 0.0, 0.95 * vmax))
+    anatomy = np.concatenate([a.ravel() for a in anatomies])
+    anatomy = anatomy[np.isfinite(anatomy)]
+    window = tuple(float(v) for v in np.percentile(anatomy, [1, 99.5])) if anatomy.size else (0.0, 1.0)
+    return Scale(vmax, floor, window)
 
 
-def _draw(canvas: np.ndarray, margins: tuple[int, int, int, int], vmax: float, colorbar_label: str):
+def draw_canvas(canvas: np.ndarray, margins: tuple[int, int, int, int], vmax: float, colorbar_label: str):
+    # the colorbar sits 16 px right of the canvas, 12 px wide; its ticks and label need the
+    # rest of the right margin (`RIGHT_PX`), or the label is clipped at the figure's edge
     """The mosaic at one figure pixel per canvas pixel, with a colorbar on the right."""
     left, top, right, bottom = margins
     fig_w, fig_h = canvas.shape[1] + left + right, canvas.shape[0] + top + bottom
@@ -177,45 +253,66 @@ def _draw(canvas: np.ndarray, margins: tuple[int, int, int, int], vmax: float, c
                         12 / fig_w, 0.8 * canvas.shape[0] / fig_h))
     bar = fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), DIVERGING), cax=cax)
     bar.ax.tick_params(labelsize=7)
-    bar.set_label(label_text(colorbar_label, 40), fontsize=7.5)
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.2g}"))  # no offset text over the panels
+    bar.set_label(label_text(colorbar_label, 22), fontsize=7.5, labelpad=3)
     return fig, ax
 
 
-def map_grid_png(rows: list[MapRow], affine: np.ndarray | None, slices: int, colorbar_label: str) -> bytes:
+def map_grid_png(rows: list[MapRow], affine: np.ndarray | None, slices: int, colorbar_label: str,
+                 layout: str = "slices", panel_px: int = PANEL_PX, percentile: float = PERCENTILE) -> bytes:
     """A grid of map panels, one `MapRow` per row (or per column for 2D images).
 
     All panels are composed into one image and drawn with a single ``imshow``: a figure of
     one Axes per panel costs matplotlib seconds, this costs milliseconds.
 
     Args:
-        rows: the rows, all arrays of one shape.
-        affine: the arrays' affine (for orientation and voxel aspect).
-        slices: axial slices per 3D row, after the coronal and sagittal cuts.
+        rows: the rows; in the ``slices`` layout all arrays of one shape.
+        affine: the arrays' affine (for orientation and voxel aspect), unless a row has its own.
+        slices: axial slices per 3D row in the ``slices`` layout, after the coronal and sagittal cuts.
         colorbar_label: what the colour measures.
+        layout: ``slices`` (common cuts and slices, then MIPs) or ``planes`` (each row's own
+            three cuts through its peak, then MIPs; rows may differ in shape).
+        panel_px: pixels of a 3D panel's longer side.
+        percentile: of |attribution|, the colour limit.
 
     Returns:
         PNG bytes.
     """
-    oriented = [(r.label, to_ras(r.anatomy, affine)[0], *to_ras(r.attribution, affine)) for r in rows]
-    vmax, window = _scales(oriented)
+    oriented = []
+    for r in rows:
+        grid = r.affine if r.affine is not None else affine
+        anat, zooms = to_ras(np.nan_to_num(r.anatomy), grid)
+        amap = to_ras(np.nan_to_num(r.attribution), grid)[0]
+        roi = None if r.outline is None else to_ras(r.outline, grid)[0]
+        oriented.append((r.label, anat, amap, roi, zooms))
+    scale = figure_scale([o[1] for o in oriented], [o[2] for o in oriented], percentile)
     two_d = oriented[0][1].ndim == 2
-    z_picks = [] if two_d else axial_slices(np.mean([o[1] for o in oriented], axis=0), slices)
-    peak = () if two_d else peak_voxel(np.mean([np.abs(o[2]) for o in oriented], axis=0))
-    views = [_views(np.nan_to_num(anat), np.nan_to_num(amap), zooms, z_picks, peak) for _, anat, amap, zooms in oriented]
-    size = PANEL_PX_2D if two_d else PANEL_PX
-    panels = [[render_panel(a, m, aspect, window, vmax, size) for _, a, m, aspect in row] for row in views]
+    if two_d:
+        views = [panel_views(anat, amap, roi, zooms, [], (), layout) for _, anat, amap, roi, zooms in oriented]
+    elif layout == "planes":
+        views = [panel_views(anat, amap, roi, zooms, [], peak_voxel(amap), layout) for _, anat, amap, roi, zooms in oriented]
+    else:
+        z_picks = axial_slices(np.mean([o[1] for o in oriented], axis=0), slices)
+        peak = peak_voxel(np.mean([np.abs(o[2]) for o in oriented], axis=0))
+        views = [panel_views(anat, amap, roi, zooms, z_picks, peak, layout) for _, anat, amap, roi, zooms in oriented]
+    size = PANEL_PX_2D if two_d else panel_px
+    panels = [[render_panel(a, m, aspect, panel_scale(scale, t, m), size, roi) for t, a, m, roi, aspect in row]
+              for row in views]
     if two_d:  # one panel per row: lay the rows out side by side, labelled on top
         panels = [[p[0] for p in panels]]
-    canvas, col_x, _, row_y, _ = _mosaic(panels, GAP_PX)
+    canvas, col_x, _, row_y, _ = compose_panels(panels, GAP_PX)
     if two_d:  # narrow columns: one part of each label per line, and room above for the longest
         stacked = [label_text(o[0].replace(" · ", "\n").replace(" (", "\n("), 30) for o in oriented]
-        fig, ax = _draw(canvas, (8, 10 + 11 * max(t.count("\n") + 1 for t in stacked), 100, 6), vmax, colorbar_label)
+        fig, ax = draw_canvas(canvas, (8, 10 + 11 * max(t.count("\n") + 1 for t in stacked), RIGHT_PX, 6), scale.vmax,
+                        colorbar_label)
         for c, text in enumerate(stacked):
             ax.text(col_x[c], -4, text, ha="center", va="bottom", fontsize=7.5, linespacing=1.1)
     else:
-        fig, ax = _draw(canvas, (LABEL_PX, 22, 100, 6), vmax, colorbar_label)
+        label_px = LABEL_PX if any(o[0] for o in oriented) else 8
+        fig, ax = draw_canvas(canvas, (label_px, 22, RIGHT_PX, 6), scale.vmax, colorbar_label)
         for c, (title, *_rest) in enumerate(views[0]):
             ax.text(col_x[c], -4, title, ha="center", va="bottom", fontsize=7.5)
         for r, (label, *_rest) in enumerate(oriented):
             ax.text(-8, row_y[r], label_text(label, 36), ha="right", va="center", fontsize=7.5)
     return to_png(fig)
+

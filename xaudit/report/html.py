@@ -1,10 +1,11 @@
 """`render_html`: the `Document` as one self-contained HTML page.
 
 Everything is inline (CSS in a ``<style>``, figures as base64 PNG data URIs, system fonts),
-so the file opens offline, can be mailed or archived alone, and needs no JavaScript. A
-Content-Security-Policy forbids scripts and every external load, as a second line of
-defence behind escaping: every string of the document goes through `html.escape` here
-and nowhere else.
+so the file opens offline and can be mailed or archived alone. The one script is the group
+view's (`html_groupview.SCRIPT`, inlined, only on a page that has a group view); a
+Content-Security-Policy allows exactly that script by its hash and forbids every other
+script and every external load, as a second line of defence behind escaping: every string
+of the document goes through `html.escape` here and in `html_groupview`, nowhere else.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from xaudit.report.document import (Badge, Bullets, Cell, Document, Figure, FindingCard, Note, Paragraph, Section, Subheading,
-                                    Table,
-                                    Verdict)
+from xaudit.report.document import (Badge, Bullets, Cell, Document, Figure, FindingCard, Link, Note, Paragraph, Section,
+                                    StripPlots, Subheading, Table, Verdict)
+from xaudit.report.html_groupview import CSS as GROUPVIEW_CSS
+from xaudit.report.html_groupview import SCRIPT, SCRIPT_HASH, render_strips
 from xaudit.report.plotting import SEVERITY_COLORS
 
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+       f"script-src '{SCRIPT_HASH}'; base-uri 'none'; form-action 'none'")
 
 CSS = """
 :root { --ink: #1f2328; --muted: #656d76; --line: #d8dee4; --soft: #f6f8fa; }
@@ -59,6 +62,7 @@ nav.toc { background: var(--soft); border-radius: 6px; padding: 8px 14px; font-s
 nav.toc ol { margin: 4px 0; padding-left: 22px; columns: 2; }
 nav.toc a { color: #0969da; text-decoration: none; }
 footer { color: var(--muted); font-size: 12px; margin-top: 40px; border-top: 1px solid var(--line); padding-top: 8px; }
+a.link { color: #0969da; }
 @media print { .verdict, .badge { -webkit-print-color-adjust: exact; print-color-adjust: exact; } }
 """
 
@@ -130,6 +134,10 @@ def _block(block) -> str:
         return _figure(block)
     if isinstance(block, Note):
         return f'<p class="note">{escape(block.text)}</p>'
+    if isinstance(block, Link):
+        return f'<p><a class="link" href="{escape(block.href)}">{escape(block.text)}</a></p>'
+    if isinstance(block, StripPlots):
+        return render_strips(block)
     if isinstance(block, Bullets):
         return "<ul>" + "".join(f"<li>{escape(item)}</li>" for item in block.items) + "</ul>"
     if isinstance(block, Paragraph):
@@ -153,17 +161,20 @@ def render_html(doc: Document, footer: str = "") -> str:
     """The whole page; the first section (the verdict) comes before the contents list."""
     first, rest = doc.sections[:1], doc.sections[1:]
     subtitle = "".join(f"{escape(line)}<br>" for line in doc.subtitle).removesuffix("<br>")
+    interactive = any(isinstance(b, StripPlots) for s in doc.sections for b in s.blocks)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{escape(doc.title)}</title><style>{CSS}</style></head><body><main>",
+        f"<title>{escape(doc.title)}</title><style>{CSS}{GROUPVIEW_CSS if interactive else ''}</style></head><body><main>",
         f'<header><h1>{escape(doc.title)}</h1><p class="subtitle">{subtitle}</p></header>',
         *[_section(s) for s in first],
-        _toc(doc.sections) if rest else "",
+        _toc(doc.sections) if rest and doc.meta.get("contents", True) else "",
         *[_section(s) for s in rest],
         f"<footer>{escape(footer)}</footer>" if footer else "",
-        "</main></body></html>",
+        "</main>",
+        f"<script>{SCRIPT}</script>" if interactive else "",
+        "</body></html>",
     ]
     return "\n".join(p for p in parts if p) + "\n"

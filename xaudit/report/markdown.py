@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 
-from xaudit.report.document import (Badge, Bullets, Cell, Document, Figure, FindingCard, Note, Paragraph, Section, Subheading,
-                                    Table,
-                                    Verdict)
+from xaudit.report.document import (Badge, Bullets, Cell, Document, Figure, FindingCard, Link, Note, Paragraph, Section,
+                                    StripPlots, Subheading, Table, Verdict)
 
 _SPECIAL = "\\`*[]|"
 # `<` is escaped only where it could open a tag, comment or autolink (`<b`, `</`, `<!`, `<?`),
@@ -79,6 +78,11 @@ def _block(block) -> list[str]:
         return [f"![{caption}](figures/{block.name}.png)", "", f"*{caption}*"]
     if isinstance(block, Note):
         return [f"*Note:* {md_escape(block.text)}"]
+    if isinstance(block, Link):
+        return [f"[{md_escape(block.text)}](<{block.href.replace('>', '%3E')}>)"]
+    if isinstance(block, StripPlots):
+        return [f"*The interactive group view ({len(block.stats)} strip plots of {len(block.subjects)} subjects, "
+                "each linked to its page in subjects/) is in report.html.*"]
     if isinstance(block, Bullets):
         return [f"- {md_escape(item)}" for item in block.items]
     if isinstance(block, Paragraph):

@@ -14,9 +14,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from xaudit.core.ids import safe_file_id
+from xaudit.core.outputs import unescape_cell
 from xaudit.report.document import Badge, Document, FindingCard, Paragraph, Section, Table, Verdict
 from xaudit.report.format import fmt_num, fmt_seconds, fmt_time, fmt_value, humanize
 from xaudit.report.sections_checks import self_checks_section
+from xaudit.report.sections_evidence import evidence_figure, evidence_method
+from xaudit.report.sections_subjects import subjects_section
 from xaudit.report.sections_bias import (concepts_section, design_section, masked_input_section, performance_section,
                                          probes_section, roles_section, spray_section)
 from xaudit.report.sections_interrogation import interrogation_section
@@ -24,6 +28,10 @@ from xaudit.report.sections_looking import looking_section
 from xaudit.report.sections_rules import rules_section
 
 log = logging.getLogger("xaudit")
+
+# What a finding's ``points_to`` means, in words: "neutral" on a critical row read as "harmless".
+POINTS_TO_TEXT = {"signature": "a site/scanner signature", "pathology": "pathology", "design": "the study design",
+                  "neutral": "neither signature nor pathology (a check of the data or the method)"}
 
 def build_document(audit: dict, cohort, config, run_dir) -> Document:
     """All sections of the report, numbered, with their figures rendered.
@@ -37,11 +45,12 @@ def build_document(audit: dict, cohort, config, run_dir) -> Document:
     bias = audit.get("bias") if isinstance(audit.get("bias"), dict) else {}
     checks = bias.get("checks") or {}
     sections = [
-        verdict_section(audit),
+        verdict_section(audit, evidence_figure(audit, cohort, config, run_dir)),
         summary_section(audit, config),
         design_section(checks.get("design")),
         performance_section(audit.get("metrics") or {}, checks.get("group_metrics")),
-        looking_section(audit, cohort, config),
+        looking_section(audit, cohort, config, run_dir),
+        subjects_section(cohort, evidence_method(audit, cohort, config)),
         masked_input_section(checks.get("masked_input")),
         probes_section(checks.get("probes")),
         roles_section(checks.get("roles")),
@@ -68,13 +77,14 @@ def finding_card(finding: dict) -> FindingCard:
     return FindingCard(
         severity=str(finding.get("severity", "info")), title=str(finding.get("title", "")),
         message=str(finding.get("message", "")), check=str(finding.get("check", "")),
-        points_to=str(finding.get("points_to", "")), evidence=pairs(finding.get("evidence")),
+        points_to=POINTS_TO_TEXT.get(str(finding.get("points_to", "")), str(finding.get("points_to", ""))),
+        evidence=pairs(finding.get("evidence")),
         threshold=pairs(finding.get("threshold")),
     )
 
 
-def verdict_section(audit: dict) -> Section:
-    """The verdict sentence, the top findings with their numbers, and the others listed."""
+def verdict_section(audit: dict, evidence: list | None = None) -> Section:
+    """The verdict sentence, the picture it rests on (``evidence``), the top findings, the others listed."""
     section = Section("Verdict and top findings", "verdict")
     verdict = audit.get("verdict")
     bias = audit.get("bias") if isinstance(audit.get("bias"), dict) else {}
@@ -85,6 +95,7 @@ def verdict_section(audit: dict) -> Section:
                                    "none", counts))
     section.add(Verdict(str(verdict.get("verdict", "inconclusive")), str(verdict.get("sentence", "")),
                         str(bias.get("max_severity") or "none"), counts))
+    section.add(*(evidence or []))
     top = verdict.get("top_findings") or []
     if not top:
         return section.add(Paragraph("No check raised a finding."))
@@ -94,7 +105,8 @@ def verdict_section(audit: dict) -> Section:
     shown = {f.get("id") for f in top}
     rest = [f for f in audit.get("findings") or [] if f.get("id") not in shown]
     if rest:
-        rows = [[Badge(f.get("severity", "info"), f.get("severity", "info")), f.get("check", ""), f.get("points_to", ""),
+        rows = [[Badge(f.get("severity", "info"), f.get("severity", "info")), f.get("check", ""),
+                 POINTS_TO_TEXT.get(f.get("points_to", ""), f.get("points_to", "")),
                  f.get("title", "")] for f in rest]
         section.add(Table(["Severity", "Check", "Points to", "Finding"], rows, caption="The other findings",
                           numeric=[False] * 4))
@@ -148,18 +160,18 @@ def read_errors(run_dir) -> list[dict[str, str]]:
     A subject that failed once and finished on ``--resume`` is not an error any more (the
     same rule as the run's ``counts.failed``).
     """
-    from xaudit.core.ids import safe_file_id
-
     done = run_dir.completed() if hasattr(run_dir, "completed") else set()
-    rows: dict[str, dict[str, str]] = {}
+    rows: dict[tuple[str, str], dict[str, str]] = {}
     for path in sorted(Path(run_dir / "errors.csv").parent.glob("errors*.csv")):
         try:
             with open(path, newline="", encoding="utf-8") as fh:
-                for row in csv.DictReader(fh):
-                    rows[row.get("subject_id", "")] = row
+                for raw in csv.DictReader(fh):
+                    row = {k: unescape_cell(v or "") for k, v in raw.items()}  # undo the CSV formula guard
+                    rows[(row.get("subject_id", ""), row.get("manifest_line", ""))] = row
         except (OSError, csv.Error, UnicodeDecodeError) as exc:
             log.warning("report: cannot read %s: %s", path, exc)
-    return [row for sid, row in rows.items() if safe_file_id(sid) not in done]
+    # a manifest row that is not a subject (a repeated id, say) stays an error even when its id finished
+    return [row for (sid, _), row in rows.items() if row.get("stage") == "manifest" or safe_file_id(sid) not in done]
 
 
 def errors_section(run_dir) -> Section:

@@ -14,10 +14,11 @@ import numpy as np
 
 from xaudit.report.document import Note, Paragraph, Section, Table
 from xaudit.report.figures_charts import ShareBox, shares_png
-from xaudit.report.figures_maps import MapRow, map_grid_png
+from xaudit.report.figures_maps import PERCENTILE, MapRow, map_grid_png
 from xaudit.report.format import fmt_num, fmt_p, fmt_pct
 from xaudit.report.plotting import group_color
 from xaudit.report.sections_common import maps_usable, notes, safe_figure
+from xaudit.report.volumes import load_native
 
 MAX_VALUES = 6  # group values per figure; more would make the map grids unreadable
 MAX_CELLS = 12  # rows of a map figure (classes x values)
@@ -144,7 +145,7 @@ def _typical(maps: np.ndarray, index: np.ndarray) -> int:
     return int(index[int(np.argmax(corr))])
 
 
-def _map_figures(cohort, config, cells: list[Cell], column: str | None) -> list:
+def _map_figures(cohort, config, cells: list[Cell], column: str | None, run_dir) -> list:
     methods = [m for m in config.attribution.methods if maps_usable(cohort, m)]
     if not methods or not cells:
         return [Note("No attribution maps on a common grid: the map figures are left out.")]
@@ -152,35 +153,52 @@ def _map_figures(cohort, config, cells: list[Cell], column: str | None) -> list:
     target = config.attribution.target
     blocks = []
     cuts = ("; the coronal and sagittal cuts go through the peak of the mean |attribution|, the axial slices span "
-            "the anatomy" if cohort.images_small.ndim == 4 else "")
+            "the anatomy, the maximum-intensity projections (MIP) span the whole field of view"
+            if cohort.images_small.ndim == 4 else "")
     for method in methods:
         maps = cohort.maps[method]
         rows = [MapRow(c.label, cohort.images_small[c.index].mean(axis=0), maps[c.index].mean(axis=0)) for c in cells]
         blocks.append(safe_figure(f"mean_map_{method}", f"Mean {method} attribution (target: {target}) per class"
                                   + (f" x {column}" if column else "") + ", over the mean anatomy of the same subjects. "
-                                  f"Red: evidence for the target class, blue: against it{cuts}.",
+                                  f"Red: evidence for the target class, blue: against it{cuts}; colour limits "
+                                  f"±{PERCENTILE:g}th percentile of |attribution|.",
                                   lambda r=rows, m=method: map_grid_png(r, affine, config.report.slices, f"{m}\nattribution")))
-    method = methods[0]
-    rows = []
+    blocks.append(_examples_figure(cohort, config, cells, column, methods[0], affine, run_dir))
+    return blocks
+
+
+def _examples_figure(cohort, config, cells: list[Cell], column: str | None, method: str, affine, run_dir):
+    """One typical subject per cell, at the resolution of its scan where its attribution volume can be read."""
+    rows, native_rows = [], []
+    dims = cohort.images_small.ndim - 1
     for c in cells:
         i = _typical(cohort.maps[method], c.index)
         subject = cohort.subjects[i]
         pred = cohort.classes[int(cohort.predicted[i])]
-        rows.append(MapRow(f"{subject.subject_id} · {c.class_name}" + (f" · {c.value}" if c.value else "")
-                           + f"\npredicted {pred} ({fmt_num(float(cohort.probs[i].max()))})",
-                           cohort.images_small[i], cohort.maps[method][i]))
-    blocks.append(safe_figure(f"examples_{method}", "One typical subject per class" + (f" x {column}" if column else "")
-                              + f" (the map closest to its cell's mean), {method}.",
-                              lambda: map_grid_png(rows, affine, config.report.slices, f"{method}\nattribution")))
-    return blocks
+        label = (f"{subject.subject_id} · {c.class_name}" + (f" · {c.value}" if c.value else "")
+                 + f"\npredicted {pred} ({fmt_num(float(cohort.probs[i].max()))})")
+        rows.append(MapRow(label, cohort.images_small[i], cohort.maps[method][i]))
+        native = load_native(run_dir, subject, method, dims, config.output_layout) if run_dir is not None else None
+        if native is not None:
+            native_rows.append(MapRow(label, native.anatomy, native.attribution, affine=native.affine))
+    source = dims == 3 and len(native_rows) == len(rows)
+    where = ("at the resolution of each scan, three cuts through the subject's own peak and maximum-intensity "
+             "projections over the whole field of view" if source else "downsampled, on the model-input grid")
+    caption = ("One typical subject per class" + (f" x {column}" if column else "")
+               + f" (the map closest to its cell's mean), {method}, {where}; colour limits ±{PERCENTILE:g}th percentile "
+               "of |attribution|.")
+    return safe_figure(f"examples_{method}", caption, lambda: map_grid_png(
+        native_rows if source else rows, affine, config.report.slices, f"{method}\nattribution",
+        layout="planes" if source else "slices"))
 
 
-def looking_section(audit: dict, cohort, config) -> Section:
+def looking_section(audit: dict, cohort, config, run_dir=None) -> Section:
     """Shares by region, within-class tests, the share figure, mean maps and examples."""
     section = Section("Where the model looks", "looking")
     section.add(Paragraph("A model that decides on pathology puts its attribution on the anatomy; one that reads a "
                           "scanner signature often looks at the background, the border of the field of view or "
-                          "markers. Maps are on the model-input grid, downsampled."))
+                          "markers. Mean maps are on the model-input grid, downsampled; the examples are drawn at the resolution "
+                          "of their scans where their attribution volumes are in attributions/."))
     bias = audit.get("bias") if isinstance(audit.get("bias"), dict) else {}
     check = (bias.get("checks") or {}).get("looking")
     column, cells, dropped = subject_cells(cohort)
@@ -196,7 +214,7 @@ def looking_section(audit: dict, cohort, config) -> Section:
     figure = _share_figure(cohort, cells, column, config.bias)
     if figure is not None:
         section.add(figure)
-    section.add(*_map_figures(cohort, config, cells, column))
+    section.add(*_map_figures(cohort, config, cells, column, run_dir))
     if dropped:
         section.add(Note(f"The map figures show the {len({c.value for c in cells})} largest values of {column}; "
                          f"left out: {', '.join(dropped)}."))

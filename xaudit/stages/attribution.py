@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from xaudit.analysis.quality import conservation_findings
+from xaudit.core.bids import bids_label
 from xaudit.data.cohort import Cohort
 from xaudit.core.ids import distinct_file_ids
 from xaudit.core.outputs import RunDirectory
@@ -35,14 +36,15 @@ class AttributionSummary:
         return out
 
 
-def attribution_stage(cohort: Cohort, attribution_cfg, run_dir: RunDirectory) -> AttributionSummary:
+def attribution_stage(cohort: Cohort, attribution_cfg, run_dir: RunDirectory, layout: str = "xaudit") -> AttributionSummary:
     """Summaries of every method's per-subject statistics, and the mean maps."""
     methods, artifacts = {}, {}
     for method, params in attribution_cfg.methods.items():
         stats = {k: _summary(v) for k, v in cohort.stats.get(method, {}).items()}
         shares = {k: _summary(v) for k, v in cohort.shares.get(method, {}).items()}
         methods[method] = {"params": params, "self_checks": stats, "shares": shares}
-        artifacts[f"attributions/{method}"] = f"attributions/{method}/"
+        artifacts[f"attributions/{method}"] = (f"attributions/{method}/" if layout != "bids" else
+                                               f"sub-*/[ses-*/]anat/*_desc-{bids_label(method)}_attribution.nii.gz")
     written = write_mean_maps(cohort, run_dir)
     if written:
         artifacts["maps"] = "maps/"

@@ -6,7 +6,7 @@ is written last, so it exists only when everything else of the subject does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from xaudit.analysis.bias.looking import attribution_shares
 from xaudit.data.loading import native_grid, read_mask
 from xaudit.data.manifest import Subject
 from xaudit.data.native import downsample_volumes, resample_between_grids, write_volume_like
+from xaudit.core.bids import attribution_file, write_sidecar
 from xaudit.core.outputs import RunDirectory, save_record, write_csv
 
 
@@ -25,6 +26,9 @@ class SubjectOutputs:
     run_dir: RunDirectory
     write_maps: bool = True
     border: int = 2
+    layout: str = "xaudit"  # or "bids": `xaudit.core.bids`
+    method_params: dict = field(default_factory=dict)  # for the BIDS sidecars
+    classes: tuple[str, ...] = ()
 
 
 def write_subject(outputs: SubjectOutputs, subject: Subject, record: dict, spatial_dims: int) -> None:
@@ -51,7 +55,7 @@ def write_subject(outputs: SubjectOutputs, subject: Subject, record: dict, spati
     for method, map_pre in record["maps"].items():
         native = resample_between_grids(map_pre, record["affine"], native_affine, native_shape).numpy()
         if outputs.write_maps:
-            write_volume_like(native, reference, outputs.run_dir.attribution_path(method, subject.safe_id))
+            _write_map(outputs, subject, method, native, reference, int(record["target"]))
         for key, value in attribution_shares(native, foreground, rois, border=outputs.border).items():
             arrays[f"share__{method}__{key}"] = np.array(value, np.float32)
         for key, value in record["stats"][method].items():
@@ -62,6 +66,13 @@ def write_subject(outputs: SubjectOutputs, subject: Subject, record: dict, spati
             rows = [[int(k), float(v)] for k, v in sorted(weights.items())]
             write_csv(outputs.run_dir.root / "attributions" / method / f"{subject.safe_id}_regions.csv", ["region", "weight"], rows)
     save_record(outputs.run_dir.record_path(subject.safe_id), arrays)
+
+
+def _write_map(outputs: SubjectOutputs, subject: Subject, method: str, native, reference, target: int) -> None:
+    path = write_volume_like(native, reference, attribution_file(outputs.run_dir, outputs.layout, subject, method))
+    if outputs.layout == "bids":
+        name = outputs.classes[target] if 0 <= target < len(outputs.classes) else str(target)
+        write_sidecar(path, method, outputs.method_params.get(method, {}), name, subject.images[0])
 
 
 def _native_foreground(subject, record, native_affine, native_shape, spatial_dims) -> np.ndarray:

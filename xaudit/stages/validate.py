@@ -16,6 +16,7 @@ import torch
 
 from xaudit.attribution.engine import MethodRun, build_methods
 from xaudit.attribution.guards import preflight
+from xaudit.core.bids import check_labels
 from xaudit.data import build_transforms, infer_spatial_dims, load_manifest, load_subject
 from xaudit.data.loading import NIFTI_SUFFIXES, check_file, check_header, check_voxels
 from xaudit.data.manifest import Subject, rows_message
@@ -67,6 +68,8 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
     rows: list[dict] = []
     subjects = load_manifest(config.data, config.model.classes, check_files=False, problems=rows)
     strict = deep or config.data.on_error == "fail"
+    if config.output_layout == "bids":
+        check_labels([s.subject_id for s in subjects])
     problems = [p for s in subjects if (p := file_problem(s))]
     readable = [s for s in subjects if not any(p["subject_id"] == s.subject_id for p in problems)]
     if not readable:

@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xaudit._version import __version__
 from xaudit.config import Config
 from xaudit.core import versions
+from xaudit.core.bids import write_dataset_description
 from xaudit.core.progress import ProgressFactory, log_progress
 from xaudit.core.outputs import RunDirectory, remove_orphaned_temp_files, write_csv, write_json
 from xaudit.core.provenance import RunFacts, check_same_subject_config, check_shard_target, write_resolved_config
@@ -101,7 +103,11 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress: Prog
         write_resolved_config(run_dir, config, facts)
         log.info("%d subjects to audit (%d already done), max batch %d on %s", len(todo), len(todo_all) - len(todo), max_batch, setup.device)
         t0 = time.perf_counter()
-        result = subject_pass_stage(setup, todo, SubjectOutputs(run_dir), max_batch, progress)
+        outputs = SubjectOutputs(run_dir, layout=config.output_layout, method_params=dict(config.attribution.methods),
+                                 classes=tuple(config.model.classes))
+        if config.output_layout == "bids":
+            write_dataset_description(run_dir.root, __version__)
+        result = subject_pass_stage(setup, todo, outputs, max_batch, progress)
         timings["subject_pass"] = time.perf_counter() - t0
         rejected = setup.manifest_problems + [p for p in setup.rejected if p["subject_id"] in {s.subject_id for s in todo_all}]
         _write_errors(run_dir, rejected + result.failed, shard_label)

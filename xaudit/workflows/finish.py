@@ -77,7 +77,8 @@ def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -
         write_features(cohort, run_dir / "features.csv")
         artifacts["features"] = "features.csv"
     metrics = timed("metrics", metrics_stage, cohort)
-    attribution = timed("attribution", attribution_stage, cohort, config.attribution, run_dir)
+    attribution = timed("attribution", attribution_stage, cohort, config.attribution, run_dir,
+                        config.output_layout)
     rules = timed("rules", rules_stage, cohort, config.rules, run_dir, setup)
     bias = timed("bias", bias_stage, cohort, config.bias, list(config.attribution.methods), rules.feature_importances)
     if setup is not None:
@@ -105,7 +106,7 @@ def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -
         merge_into_audit(audit, interrogation)
     timed("report", report_stage, audit, cohort, config, run_dir)
     audit["run"]["timings_s"]["report"] = round(timings["report"], 3)
-    audit["artifacts"].update({"report_html": "report.html", "report_md": "report.md"})
+    audit["artifacts"].update({"report_html": "report.html", "report_md": "report.md", "subject_pages": "subjects/*.html"})
     write_json(run_dir / "audit.json", audit)
     return audit
 

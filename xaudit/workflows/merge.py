@@ -45,9 +45,11 @@ def merge_runs(shard_dirs: list[Path], output: Path, allow_partial: bool = False
             if Path(d).resolve() != out.root.resolve():
                 _link_tree(Path(d) / "subjects", out.subjects_dir)
                 _link_tree(Path(d) / "attributions", out.root / "attributions")
+                for bids_subject in sorted(Path(d).glob("sub-*")):  # output_layout: bids
+                    _link_tree(bids_subject, out.root / bids_subject.name)
         failed = _merge_errors(shard_dirs, out)
         first = shard_dirs[0]
-        for name in ("config.resolved.yaml", "features.json"):
+        for name in ("config.resolved.yaml", "features.json", "dataset_description.json"):
             if (first / name).is_file() and (first / name).resolve() != (out.root / name).resolve():
                 write_text(out.root / name, (first / name).read_text(encoding="utf-8"))
         config = load_run_config(out.root)
