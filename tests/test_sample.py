@@ -222,6 +222,36 @@ def test_full_size_generation_shows_the_shortcut(full_sample_data):
 
 
 @pytest.mark.slow
+def test_the_demo_needs_no_training_and_reproduces_the_shipped_check(full_sample_data):
+    """By default only the test split is synthesised and the shipped models installed; their
+    per-cell accuracy on it equals the record made when they were trained (same subjects)."""
+    import json
+
+    import pandas as pd
+
+    from xaudit.sample.shipped import digest, shipped_path
+
+    folder, summary = full_sample_data
+    for cohort in ("cohort3d", "cohort2d"):
+        assert summary[cohort]["models_source"] == "shipped" and summary[cohort]["trained"] is False
+        assert set(pd.read_csv(folder / cohort / "manifest.csv")["split"]) == {"test"}
+        for kind in ("confounded", "control"):
+            assert digest(folder / cohort / f"model_{kind}.pth") == digest(shipped_path(cohort, kind))
+        check = json.loads((folder / cohort / "shortcut_check.json").read_text())
+        assert check["source"] == "shipped" and check["matches_shipped"] is True
+
+
+def test_without_shipped_models_the_default_trains(tmp_path, monkeypatch):
+    """Another seed (or design) than the shipped models' trains its own: nothing is shipped for it."""
+    import xaudit.sample.generate as generate
+
+    calls = []
+    monkeypatch.setattr(generate, "install_shipped", lambda *a, **k: calls.append(a))
+    summary = generate_sample_data(tmp_path / "q", seed=0, quick=True)
+    assert calls == [] and all(summary[c]["models_source"] == "trained" for c in ("cohort3d", "cohort2d"))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("config_name, cohort", [("demo.yaml", "cohort3d"), ("demo2d.yaml", "cohort2d")])
 def test_every_method_runs_from_the_demo_config_on_the_sample_cohort(quick_data, tmp_path, config_name, cohort):
     """Each registered method, named in the demo config, writes finite native-space volumes."""
