@@ -23,6 +23,7 @@ from xaudit.core.provenance import run_provenance
 from xaudit.errors import DataError, OutputError
 from xaudit.stages.attribution import attribution_stage
 from xaudit.stages.bias import bias_stage
+from xaudit.stages.interventions import fold_into_bias, interventions_stage
 from xaudit.stages.metrics import metrics_stage
 from xaudit.stages.quality import quality_stage
 from xaudit.stages.report import report_stage
@@ -34,11 +35,11 @@ log = logging.getLogger("xaudit")
 
 def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = None, started: float | None = None,
                device: str = "", setup=None) -> dict:
-    """Run metrics, attribution summaries, rules, bias, quality, interrogation and the report;
+    """Run metrics, attribution summaries, rules, bias, interventions, quality, interrogation and the report;
     write ``audit.json``.
 
     ``setup`` (the validated model and preprocessing) enables the stages that need the
-    model again: the top rules' feature maps, explanation quality, interrogation.
+    model again: the top rules' feature maps, the interventions, explanation quality, interrogation.
 
     Returns:
         The ``audit.json`` content.
@@ -63,6 +64,8 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
     attribution = timed("attribution", attribution_stage, cohort, config.attribution, run_dir)
     rules = timed("rules", rules_stage, cohort, config.rules, run_dir, setup)
     bias = timed("bias", bias_stage, cohort, config.bias, list(config.attribution.methods), rules.feature_importances)
+    interventions = timed("interventions", interventions_stage, setup, cohort, config.interventions)
+    bias = fold_into_bias(bias, interventions, config.bias.fail_severity)
     if setup is not None:
         quality = timed("quality", quality_stage, setup, cohort, config.quality, pass_batch(run_dir, config))
         attribution = dataclasses.replace(attribution, quality=quality.to_dict())
@@ -76,6 +79,7 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
         "attribution": attribution.to_dict(),
         "rules": rules.to_dict(),
         "bias": bias.to_dict(),
+        "interventions": interventions.to_dict(),
         "run": _run_metadata(config, started, device, timings),
         "counts": {"subjects": len(subjects), "audited": cohort.n, "failed": failed, "missing": len(subjects) - cohort.n - failed},
         "findings": bias.findings,

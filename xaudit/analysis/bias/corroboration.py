@@ -66,3 +66,35 @@ def require_behaviour(findings: list[Finding], checks: dict[str, Any]) -> list[F
             )
         out.append(f)
     return out
+
+
+def corroborate_with_interventions(findings: list[Finding], interventions: dict | None) -> list[Finding]:
+    """The masked-input signature findings as info where a background transplant tested them.
+
+    With the foreground blanked, the background may still separate the classes because it
+    carries a class signal (a lesion moves a whole-image normalisation, so the background's
+    level follows the class), not a site one. Transplanting the background of another
+    site's subjects separates the two: where transplants ran with enough subjects and moved
+    no decision, the masked-input finding is reported as info, pointing to neither.
+
+    Args:
+        findings: all findings.
+        interventions: `InterventionsResult.summary()` (None or ``{"skipped": ...}`` when
+            the interventions did not run: the findings are returned unchanged).
+    """
+    transplant = ((interventions or {}).get("by_intervention") or {}).get("background_transplant")
+    if not transplant or transplant.get("moved") or not transplant.get("trials"):
+        return findings
+    out = []
+    for f in findings:
+        if f.check == "masked_input" and f.points_to == "signature" and f.severity != "info":
+            f = replace(
+                f, severity="info", points_to="neutral",
+                message=f"{f.message} Reported as info, not {f.severity}: transplanting the background of another "
+                        f"site's subjects moved {transplant['flips']} of {transplant['trials']} decisions, so the "
+                        "background's signal is a class signal (it may come from the anatomy through preprocessing), "
+                        "not shown to be a site signal, and the decisions on full images do not follow it.",
+                threshold={**f.threshold, "interventions": True, "severity_before": f.severity},
+            )
+        out.append(f)
+    return out

@@ -79,6 +79,7 @@ class GroupMetricsResult:
     """Overall metrics, per-group rows, per-cell rows, disparities, findings, notes."""
 
     evaluated: str = "all labelled subjects"
+    n_evaluated: int = 0
     overall: dict[str, Estimate] = field(default_factory=dict)
     groups: list[GroupRow] = field(default_factory=list)
     cells: list[CellRow] = field(default_factory=list)
@@ -89,7 +90,7 @@ class GroupMetricsResult:
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({
-            "evaluated": self.evaluated, "overall": self.overall,
+            "evaluated": self.evaluated, "n_evaluated": self.n_evaluated, "overall": self.overall,
             "groups": [g.to_dict() for g in self.groups], "cells": [c.to_dict() for c in self.cells],
             "disparities": [d.to_dict() for d in self.disparities], "notes": self.notes,
             "signature_tests": self.signature_tests, "findings": [f.id for f in self.findings],
@@ -126,6 +127,7 @@ def group_metrics(
         result.notes.append("Behaviour by group skipped: fewer than two labelled subjects to evaluate.")
         return result
     k = len(class_names)
+    result.n_evaluated = int(evaluate.sum())
     result.overall = _estimates(labels, predicted, probs, k, evaluate, params, [params.seed])[0]
     for i, (column, raw) in enumerate(groups.items()):
         values, known = group_strings(raw)

@@ -1,0 +1,169 @@
+"""Image operations that move one site-specific property and keep the anatomy.
+
+Every function takes a channel-first image ``(C, *spatial)`` (float, before the run's
+intensity normalisation, which the caller applies afterwards as the model expects) and
+its foreground ``(*spatial)`` (bool), and returns a new image of the same shape:
+
+    transplant_background    the anatomy of one subject on the background of another
+    standardise_intensities  foreground intensities mapped onto another site's landmarks
+                             (Nyul & Udupa 1999, IEEE TMI 18:1065: piecewise linear between
+                             percentiles, linear beyond them, so a small lesion in the tail
+                             keeps its contrast instead of being clipped to the reference's top)
+    add_noise                Gaussian noise that raises the noise sd to a target
+    blur                     Gaussian blur that raises the smoothness to a target
+
+and the estimates they need: `background_noise_sd` (MAD of the background, Donoho &
+Johnstone 1994) and `smoothness_variance` (the variance of the Gaussian kernel that would
+give the background noise its lag-1 autocorrelation, as FSL's smoothest and AFNI's
+3dFWHMx estimate smoothness from the noise).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+#: Nyul-Udupa landmarks: percentiles of the foreground intensities
+LANDMARKS = (2.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0)
+#: fewest background voxels a noise or smoothness estimate needs
+MIN_BACKGROUND = 32
+MAD_TO_SD = 1.4826  # sd of a normal distribution per median absolute deviation
+
+
+def _check(image: np.ndarray, foreground: np.ndarray) -> None:
+    if image.ndim != foreground.ndim + 1 or image.shape[1:] != foreground.shape:
+        raise ValueError(f"image {image.shape} and foreground {foreground.shape} do not match (image is (C, *spatial))")
+
+
+def transplant_background(image: np.ndarray, foreground: np.ndarray, donor: np.ndarray, donor_foreground: np.ndarray,
+                          rng: np.random.Generator) -> np.ndarray:
+    """The subject's foreground voxels on the donor's background.
+
+    Where the donor's anatomy lies outside the subject's foreground, the donor's own
+    background voxels are drawn at random to fill it, so the background keeps the donor's
+    noise and level and no trace of the donor's anatomy remains.
+
+    Raises:
+        ValueError: when the two images are not on the same grid.
+    """
+    _check(image, foreground)
+    if donor.shape != image.shape:
+        raise ValueError(f"donor image {donor.shape} is not on the subject's grid {image.shape}")
+    out = np.array(donor, dtype=np.float32, copy=True)
+    gap = donor_foreground & ~foreground
+    if gap.any():
+        background = donor[:, ~donor_foreground]
+        if background.shape[1] == 0:
+            out[:, gap] = donor.min(axis=tuple(range(1, donor.ndim)))[:, None]
+        else:
+            out[:, gap] = background[:, rng.integers(0, background.shape[1], int(gap.sum()))]
+    out[:, foreground] = image[:, foreground]
+    return out
+
+
+def foreground_landmarks(image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """``(C, len(LANDMARKS))`` percentiles of each channel's foreground intensities."""
+    _check(image, foreground)
+    return np.stack([np.percentile(image[c][foreground], LANDMARKS) for c in range(image.shape[0])])
+
+
+def _piecewise(values: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """``values`` mapped by the piecewise-linear map xs -> ys, extrapolated linearly at both ends."""
+    xs = np.maximum.accumulate(xs + np.arange(len(xs)) * 1e-9 * max(1.0, float(np.ptp(xs))))  # strictly increasing
+    out = np.interp(values, xs, ys)
+    for end, (i, j) in (("low", (0, 1)), ("high", (-2, -1))):
+        slope = (ys[j] - ys[i]) / (xs[j] - xs[i]) if xs[j] > xs[i] else 1.0
+        beyond = values < xs[0] if end == "low" else values > xs[-1]
+        anchor = 0 if end == "low" else -1
+        out[beyond] = ys[anchor] + (values[beyond] - xs[anchor]) * slope
+    return out
+
+
+def standardise_intensities(image: np.ndarray, foreground: np.ndarray, reference_landmarks: np.ndarray) -> np.ndarray:
+    """The foreground's intensities mapped onto ``reference_landmarks`` (per channel).
+
+    Args:
+        image: ``(C, *spatial)``.
+        foreground: ``(*spatial)`` bool.
+        reference_landmarks: ``(C, len(LANDMARKS))``, e.g. the mean of another site's
+            subjects' `foreground_landmarks` (Nyul and Udupa's standard scale).
+
+    Returns:
+        The image with its foreground remapped; the background is left as it is.
+    """
+    own = foreground_landmarks(image, foreground)
+    out = np.array(image, dtype=np.float32, copy=True)
+    for c in range(image.shape[0]):
+        out[c][foreground] = _piecewise(image[c][foreground].astype(np.float64), own[c], reference_landmarks[c])
+    return out
+
+
+def _background_values(channel: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """Background intensities, without the exact zeros of padding when they dominate."""
+    values = channel[~foreground]
+    nonzero = values[values != 0]
+    return nonzero if nonzero.size < values.size / 2 and nonzero.size >= MIN_BACKGROUND else values
+
+
+def background_noise_sd(image: np.ndarray, foreground: np.ndarray) -> float:
+    """Noise sd estimated from the background: 1.4826 x its median absolute deviation,
+    averaged over channels (robust to a marker or a few bright voxels). NaN with fewer
+    than `MIN_BACKGROUND` background voxels."""
+    _check(image, foreground)
+    sds = []
+    for c in range(image.shape[0]):
+        values = _background_values(image[c], foreground)
+        if values.size < MIN_BACKGROUND:
+            return float("nan")
+        sds.append(MAD_TO_SD * float(np.median(np.abs(values - np.median(values)))))
+    return float(np.mean(sds))
+
+
+def smoothness_variance(image: np.ndarray, foreground: np.ndarray) -> float:
+    """Variance (voxels^2) of the Gaussian kernel that explains the background's smoothness.
+
+    For white noise blurred by a Gaussian of sd sigma, neighbouring voxels correlate with
+    rho = exp(-1 / (4 sigma^2)); so sigma^2 = -1 / (4 ln rho), from rho averaged over the
+    axes on pairs of background voxels. 0 for white noise, NaN when the background is too
+    small or constant.
+    """
+    _check(image, foreground)
+    rhos = []
+    for c in range(image.shape[0]):
+        channel = image[c].astype(np.float64)
+        for axis in range(channel.ndim):
+            a = np.moveaxis(channel, axis, 0)
+            m = np.moveaxis(~foreground, axis, 0)
+            pair = m[1:] & m[:-1]
+            x, y = a[1:][pair], a[:-1][pair]
+            if x.size < MIN_BACKGROUND or x.std() == 0 or y.std() == 0:
+                continue
+            rhos.append(float(np.corrcoef(x, y)[0, 1]))
+    if not rhos:
+        return float("nan")
+    rho = float(np.clip(np.mean(rhos), 0.0, 0.999))
+    return 0.0 if rho < np.exp(-1 / (4 * 0.25 ** 2)) else -1.0 / (4.0 * np.log(rho))
+
+
+def add_noise(image: np.ndarray, own_sd: float, target_sd: float, rng: np.random.Generator) -> np.ndarray:
+    """The image plus Gaussian noise of sd sqrt(target^2 - own^2) (unchanged when not quieter)."""
+    extra = float(np.sqrt(max(target_sd ** 2 - own_sd ** 2, 0.0)))
+    if extra == 0:
+        return np.array(image, dtype=np.float32, copy=True)
+    return (image + rng.normal(0.0, extra, image.shape)).astype(np.float32)
+
+
+def blur(image: np.ndarray, own_variance: float, target_variance: float) -> np.ndarray:
+    """The image blurred so that its smoothness variance reaches the target (variances add)."""
+    sigma = float(np.sqrt(max(target_variance - own_variance, 0.0)))
+    out = np.array(image, dtype=np.float32, copy=True)
+    if sigma == 0:
+        return out
+    for c in range(out.shape[0]):
+        out[c] = ndimage.gaussian_filter(out[c], sigma, mode="nearest")
+    return out
+
+
+def blur_sigma(own_variance: float, target_variance: float) -> float:
+    """The sigma (voxels) of the blur `blur` would apply."""
+    return float(np.sqrt(max(target_variance - own_variance, 0.0)))

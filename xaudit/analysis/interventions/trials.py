@@ -1,0 +1,176 @@
+"""`run_interventions`: every configured intervention on every pair of group values.
+
+The stage hands over the loaded subjects (images before intensity normalisation, their
+foregrounds, group values, classes) and a ``predict`` callable (images -> probabilities,
+normalising and batching as the model expects); this module decides which subject gets
+which property of which group value, calls ``predict`` and pools the results
+(`xaudit.analysis.interventions.effects`). A custom intervention is a callable
+
+    f(image, foreground, references, reference_foregrounds) -> image
+
+with ``image`` ``(C, *spatial)`` float32 before intensity normalisation, ``foreground``
+``(*spatial)`` bool, ``references`` / ``reference_foregrounds`` lists of the reference
+group value's images and foregrounds; it returns an image of ``image``'s shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from xaudit.analysis.interventions import operations as ops
+from xaudit.analysis.interventions.effects import InterventionsResult, Trial, summarise_trials
+
+Predict = Callable[[list[np.ndarray]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One loaded subject: its image before intensity normalisation and its foreground."""
+
+    subject_id: str
+    class_name: str
+    groups: dict[str, str]
+    image: np.ndarray
+    foreground: np.ndarray
+
+
+@dataclass
+class _Site:
+    """The samples of one group value and the properties the interventions impose."""
+
+    samples: list[Sample]
+    landmarks: np.ndarray
+    noise_sd: float
+    smoothness: float
+
+
+def _sites(samples: list[Sample], column: str) -> dict[str, _Site]:
+    out = {}
+    for value in sorted({s.groups.get(column, "") for s in samples} - {""}):
+        members = [s for s in samples if s.groups.get(column) == value]
+        out[value] = _Site(
+            members, np.mean([ops.foreground_landmarks(s.image, s.foreground) for s in members], axis=0),
+            float(np.nanmedian([ops.background_noise_sd(s.image, s.foreground) for s in members])),
+            float(np.nanmedian([ops.smoothness_variance(s.image, s.foreground) for s in members])),
+        )
+    return out
+
+
+def _references(sites: dict[str, _Site], source: str, k: int) -> list[str]:
+    others = sorted((v for v in sites if v != source), key=lambda v: (-len(sites[v].samples), v))
+    return others[:k]
+
+
+def run_interventions(samples: list[Sample], columns: list[str], predict: Predict, params,
+                      custom: dict[str, Callable] | None = None) -> InterventionsResult:
+    """Apply the interventions, score the decisions before and after.
+
+    Args:
+        samples: the loaded subjects (at most ``subjects_per_cell`` per value x class).
+        columns: the group columns to move properties between.
+        predict: list of images -> ``(n, K)`` probabilities.
+        params: `xaudit.config.interventions.InterventionsParams`.
+        custom: name -> the user's intervention callable.
+
+    Returns:
+        An `InterventionsResult`.
+    """
+    custom = custom or {}
+    names = [*params.methods, *custom]
+    if len(samples) < 2:
+        return InterventionsResult(skipped="fewer than two subjects could be loaded for the interventions")
+    before = dict(zip([s.subject_id for s in samples], predict([s.image for s in samples])))
+    trials, ran, not_run, notes = [], [], {}, []
+    classes_by_value: dict[str, dict[str, set[str]]] = {}
+    rng = np.random.default_rng(params.seed)
+    for column in columns:
+        sites = _sites(samples, column)
+        classes_by_value[column] = {v: {s.class_name for s in site.samples} for v, site in sites.items()}
+        if len(sites) < 2:
+            notes.append(f"{column}: fewer than two values among the loaded subjects; nothing to move between them.")
+            continue
+        for name in names:
+            jobs, reason = _jobs(name, column, sites, params, custom.get(name), rng)
+            if not jobs:
+                not_run.setdefault(name, reason or "no pair of group values to apply it to")
+                continue
+            images = [image for _, image in jobs]
+            for (meta, _), after in zip(jobs, predict(images)):
+                trials.append(Trial(*meta, before[meta[-1]], after))
+            if name not in ran:
+                ran.append(name)
+                not_run.pop(name, None)
+    return summarise_trials(trials, params, classes_by_value, ran, not_run, notes)
+
+
+def _jobs(name, column, sites, params, fn, rng) -> tuple[list, str | None]:
+    """``[(trial metadata without outputs, intervened image)]`` and, when empty, why."""
+    jobs: list = []
+    reasons: list[str] = []
+    for source, site in sites.items():
+        for reference in _references(sites, source, params.max_references):
+            ref = sites[reference]
+            if name == "background_transplant":
+                jobs += _transplants(column, source, site, reference, ref, rng)
+            elif name == "intensity_harmonisation":
+                jobs += [((column, name, source, reference, s.class_name, None, s.subject_id),
+                          ops.standardise_intensities(s.image, s.foreground, ref.landmarks)) for s in site.samples]
+            elif name == "noise_matching":
+                if not (ref.noise_sd >= params.min_noise_ratio * site.noise_sd > 0):
+                    reasons.append(f"{reference} {ref.noise_sd:.3g} vs {source} {site.noise_sd:.3g}")
+                    continue
+                jobs += [((column, name, source, reference, s.class_name, None, s.subject_id),
+                          ops.add_noise(s.image, ops.background_noise_sd(s.image, s.foreground), ref.noise_sd, rng))
+                         for s in site.samples]
+            elif name == "resolution_matching":
+                sigma = ops.blur_sigma(site.smoothness, ref.smoothness)
+                if not np.isfinite(sigma) or sigma < params.min_blur_sigma:
+                    reasons.append(f"blur {sigma:.2f} voxels to reach {reference} from {source}")
+                    continue
+                jobs += [((column, name, source, reference, s.class_name, None, s.subject_id),
+                          ops.blur(s.image, site.smoothness, ref.smoothness)) for s in site.samples]
+            else:
+                jobs += _custom(fn, column, name, source, site, reference, ref)
+        if name == "background_transplant":
+            jobs += _transplants(column, source, site, source, site, rng, within=True)
+    if name == "noise_matching" and not jobs:
+        return [], (f"the background noise sd differs by less than x{params.min_noise_ratio} between {column} values "
+                    f"({'; '.join(reasons)})")
+    if name == "resolution_matching" and not jobs:
+        return [], (f"the smoothness differs by less than a {params.min_blur_sigma}-voxel blur between {column} "
+                    f"values ({'; '.join(reasons)})")
+    return jobs, None
+
+
+def _transplants(column, source, site, reference, ref, rng, within: bool = False) -> list:
+    """Each subject on the background of a donor at ``reference``: one of its own class
+    (not within a site) and one of another class, chosen in turn."""
+    jobs = []
+    for k, s in enumerate(site.samples):
+        kinds = (("other class", [d for d in ref.samples if d.class_name != s.class_name]),) if within else (
+            ("same class", [d for d in ref.samples if d.class_name == s.class_name]),
+            ("other class", [d for d in ref.samples if d.class_name != s.class_name]))
+        for donor_kind, donors in kinds:
+            donors = [d for d in donors if d.image.shape == s.image.shape]
+            if not donors:
+                continue
+            donor = donors[k % len(donors)]
+            jobs.append(((column, "background_transplant", source, reference, s.class_name, donor_kind, s.subject_id),
+                         ops.transplant_background(s.image, s.foreground, donor.image, donor.foreground, rng)))
+    return jobs
+
+
+def _custom(fn, column, name, source, site, reference, ref) -> list:
+    jobs = []
+    refs, ref_fgs = [r.image for r in ref.samples], [r.foreground for r in ref.samples]
+    for s in site.samples:
+        out = np.asarray(fn(s.image.copy(), s.foreground.copy(), refs, ref_fgs), dtype=np.float32)
+        if out.shape != s.image.shape or not np.all(np.isfinite(out)):
+            raise ValueError(f"custom intervention {name!r} returned an image of shape {out.shape} (finite: "
+                             f"{bool(np.all(np.isfinite(out)))}) for subject {s.subject_id!r}; expected a finite "
+                             f"image of shape {s.image.shape}")
+        jobs.append(((column, name, source, reference, s.class_name, None, s.subject_id), out))
+    return jobs
