@@ -20,6 +20,7 @@ from xaudit.report.sections_checks import self_checks_section
 from xaudit.report.sections_bias import (concepts_section, design_section, masked_input_section, performance_section,
                                          probes_section, roles_section, spray_section)
 from xaudit.report.sections_interrogation import interrogation_section
+from xaudit.report.sections_interventions import interventions_section
 from xaudit.report.sections_looking import looking_section
 from xaudit.report.sections_rules import rules_section
 
@@ -43,6 +44,7 @@ def build_document(audit: dict, cohort, config, run_dir) -> Document:
         performance_section(audit.get("metrics") or {}, checks.get("group_metrics")),
         looking_section(audit, cohort, config),
         masked_input_section(checks.get("masked_input")),
+        interventions_section(audit.get("interventions")),
         probes_section(checks.get("probes")),
         roles_section(checks.get("roles")),
         concepts_section(checks.get("concepts")),

@@ -109,7 +109,6 @@ def run_interventions(samples: list[Sample], columns: list[str], predict: Predic
 def _jobs(name, column, sites, params, fn, rng) -> tuple[list, str | None]:
     """``[(trial metadata without outputs, intervened image)]`` and, when empty, why."""
     jobs: list = []
-    reasons: list[str] = []
     for source, site in sites.items():
         for reference in _references(sites, source, params.max_references):
             ref = sites[reference]
@@ -120,7 +119,6 @@ def _jobs(name, column, sites, params, fn, rng) -> tuple[list, str | None]:
                           ops.standardise_intensities(s.image, s.foreground, ref.landmarks)) for s in site.samples]
             elif name == "noise_matching":
                 if not (ref.noise_sd >= params.min_noise_ratio * site.noise_sd > 0):
-                    reasons.append(f"{reference} {ref.noise_sd:.3g} vs {source} {site.noise_sd:.3g}")
                     continue
                 jobs += [((column, name, source, reference, s.class_name, None, s.subject_id),
                           ops.add_noise(s.image, ops.background_noise_sd(s.image, s.foreground), ref.noise_sd, rng))
@@ -128,7 +126,6 @@ def _jobs(name, column, sites, params, fn, rng) -> tuple[list, str | None]:
             elif name == "resolution_matching":
                 sigma = ops.blur_sigma(site.smoothness, ref.smoothness)
                 if not np.isfinite(sigma) or sigma < params.min_blur_sigma:
-                    reasons.append(f"blur {sigma:.2f} voxels to reach {reference} from {source}")
                     continue
                 jobs += [((column, name, source, reference, s.class_name, None, s.subject_id),
                           ops.blur(s.image, site.smoothness, ref.smoothness)) for s in site.samples]
@@ -137,11 +134,12 @@ def _jobs(name, column, sites, params, fn, rng) -> tuple[list, str | None]:
         if name == "background_transplant":
             jobs += _transplants(column, source, site, source, site, rng, within=True)
     if name == "noise_matching" and not jobs:
-        return [], (f"the background noise sd differs by less than x{params.min_noise_ratio} between {column} values "
-                    f"({'; '.join(reasons)})")
+        sds = ", ".join(f"{v} {site.noise_sd:.3g}" for v, site in sites.items())
+        return [], f"the background noise sd differs by less than x{params.min_noise_ratio} between {column} values: {sds}"
     if name == "resolution_matching" and not jobs:
+        sigmas = ", ".join(f"{v} {np.sqrt(max(site.smoothness, 0)):.2f}" for v, site in sites.items())
         return [], (f"the smoothness differs by less than a {params.min_blur_sigma}-voxel blur between {column} "
-                    f"values ({'; '.join(reasons)})")
+                    f"values (kernel sd in voxels: {sigmas})")
     return jobs, None
 
 
