@@ -241,3 +241,24 @@ def test_a_marker_outside_the_head_is_found_by_the_background_transplant(tmp_pat
     assert audit["verdict"]["verdict"] == "signature"
     assert any(f["id"] == "interventions.background_transplant.site" and f["points_to"] == "signature"
                for f in audit["findings"])
+
+
+def test_the_split_preprocessing_equals_the_runs(tmp_path):
+    """Spatial transforms, then the intensity normalisation alone, give the model's input exactly."""
+    import torch
+
+    from conftest import make_cohort
+    from xaudit.config import TransformsConfig
+    from xaudit.data import build_transforms, load_manifest, load_subject
+    from xaudit.config import DataConfig
+    from xaudit.stages.interventions import split_transforms
+
+    manifest = make_cohort(tmp_path / "c", n=2)
+    tcfg = TransformsConfig(orientation="RAS", spatial_size=[12, 12, 12], intensity="zscore")
+    subject = load_manifest(DataConfig(manifest=manifest), ["healthy", "lesion"])[0]
+    full = load_subject(subject, build_transforms(tcfg, 3), 3).tensor
+    spatial, intensity = split_transforms(tcfg, 3)
+    raw = load_subject(subject, spatial, 3).tensor
+    assert not torch.allclose(raw, full)
+    torch.testing.assert_close(torch.as_tensor(intensity(raw)), full)
+    assert split_transforms(tcfg.model_copy(update={"intensity": "none"}), 3)[1] is None

@@ -106,7 +106,7 @@ def interventions_stage(setup, cohort, params) -> InterventionsResult:
         params: the config's ``interventions:`` section.
     """
     if setup is None:
-        return InterventionsResult(skipped="the model is not loaded (merge or re-render); rerun with `xaudit run --resume`")
+        return InterventionsResult(skipped="no model is loaded on merge; `xaudit run --resume` on the run directory runs them")
     if not params.enabled:
         return InterventionsResult(skipped="interventions.enabled is false")
     columns = list(setup.config.data.group_columns)

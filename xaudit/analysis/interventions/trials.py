@@ -15,7 +15,7 @@ group value's images and foregrounds; it returns an image of ``image``'s shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,60 +93,79 @@ def run_interventions(samples: list[Sample], columns: list[str], predict: Predic
             notes.append(f"{column}: fewer than two values among the loaded subjects; nothing to move between them.")
             continue
         for name in names:
-            jobs, reason = _jobs(name, column, sites, params, custom.get(name), rng)
-            if not jobs:
-                not_run.setdefault(name, reason or "no pair of group values to apply it to")
-                continue
-            images = [image for _, image in jobs]
-            for (meta, _), after in zip(jobs, predict(images)):
-                trials.append(Trial(*meta, before[meta[-1]], after))
-            if name not in ran:
+            count = 0
+            for chunk in _chunks(_jobs(name, column, sites, params, custom.get(name), rng), params.batch_size):
+                for (meta, _), after in zip(chunk, predict([image for _, image in chunk])):
+                    trials.append(Trial(*meta, before[meta[-1]], after))
+                count += len(chunk)
+            if not count:
+                not_run.setdefault(name, _why_none(name, column, sites, params))
+            elif name not in ran:
                 ran.append(name)
                 not_run.pop(name, None)
     return summarise_trials(trials, params, classes_by_value, ran, not_run, notes)
 
 
-def _jobs(name, column, sites, params, fn, rng) -> tuple[list, str | None]:
-    """``[(trial metadata without outputs, intervened image)]`` and, when empty, why."""
-    jobs: list = []
+def _chunks(jobs: Iterator, size: int) -> Iterator[list]:
+    """Lists of at most ``size`` jobs: intervened images exist only one batch at a time."""
+    chunk = []
+    for job in jobs:
+        chunk.append(job)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _jobs(name, column, sites, params, fn, rng) -> Iterator[tuple[tuple, np.ndarray]]:
+    """``(trial metadata without outputs, intervened image)`` for every subject and reference."""
     for source, site in sites.items():
         for reference in _references(sites, source, params.max_references):
-            ref = sites[reference]
-            if name == "background_transplant":
-                jobs += _transplants(column, source, site, reference, ref, rng)
-            elif name == "intensity_harmonisation":
-                jobs += [((column, name, source, reference, s.class_name, None, s.subject_id),
-                          ops.standardise_intensities(s.image, s.foreground, ref.landmarks)) for s in site.samples]
-            elif name == "noise_matching":
-                if not (ref.noise_sd >= params.min_noise_ratio * site.noise_sd > 0):
-                    continue
-                jobs += [((column, name, source, reference, s.class_name, None, s.subject_id),
-                          ops.add_noise(s.image, ops.background_noise_sd(s.image, s.foreground), ref.noise_sd, rng))
-                         for s in site.samples]
-            elif name == "resolution_matching":
-                sigma = ops.blur_sigma(site.smoothness, ref.smoothness)
-                if not np.isfinite(sigma) or sigma < params.min_blur_sigma:
-                    continue
-                jobs += [((column, name, source, reference, s.class_name, None, s.subject_id),
-                          ops.blur(s.image, site.smoothness, ref.smoothness)) for s in site.samples]
-            else:
-                jobs += _custom(fn, column, name, source, site, reference, ref)
+            yield from _pair_jobs(name, column, source, site, reference, sites[reference], params, fn, rng)
         if name == "background_transplant":
-            jobs += _transplants(column, source, site, source, site, rng, within=True)
-    if name == "noise_matching" and not jobs:
+            yield from _transplants(column, source, site, source, site, rng, within=True)
+
+
+def _pair_jobs(name, column, source, site, reference, ref, params, fn, rng) -> Iterator[tuple[tuple, np.ndarray]]:
+    def meta(s: Sample) -> tuple:
+        return column, name, source, reference, s.class_name, None, s.subject_id
+
+    if name == "background_transplant":
+        yield from _transplants(column, source, site, reference, ref, rng)
+    elif name == "intensity_harmonisation":
+        for s in site.samples:
+            yield meta(s), ops.standardise_intensities(s.image, s.foreground, ref.landmarks)
+    elif name == "noise_matching":
+        if ref.noise_sd >= params.min_noise_ratio * site.noise_sd > 0:
+            for s in site.samples:
+                yield meta(s), ops.add_noise(s.image, ops.background_noise_sd(s.image, s.foreground), ref.noise_sd, rng)
+    elif name == "resolution_matching":
+        sigma = ops.blur_sigma(site.smoothness, ref.smoothness)
+        if np.isfinite(sigma) and sigma >= params.min_blur_sigma:
+            for s in site.samples:
+                yield meta(s), ops.blur(s.image, site.smoothness, ref.smoothness)
+    else:
+        yield from _custom(fn, column, name, source, site, reference, ref)
+
+
+def _why_none(name, column, sites, params) -> str:
+    """Why an intervention produced no image for any pair of values of ``column``."""
+    if name == "noise_matching":
         sds = ", ".join(f"{v} {site.noise_sd:.3g}" for v, site in sites.items())
-        return [], f"the background noise sd differs by less than x{params.min_noise_ratio} between {column} values: {sds}"
-    if name == "resolution_matching" and not jobs:
+        return f"the background noise sd differs by less than x{params.min_noise_ratio} between {column} values: {sds}"
+    if name == "resolution_matching":
         sigmas = ", ".join(f"{v} {np.sqrt(max(site.smoothness, 0)):.2f}" for v, site in sites.items())
-        return [], (f"the smoothness differs by less than a {params.min_blur_sigma}-voxel blur between {column} "
-                    f"values (kernel sd in voxels: {sigmas})")
-    return jobs, None
+        return (f"the smoothness differs by less than a {params.min_blur_sigma}-voxel blur between {column} "
+                f"values (kernel sd in voxels: {sigmas})")
+    if name == "background_transplant":
+        return f"no donor on the same grid at another {column} value"
+    return f"no pair of {column} values to apply it to"
 
 
-def _transplants(column, source, site, reference, ref, rng, within: bool = False) -> list:
+def _transplants(column, source, site, reference, ref, rng, within: bool = False) -> Iterator:
     """Each subject on the background of a donor at ``reference``: one of its own class
     (not within a site) and one of another class, chosen in turn."""
-    jobs = []
     for k, s in enumerate(site.samples):
         kinds = (("other class", [d for d in ref.samples if d.class_name != s.class_name]),) if within else (
             ("same class", [d for d in ref.samples if d.class_name == s.class_name]),
@@ -156,13 +175,11 @@ def _transplants(column, source, site, reference, ref, rng, within: bool = False
             if not donors:
                 continue
             donor = donors[k % len(donors)]
-            jobs.append(((column, "background_transplant", source, reference, s.class_name, donor_kind, s.subject_id),
-                         ops.transplant_background(s.image, s.foreground, donor.image, donor.foreground, rng)))
-    return jobs
+            yield ((column, "background_transplant", source, reference, s.class_name, donor_kind, s.subject_id),
+                   ops.transplant_background(s.image, s.foreground, donor.image, donor.foreground, rng))
 
 
-def _custom(fn, column, name, source, site, reference, ref) -> list:
-    jobs = []
+def _custom(fn, column, name, source, site, reference, ref) -> Iterator:
     refs, ref_fgs = [r.image for r in ref.samples], [r.foreground for r in ref.samples]
     for s in site.samples:
         out = np.asarray(fn(s.image.copy(), s.foreground.copy(), refs, ref_fgs), dtype=np.float32)
@@ -170,5 +187,4 @@ def _custom(fn, column, name, source, site, reference, ref) -> list:
             raise ValueError(f"custom intervention {name!r} returned an image of shape {out.shape} (finite: "
                              f"{bool(np.all(np.isfinite(out)))}) for subject {s.subject_id!r}; expected a finite "
                              f"image of shape {s.image.shape}")
-        jobs.append(((column, name, source, reference, s.class_name, None, s.subject_id), out))
-    return jobs
+        yield (column, name, source, reference, s.class_name, None, s.subject_id), out
