@@ -32,13 +32,16 @@ def _body(shape=SHAPE) -> np.ndarray:
     return (((grid - centre) / (np.array(shape).reshape(-1, 1, 1, 1) / 2.6)) ** 2).sum(0) < 1
 
 
-def _image(label: int, site: str, rng, gain_b: float = 1.0, marker_b: bool = False, noise_b: float = 0.05):
+def _image(label: int, site: str, rng, gain_b: float = 1.0, marker_b: bool = False, noise_b: float = 0.05,
+           field_b: float = 0.0):
     body = _body()
     img = body * (1.0 + 0.1 * rng.standard_normal(SHAPE)) + (noise_b if site == "B" else 0.05) * rng.standard_normal(SHAPE)
     if label:
         img[7:9, 7:9, 7:9] += 2.0
     if site == "B":
         img[body] *= gain_b
+        field = 1.0 + field_b * np.linspace(-1, 1, SHAPE[0])[:, None, None] * np.ones(SHAPE)
+        img[body] *= field[body]  # a receive-coil bias field along the first axis
         if marker_b:
             img[:2, :2, :2] += 3.0
     return img.astype(np.float32)
@@ -149,6 +152,23 @@ def test_a_model_on_a_global_gain_flips_under_harmonisation():
     finding = next(f for f in result.findings if f.id == "interventions.intensity_harmonisation.site")
     assert finding.severity == "critical" and finding.points_to == "signature"
     assert result.moved and result.summary()["signature_tests"] >= 4
+
+
+def _tilt(image):
+    """Mean of the first half minus the second along the first axis: reads a bias field."""
+    return image[0, :8].mean() - image[0, 8:].mean()
+
+
+def test_a_model_on_a_bias_field_flips_when_the_field_is_swapped():
+    samples = _samples(16, field_b=0.3)
+    tilts = [_tilt(s.image) for s in samples]
+    result = run_interventions(samples, ["site"], _rule(_tilt, (np.mean(tilts[::2]) + np.mean(tilts[1::2])) / 2),
+                               InterventionsParams())
+    swapped = [c for c in result.cells if c.intervention == "bias_field_matching"]
+    assert swapped and all(c.flips == c.n for c in swapped)
+    assert any(f.id == "interventions.bias_field_matching.site" and f.points_to == "signature" for f in result.findings)
+    lesion = run_interventions(samples, ["site"], _rule(_blob, 2.0), InterventionsParams())
+    assert not lesion.findings  # the field swap keeps the lesion
 
 
 def test_a_lesion_model_holds_under_every_intervention():

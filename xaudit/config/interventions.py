@@ -11,8 +11,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-BUILTIN_INTERVENTIONS = ("background_transplant", "intensity_harmonisation", "noise_matching", "resolution_matching")
-InterventionName = Literal["background_transplant", "intensity_harmonisation", "noise_matching", "resolution_matching"]
+BUILTIN_INTERVENTIONS = ("background_transplant", "intensity_harmonisation", "bias_field_matching", "noise_matching",
+                         "resolution_matching")
+InterventionName = Literal["background_transplant", "intensity_harmonisation", "bias_field_matching", "noise_matching",
+                           "resolution_matching"]
 
 
 class InterventionsParams(BaseModel):

@@ -10,8 +10,8 @@ raises a finding.
 
 What a flip means depends on what the intervention kept:
 
-    harmonisation, noise, resolution, custom   the anatomy kept, a site property moved:
-                                               a flip is direct evidence of a site signature
+    harmonisation, bias field, noise,          the anatomy kept, a site property moved:
+      resolution, custom                       a flip is direct evidence of a site signature
     transplant from another site, same class   background moved, class kept: site signature
     transplant from another site that holds    background of the other class and site, which
       none of the subject's class              the data cannot tell apart: evidence that the
@@ -41,6 +41,9 @@ WHY = {
     "intensity_harmonisation": "the foreground intensities are mapped onto another site's intensity landmarks, the "
                                "anatomy kept (small lesions keep their contrast): a decision that follows them "
                                "rests on the scanner's gain or contrast",
+    "bias_field_matching": "the foreground's smooth multiplicative field (a coil's bias field) is replaced by "
+                           "another site's mean field, the anatomy kept: a decision that follows it rests on the "
+                           "scanner's intensity non-uniformity",
     "noise_matching": "noise is added until the background noise equals the noisier site's: a decision that "
                       "follows it rests on the noise level",
     "resolution_matching": "the sharper site's images are blurred to the smoother site's smoothness: a decision "
@@ -48,6 +51,7 @@ WHY = {
 }
 #: what a flip follows, for the titles
 PROPERTY = {"background_transplant": "background", "intensity_harmonisation": "intensities",
+            "bias_field_matching": "bias field",
             "noise_matching": "noise level", "resolution_matching": "resolution"}
 CUSTOM_WHY = "the user's own intervention (config `interventions.custom`): a decision that follows it rests on " \
              "the property it changes"

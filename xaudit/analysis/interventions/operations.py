@@ -11,6 +11,8 @@ its foreground ``(*spatial)`` (bool), and returns a new image of the same shape:
                              keeps its contrast instead of being clipped to the reference's top)
     add_noise                Gaussian noise that raises the noise sd to a target
     blur                     Gaussian blur that raises the smoothness to a target
+    swap_bias_field          the foreground's smooth multiplicative field (a receive-coil
+                             bias field, `bias_field`) divided out and another one multiplied in
 
 and the estimates they need: `background_noise_sd` (MAD of the background, Donoho &
 Johnstone 1994) and `smoothness_variance` (the variance of the Gaussian kernel that would
@@ -19,6 +21,8 @@ give the background noise its lag-1 autocorrelation, as FSL's smoothest and AFNI
 """
 
 from __future__ import annotations
+
+from itertools import combinations_with_replacement
 
 import numpy as np
 from scipy import ndimage
@@ -167,3 +171,46 @@ def blur(image: np.ndarray, own_variance: float, target_variance: float) -> np.n
 def blur_sigma(own_variance: float, target_variance: float) -> float:
     """The sigma (voxels) of the blur `blur` would apply."""
     return float(np.sqrt(max(target_variance - own_variance, 0.0)))
+
+
+def _monomials(shape: tuple[int, ...], degree: int) -> np.ndarray:
+    """``(n_terms, *shape)``: every monomial of the axes' coordinates (scaled to [-1, 1]) up to ``degree``."""
+    axes = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    terms = [np.ones(shape)]
+    for d in range(1, degree + 1):
+        for combo in combinations_with_replacement(range(len(shape)), d):
+            terms.append(np.prod([axes[a] for a in combo], axis=0))
+    return np.stack(terms)
+
+
+def bias_field(image: np.ndarray, foreground: np.ndarray, degree: int = 2) -> np.ndarray | None:
+    """``(C, *spatial)`` smooth multiplicative field of the foreground, geometric mean 1 inside it.
+
+    A polynomial of the coordinates (degree 2 by default) fitted by least squares to the log
+    intensities of the foreground, the parametric bias-field model of Styner et al. (2000,
+    IEEE TMI 19:153); a small lesion barely moves a fit over the whole anatomy. None when the
+    foreground has non-positive intensities (no log) or too few voxels for the fit.
+    """
+    _check(image, foreground)
+    basis = _monomials(foreground.shape, degree)
+    design = basis[:, foreground].T
+    if design.shape[0] < 10 * design.shape[1]:
+        return None
+    fields = []
+    for c in range(image.shape[0]):
+        values = image[c][foreground]
+        if values.min() <= 0:
+            return None
+        coef, *_ = np.linalg.lstsq(design, np.log(values.astype(np.float64)), rcond=None)
+        log_field = np.tensordot(coef[1:], basis[1:], axes=1)  # without the constant: mean level kept
+        fields.append(np.exp(log_field - log_field[foreground].mean()))
+    return np.stack(fields).astype(np.float32)
+
+
+def swap_bias_field(image: np.ndarray, foreground: np.ndarray, own_field: np.ndarray,
+                    reference_field: np.ndarray) -> np.ndarray:
+    """The foreground with its own field divided out and ``reference_field`` multiplied in."""
+    _check(image, foreground)
+    out = np.array(image, dtype=np.float32, copy=True)
+    out[:, foreground] = image[:, foreground] / own_field[:, foreground] * reference_field[:, foreground]
+    return out

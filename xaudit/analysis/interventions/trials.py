@@ -45,16 +45,20 @@ class _Site:
     landmarks: np.ndarray
     noise_sd: float
     smoothness: float
+    field: np.ndarray | None = None  # the mean bias field, when every member has one on one grid
 
 
-def _sites(samples: list[Sample], column: str) -> dict[str, _Site]:
+def _sites(samples: list[Sample], column: str, fields: dict[str, np.ndarray | None]) -> dict[str, _Site]:
     out = {}
     for value in sorted({s.groups.get(column, "") for s in samples} - {""}):
         members = [s for s in samples if s.groups.get(column) == value]
+        own = [fields.get(s.subject_id) for s in members]
+        same_grid = all(f is not None for f in own) and len({f.shape for f in own}) == 1
         out[value] = _Site(
             members, np.mean([ops.foreground_landmarks(s.image, s.foreground) for s in members], axis=0),
             float(np.nanmedian([ops.background_noise_sd(s.image, s.foreground) for s in members])),
             float(np.nanmedian([ops.smoothness_variance(s.image, s.foreground) for s in members])),
+            np.mean(own, axis=0) if same_grid else None,
         )
     return out
 
@@ -86,15 +90,18 @@ def run_interventions(samples: list[Sample], columns: list[str], predict: Predic
     trials, ran, not_run, notes = [], [], {}, []
     classes_by_value: dict[str, dict[str, set[str]]] = {}
     rng = np.random.default_rng(params.seed)
+    fields = ({s.subject_id: ops.bias_field(s.image, s.foreground) for s in samples}
+              if "bias_field_matching" in names else {})
     for column in columns:
-        sites = _sites(samples, column)
+        sites = _sites(samples, column, fields)
         classes_by_value[column] = {v: {s.class_name for s in site.samples} for v, site in sites.items()}
         if len(sites) < 2:
             notes.append(f"{column}: fewer than two values among the loaded subjects; nothing to move between them.")
             continue
         for name in names:
             count = 0
-            for chunk in _chunks(_jobs(name, column, sites, params, custom.get(name), rng), params.batch_size):
+            fn = fields if name == "bias_field_matching" else custom.get(name)
+            for chunk in _chunks(_jobs(name, column, sites, params, fn, rng), params.batch_size):
                 for (meta, _), after in zip(chunk, predict([image for _, image in chunk])):
                     trials.append(Trial(*meta, before[meta[-1]], after))
                 count += len(chunk)
@@ -145,6 +152,11 @@ def _pair_jobs(name, column, source, site, reference, ref, params, fn, rng) -> I
         if np.isfinite(sigma) and sigma >= params.min_blur_sigma:
             for s in site.samples:
                 yield meta(s), ops.blur(s.image, site.smoothness, ref.smoothness)
+    elif name == "bias_field_matching":
+        for s in site.samples:
+            own = fn.get(s.subject_id)
+            if own is not None and ref.field is not None and own.shape == ref.field.shape:
+                yield meta(s), ops.swap_bias_field(s.image, s.foreground, own, ref.field)
     else:
         yield from _custom(fn, column, name, source, site, reference, ref)
 
@@ -160,6 +172,8 @@ def _why_none(name, column, sites, params) -> str:
                 f"values (kernel sd in voxels: {sigmas})")
     if name == "background_transplant":
         return f"no donor on the same grid at another {column} value"
+    if name == "bias_field_matching":
+        return "the foregrounds have non-positive intensities (no log) or the subjects are not on one grid"
     return f"no pair of {column} values to apply it to"
 
 
