@@ -105,3 +105,34 @@ def test_a_background_class_signal_that_a_transplant_does_not_follow_is_not_a_si
     moved = _summary(moved=False)
     moved["by_intervention"]["background_transplant"]["moved"] = True
     assert corroborate_with_interventions([masked], moved) == [masked]
+
+
+def test_folding_interventions_demotes_an_uncorroborated_background_signal_and_what_it_kept():
+    """Sites that do not differ, a background class signal (from normalisation): the masked-input
+    finding kept the probes' severity; a transplant between sites that moves nothing releases both."""
+    from xaudit.analysis.interventions import Trial, summarise_trials
+    from xaudit.config.interventions import InterventionsParams
+    from xaudit.stages.bias import BiasStageResult
+    from xaudit.stages.interventions import fold_into_bias
+
+    masked = Finding(id="masked_input.background_separates", check="masked_input", severity="critical",
+                     title="the background alone carries a class signal", message="m.", points_to="signature")
+    probe = Finding(id="probe.within_class.site.lesion", check="probes", severity="critical", column="site",
+                    title="lesion subjects of different site values are told apart", message="p.", points_to="signature")
+    checks = {"checks": {"group_metrics": {"disparities": [{"column": "site", "class_name": "lesion"}], "overall": {}},
+                         "masked_input": {"signature_tests": 1}}}
+    bias = BiasStageResult(checks, [masked.to_dict(), probe.to_dict()], None)
+    keep = np.array([0.9, 0.1])
+    trials = [Trial("site", "background_transplant", src, ref, "healthy", "same class", f"{src}{i}", keep, keep)
+              for src, ref in (("A", "B"), ("B", "A")) for i in range(6)]
+    params = InterventionsParams()
+    result = summarise_trials(trials, params, {"site": {"A": {"healthy"}, "B": {"healthy"}}},
+                              ["background_transplant"], {})
+    folded = fold_into_bias(bias, result, BiasParams())
+    severities = {f["id"]: f["severity"] for f in folded.findings}
+    assert severities == {"masked_input.background_separates": "info", "probe.within_class.site.lesion": "info"}
+    assert folded.verdict["verdict"] != "signature"
+    assert folded.checks["max_severity"] == "info" and folded.checks["fails"] is False
+    unfolded = fold_into_bias(bias, type(result)(skipped="no model"), BiasParams())
+    assert {f["severity"] for f in unfolded.findings} == {"critical"}  # untested: nothing changes
+    assert unfolded.verdict["verdict"] == "signature"

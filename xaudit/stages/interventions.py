@@ -17,7 +17,7 @@ import logging
 import numpy as np
 import torch
 
-from xaudit.analysis.bias.corroboration import corroborate_with_interventions
+from xaudit.analysis.bias.corroboration import corroborate_with_interventions, require_behaviour
 from xaudit.analysis.bias.findings import Finding, findings_at_or_above, max_severity, sort_findings, verdict
 from xaudit.analysis.interventions import InterventionsResult, Sample, run_interventions
 from xaudit.config.schema import TransformsConfig
@@ -126,13 +126,27 @@ def interventions_stage(setup, cohort, params) -> InterventionsResult:
     return dataclasses.replace(result, not_run={**result.not_run, **failed}, notes=[*result.notes, *notes])
 
 
-def fold_into_bias(bias: BiasStageResult, interventions: InterventionsResult, fail_severity: str) -> BiasStageResult:
-    """The bias stage's findings and verdict with the interventions' findings and summary added."""
+def fold_into_bias(bias: BiasStageResult, interventions: InterventionsResult, params) -> BiasStageResult:
+    """The bias stage's findings and verdict with the interventions' findings and summary added.
+
+    A masked-input finding that a background transplant did not corroborate is reported as
+    info (`corroborate_with_interventions`); then the behaviour rule runs again, since it
+    kept indirect findings because of that masked-input finding.
+
+    Args:
+        bias: the bias stage's result.
+        interventions: the interventions stage's result.
+        params: the config's ``bias:`` section (``require_behaviour``, ``fail_severity``).
+    """
     findings = [Finding(**f) for f in bias.findings] + list(interventions.findings)
     summary = interventions.summary()
-    findings = sort_findings(corroborate_with_interventions(findings, summary))
     checks = dict(bias.checks)
     results = dict(checks.get("checks") or {})
+    findings = corroborate_with_interventions(findings, summary)
+    if params.require_behaviour:
+        findings = require_behaviour(findings, results)
+    findings = sort_findings(findings)
+    fail_severity = params.fail_severity
     checks.update({
         "max_severity": max_severity(findings),
         "fails": bool(findings_at_or_above(findings, fail_severity)),

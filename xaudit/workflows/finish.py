@@ -65,7 +65,7 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
     rules = timed("rules", rules_stage, cohort, config.rules, run_dir, setup)
     bias = timed("bias", bias_stage, cohort, config.bias, list(config.attribution.methods), rules.feature_importances)
     interventions = timed("interventions", interventions_stage, setup, cohort, config.interventions)
-    bias = fold_into_bias(bias, interventions, config.bias.fail_severity)
+    bias = fold_into_bias(bias, interventions, config.bias)
     if setup is not None:
         quality = timed("quality", quality_stage, setup, cohort, config.quality, pass_batch(run_dir, config))
         attribution = dataclasses.replace(attribution, quality=quality.to_dict())

@@ -26,6 +26,8 @@ def behaviour_tested_columns(group_metrics: Any) -> set[str]:
     """Group columns whose accuracy was compared across values within a class."""
     if group_metrics is None:
         return set()
+    if isinstance(group_metrics, dict):  # its to_dict(), as audit.json holds it
+        return {d["column"] for d in group_metrics.get("disparities") or [] if d.get("class_name") is not None}
     return {d.column for d in group_metrics.disparities if d.class_name is not None}
 
 
