@@ -173,44 +173,50 @@ def blur_sigma(own_variance: float, target_variance: float) -> float:
     return float(np.sqrt(max(target_variance - own_variance, 0.0)))
 
 
-def _monomials(shape: tuple[int, ...], degree: int) -> np.ndarray:
-    """``(n_terms, *shape)``: every monomial of the axes' coordinates (scaled to [-1, 1]) up to ``degree``."""
-    axes = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    terms = [np.ones(shape)]
-    for d in range(1, degree + 1):
-        for combo in combinations_with_replacement(range(len(shape)), d):
-            terms.append(np.prod([axes[a] for a in combo], axis=0))
-    return np.stack(terms)
+def _monomials(foreground: np.ndarray, degree: int) -> np.ndarray:
+    """``(m, n_terms)``: every monomial up to ``degree`` of the foreground voxels' coordinates
+    (each axis scaled to [-1, 1]), without the constant."""
+    points = np.nonzero(foreground)
+    axes = [2.0 * p / max(n - 1, 1) - 1.0 for p, n in zip(points, foreground.shape)]
+    terms = [np.prod([axes[a] for a in combo], axis=0)
+             for d in range(1, degree + 1) for combo in combinations_with_replacement(range(foreground.ndim), d)]
+    return np.stack(terms, axis=1)
 
 
 def bias_field(image: np.ndarray, foreground: np.ndarray, degree: int = 2) -> np.ndarray | None:
-    """``(C, *spatial)`` smooth multiplicative field of the foreground, geometric mean 1 inside it.
+    """``(C, n_terms)`` coefficients of the foreground's smooth multiplicative field.
 
     A polynomial of the coordinates (degree 2 by default) fitted by least squares to the log
     intensities of the foreground, the parametric bias-field model of Styner et al. (2000,
-    IEEE TMI 19:153); a small lesion barely moves a fit over the whole anatomy. None when the
-    foreground has non-positive intensities (no log) or too few voxels for the fit.
+    IEEE TMI 19:153); a small lesion barely moves a fit over the whole anatomy. Coefficients
+    rather than volumes, so that a site's field is their mean (a geometric mean of fields)
+    and is evaluated only where it is applied. None when the foreground has non-positive
+    intensities (no log) or too few voxels for the fit.
     """
     _check(image, foreground)
-    basis = _monomials(foreground.shape, degree)
-    design = basis[:, foreground].T
+    terms = _monomials(foreground, degree)
+    design = np.c_[np.ones(len(terms)), terms]
     if design.shape[0] < 10 * design.shape[1]:
         return None
-    fields = []
+    coefs = []
     for c in range(image.shape[0]):
         values = image[c][foreground]
         if values.min() <= 0:
             return None
         coef, *_ = np.linalg.lstsq(design, np.log(values.astype(np.float64)), rcond=None)
-        log_field = np.tensordot(coef[1:], basis[1:], axes=1)  # without the constant: mean level kept
-        fields.append(np.exp(log_field - log_field[foreground].mean()))
-    return np.stack(fields).astype(np.float32)
+        coefs.append(coef[1:])  # without the constant: the mean level is kept
+    return np.stack(coefs)
 
 
-def swap_bias_field(image: np.ndarray, foreground: np.ndarray, own_field: np.ndarray,
-                    reference_field: np.ndarray) -> np.ndarray:
-    """The foreground with its own field divided out and ``reference_field`` multiplied in."""
+def swap_bias_field(image: np.ndarray, foreground: np.ndarray, own: np.ndarray, reference: np.ndarray,
+                    degree: int = 2) -> np.ndarray:
+    """The foreground with its own field (`bias_field` coefficients ``own``) divided out and the
+    ``reference`` field multiplied in, each at geometric mean 1 over this foreground."""
     _check(image, foreground)
+    terms = _monomials(foreground, degree)
     out = np.array(image, dtype=np.float32, copy=True)
-    out[:, foreground] = image[:, foreground] / own_field[:, foreground] * reference_field[:, foreground]
+    for c in range(image.shape[0]):
+        log_own, log_ref = terms @ own[c], terms @ reference[c]
+        ratio = np.exp((log_ref - log_ref.mean()) - (log_own - log_own.mean()))
+        out[c][foreground] = image[c][foreground] * ratio
     return out

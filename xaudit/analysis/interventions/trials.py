@@ -45,7 +45,7 @@ class _Site:
     landmarks: np.ndarray
     noise_sd: float
     smoothness: float
-    field: np.ndarray | None = None  # the mean bias field, when every member has one on one grid
+    field: np.ndarray | None = None  # the mean bias-field coefficients, when every member has them
 
 
 def _sites(samples: list[Sample], column: str, fields: dict[str, np.ndarray | None]) -> dict[str, _Site]:
@@ -53,14 +53,20 @@ def _sites(samples: list[Sample], column: str, fields: dict[str, np.ndarray | No
     for value in sorted({s.groups.get(column, "") for s in samples} - {""}):
         members = [s for s in samples if s.groups.get(column) == value]
         own = [fields.get(s.subject_id) for s in members]
-        same_grid = all(f is not None for f in own) and len({f.shape for f in own}) == 1
+        same_grid = all(f is not None for f in own) and len({f.shape for f in own}) == 1  # same channels
         out[value] = _Site(
             members, np.mean([ops.foreground_landmarks(s.image, s.foreground) for s in members], axis=0),
-            float(np.nanmedian([ops.background_noise_sd(s.image, s.foreground) for s in members])),
-            float(np.nanmedian([ops.smoothness_variance(s.image, s.foreground) for s in members])),
+            _median([ops.background_noise_sd(s.image, s.foreground) for s in members]),
+            _median([ops.smoothness_variance(s.image, s.foreground) for s in members]),
             np.mean(own, axis=0) if same_grid else None,
         )
     return out
+
+
+def _median(values: list[float]) -> float:
+    """The median of the finite values, NaN when none is (without numpy's all-NaN warning)."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.median(finite)) if finite else float("nan")
 
 
 def _references(sites: dict[str, _Site], source: str, k: int) -> list[str]:
@@ -85,7 +91,7 @@ def run_interventions(samples: list[Sample], columns: list[str], predict: Predic
     custom = custom or {}
     names = [*params.methods, *custom]
     if len(samples) < 2:
-        return InterventionsResult(skipped="fewer than two subjects could be loaded for the interventions")
+        return InterventionsResult(skipped="fewer than two labelled subjects with a group value could be loaded")
     before = dict(zip([s.subject_id for s in samples], predict([s.image for s in samples])))
     trials, ran, not_run, notes = [], [], {}, []
     classes_by_value: dict[str, dict[str, set[str]]] = {}
@@ -173,7 +179,7 @@ def _why_none(name, column, sites, params) -> str:
     if name == "background_transplant":
         return f"no donor on the same grid at another {column} value"
     if name == "bias_field_matching":
-        return "the foregrounds have non-positive intensities (no log) or the subjects are not on one grid"
+        return "the foregrounds have non-positive intensities (no log for a multiplicative field)"
     return f"no pair of {column} values to apply it to"
 
 
