@@ -8,6 +8,9 @@ from xaudit.report.format import fmt_ci, fmt_num
 from xaudit.report.sections_common import notes, skipped
 
 
+_KIND = {"site": "site", "class": "class signal", "both": "none (site and class moved together)"}
+
+
 def _pct(estimate: dict | None) -> str:
     if not isinstance(estimate, dict) or estimate.get("value") is None:
         return "n/a"
@@ -35,7 +38,7 @@ def interventions_section(block: dict | None) -> Section:
     rows = [[c.get("intervention", "").replace("_", " "), f"{c.get('source')} -> {c.get('reference')}",
              c.get("class_name", ""), c.get("donor") or "", fmt_num(c.get("n")), fmt_num(c.get("flips")),
              _pct(c.get("flip_rate")), fmt_ci(c.get("mean_change")),
-             ("site" if c.get("kind") == "site" else "class signal") + ("" if c.get("tested") else " (too few)")]
+             _KIND.get(c.get("kind"), "") + ("" if c.get("tested") else " (too few)")]
             for c in cells]
     if rows:
         section.add(Table(["Intervention", "Site", "Class", "Donor", "n", "Flips", "Flip rate", "Change of p",

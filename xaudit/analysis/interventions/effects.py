@@ -17,8 +17,10 @@ What a flip means depends on what the intervention kept:
       none of the subject's class              the data cannot tell apart: evidence that the
                                                decision rests outside the anatomy (signature)
     transplant within a site, other class      a class signal in the background (neutral:
-      (or across sites when the class exists     it may come from the anatomy, e.g. through
-      there too)                                 intensity normalisation)
+                                               it may come from the anatomy, e.g. through
+                                               intensity normalisation)
+    transplant from another site, other class, site and class moved at once although the
+      where the subject's class exists too       clean test exists: tabled, no finding
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ class CellEffect:
     flip_rate: Estimate
     mean_change: Estimate
     tested: bool
-    kind: str  # "site" (a flip points to a signature) or "class" (a class signal in the background)
+    kind: str  # "site" (a flip points to a signature), "class" (a class signal in the background) or
+    #            "both" (another site's other class where its own class exists: tabled, no finding)
     confounded: bool = False  # the reference holds none of the subject's class
     subjects: tuple[str, ...] = ()
 
@@ -167,11 +170,11 @@ def cell_effect(trials: list[Trial], params, classes_at_reference: set[str], see
     rng = np.random.default_rng(seed)
     means = change[rng.integers(0, n, (params.bootstrap, n))].mean(axis=1)
     confounded = first.class_name not in classes_at_reference
-    if first.intervention == "background_transplant":
-        cross_site = first.source != first.reference
-        kind = "site" if cross_site and (first.donor == "same class" or confounded) else "class"
-    else:
-        kind = "site"
+    kind = "site"
+    if first.intervention == "background_transplant" and first.source == first.reference:
+        kind = "class"  # another class's background at the same site
+    elif first.intervention == "background_transplant" and first.donor != "same class" and not confounded:
+        kind = "both"  # site and class moved together although a same-class donor exists: no test
     return CellEffect(
         first.column, first.intervention, first.source, first.reference, first.class_name, first.donor, n, flips,
         Estimate(flips / n, *wilson_interval(flips, n, params.confidence)),
@@ -200,7 +203,7 @@ def summarise_trials(trials: Iterable[Trial], params, classes_by_value: dict[str
              for i, (key, group) in enumerate(sorted(cells_trials.items(), key=lambda kv: kv[0]))]
     findings = []
     for (column, name, kind), group in _by_kind(cells).items():
-        finding = _finding(column, name, kind, group, params)
+        finding = None if kind == "both" else _finding(column, name, kind, group, params)
         if finding is not None:
             findings.append(finding)
     subjects = len({t.subject_id for key in cells_trials for t in cells_trials[key]})

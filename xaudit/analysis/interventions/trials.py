@@ -48,19 +48,52 @@ class _Site:
     field: np.ndarray | None = None  # the mean bias-field coefficients, when every member has them
 
 
-def _sites(samples: list[Sample], column: str, fields: dict[str, np.ndarray | None]) -> dict[str, _Site]:
-    out = {}
-    for value in sorted({s.groups.get(column, "") for s in samples} - {""}):
-        members = [s for s in samples if s.groups.get(column) == value]
-        own = [fields.get(s.subject_id) for s in members]
-        same_grid = all(f is not None for f in own) and len({f.shape for f in own}) == 1  # same channels
-        out[value] = _Site(
-            members, np.mean([ops.foreground_landmarks(s.image, s.foreground) for s in members], axis=0),
-            _median([ops.background_noise_sd(s.image, s.foreground) for s in members]),
-            _median([ops.smoothness_variance(s.image, s.foreground) for s in members]),
-            np.mean(own, axis=0) if same_grid else None,
-        )
-    return out
+def _properties(samples: list[Sample], fields: dict) -> dict[str, tuple]:
+    """Per subject: foreground landmarks, background noise sd, smoothness variance, bias field."""
+    return {s.subject_id: (ops.foreground_landmarks(s.image, s.foreground), ops.background_noise_sd(s.image, s.foreground),
+                           ops.smoothness_variance(s.image, s.foreground), fields.get(s.subject_id)) for s in samples}
+
+
+def _site(members: list[Sample], props: dict[str, tuple]) -> _Site:
+    landmarks, noise, smooth, own = zip(*(props[s.subject_id] for s in members))
+    same = all(f is not None for f in own) and len({f.shape for f in own}) == 1  # same channels
+    return _Site(members, np.mean(landmarks, axis=0), _median(list(noise)), _median(list(smooth)),
+                 np.mean(own, axis=0) if same else None)
+
+
+def _sites(samples: list[Sample], column: str, props: dict[str, tuple]) -> dict[str, _Site]:
+    values = sorted({s.groups.get(column, "") for s in samples} - {""})
+    return {v: _site([s for s in samples if s.groups.get(column) == v], props) for v in values}
+
+
+def held_columns(samples: list[Sample], column: str, columns: list[str]) -> list[str]:
+    """The other group columns that cross ``column`` (a value of theirs occurs at two of its values).
+
+    Moving a property between values of ``column`` keeps these fixed (donors and reference
+    statistics come from subjects with the recipient's values of them), so a site effect is
+    not read as a sex effect; a column nested in ``column`` or identical to it (a scanner per
+    site) cannot be held fixed and is not.
+    """
+    held = []
+    for other in columns:
+        if other == column:
+            continue
+        spread: dict[str, set[str]] = {}
+        for s in samples:
+            if s.groups.get(column) and s.groups.get(other):
+                spread.setdefault(s.groups[other], set()).add(s.groups[column])
+        if any(len(v) >= 2 for v in spread.values()):
+            held.append(other)
+    return held
+
+
+def _strata(samples: list[Sample], column: str, held: list[str], props) -> dict[str, dict[tuple, _Site]]:
+    """Group value -> the recipient's values of the held columns -> its subjects there."""
+    out: dict[str, dict[tuple, list[Sample]]] = {}
+    for s in samples:
+        if s.groups.get(column):
+            out.setdefault(s.groups[column], {}).setdefault(tuple(s.groups.get(h, "") for h in held), []).append(s)
+    return {v: {k: _site(m, props) for k, m in by.items()} for v, by in out.items()}
 
 
 def _median(values: list[float]) -> float:
@@ -98,8 +131,13 @@ def run_interventions(samples: list[Sample], columns: list[str], predict: Predic
     rng = np.random.default_rng(params.seed)
     fields = ({s.subject_id: ops.bias_field(s.image, s.foreground) for s in samples}
               if "bias_field_matching" in names else {})
+    props = _properties(samples, fields)
     for column in columns:
-        sites = _sites(samples, column, fields)
+        sites = _sites(samples, column, props)
+        held = held_columns(samples, column, columns)
+        strata = _strata(samples, column, held, props)
+        if held:
+            notes.append(f"{column}: properties move between subjects with the same {', '.join(held)}.")
         classes_by_value[column] = {v: {s.class_name for s in site.samples} for v, site in sites.items()}
         if len(sites) < 2:
             notes.append(f"{column}: fewer than two values among the loaded subjects; nothing to move between them.")
@@ -107,7 +145,7 @@ def run_interventions(samples: list[Sample], columns: list[str], predict: Predic
         for name in names:
             count = 0
             fn = fields if name == "bias_field_matching" else custom.get(name)
-            for chunk in _chunks(_jobs(name, column, sites, params, fn, rng), params.batch_size):
+            for chunk in _chunks(_jobs(name, column, sites, strata, params, fn, rng), params.batch_size):
                 for (meta, _), after in zip(chunk, predict([image for _, image in chunk])):
                     trials.append(Trial(*meta, before[meta[-1]], after))
                 count += len(chunk)
@@ -131,13 +169,17 @@ def _chunks(jobs: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _jobs(name, column, sites, params, fn, rng) -> Iterator[tuple[tuple, np.ndarray]]:
-    """``(trial metadata without outputs, intervened image)`` for every subject and reference."""
-    for source, site in sites.items():
-        for reference in _references(sites, source, params.max_references):
-            yield from _pair_jobs(name, column, source, site, reference, sites[reference], params, fn, rng)
-        if name == "background_transplant":
-            yield from _transplants(column, source, site, source, site, rng, within=True)
+def _jobs(name, column, sites, strata, params, fn, rng) -> Iterator[tuple[tuple, np.ndarray]]:
+    """``(trial metadata without outputs, intervened image)`` for every subject and reference,
+    the reference's subjects taken from the recipient's stratum of the held columns."""
+    for source in sites:
+        for stratum, site in strata[source].items():
+            for reference in _references(sites, source, params.max_references):
+                ref = strata.get(reference, {}).get(stratum)
+                if ref is not None:
+                    yield from _pair_jobs(name, column, source, site, reference, ref, params, fn, rng)
+            if name == "background_transplant":
+                yield from _transplants(column, source, site, source, site, rng, within=True)
 
 
 def _pair_jobs(name, column, source, site, reference, ref, params, fn, rng) -> Iterator[tuple[tuple, np.ndarray]]:
