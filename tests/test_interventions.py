@@ -303,3 +303,21 @@ def test_a_site_effect_is_not_read_as_a_sex_effect():
     result = run_interventions(samples, ["site", "sex"], _rule(np.mean, threshold), InterventionsParams())
     columns = {f.column for f in result.findings if f.severity != "info"}
     assert "site" in columns and "sex" not in columns, [f.title for f in result.findings]
+
+
+def test_linear_harmonisation_keeps_every_contrast_within_the_anatomy():
+    """A patient's histogram mapped onto another site's keeps the lesion's contrast (relative to
+    the brain's spread) exactly; the piecewise landmark map only approximately."""
+    samples = _samples(4, gain_b=1.3, noise_b=0.15)
+    healthy_a, lesion_b = samples[0], samples[1]
+    reference = ops.foreground_landmarks(healthy_a.image, healthy_a.foreground)
+    fg, blob = lesion_b.foreground, (slice(None), slice(7, 9), slice(7, 9), slice(7, 9))
+
+    def contrast(img):
+        brain = img[0][fg]
+        return (img[blob].mean() - np.median(brain)) / (np.percentile(brain, 75) - np.percentile(brain, 25))
+
+    linear = ops.standardise_intensities(lesion_b.image, fg, reference, "linear")
+    assert contrast(linear) == pytest.approx(contrast(lesion_b.image), rel=1e-4)
+    q = ops.foreground_landmarks(linear, fg)[0]
+    assert q[2] == pytest.approx(reference[0, 2], abs=1e-4) and (q[3] - q[1]) == pytest.approx(reference[0, 3] - reference[0, 1], rel=1e-3)

@@ -33,6 +33,11 @@ class InterventionsParams(BaseModel):
     custom: dict[str, str] = Field(
         default_factory=dict, description="name -> 'module:function' of the user's own interventions, called as "
         "f(image, foreground, references, reference_foregrounds) -> image (see the README).")
+    harmonisation: Literal["linear", "landmarks"] = Field(
+        "linear", description="Intensity harmonisation: `linear` matches the foreground's median and interquartile "
+        "range (gain and contrast scale; every contrast within the anatomy kept), `landmarks` maps piecewise "
+        "linearly through percentiles 10 ... 90 (Nyul-Udupa; also a non-linear contrast, but a lesion keeps only "
+        "~0.9 of its contrast).")
     min_subjects: int = Field(
         5, ge=1, description="Fewest subjects a cell needs for its flip rate to count as a test "
         "(at 5 of 5 flips the Wilson interval starts at 0.57).")

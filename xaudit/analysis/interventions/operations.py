@@ -5,10 +5,12 @@ intensity normalisation, which the caller applies afterwards as the model expect
 its foreground ``(*spatial)`` (bool), and returns a new image of the same shape:
 
     transplant_background    the anatomy of one subject on the background of another
-    standardise_intensities  foreground intensities mapped onto another site's landmarks
-                             (Nyul & Udupa 1999, IEEE TMI 18:1065: piecewise linear between
-                             percentiles, linear beyond them, so a small lesion in the tail
-                             keeps its contrast instead of being clipped to the reference's top)
+    standardise_intensities  foreground intensities mapped onto another site's landmarks:
+                             ``linear`` (median and interquartile range matched: gain and
+                             contrast scale move, every contrast within the anatomy is kept) or
+                             ``landmarks`` (Nyul & Udupa 1999, IEEE TMI 18:1065: piecewise linear
+                             between percentiles, linear beyond them; also moves a non-linear
+                             contrast difference, but keeps a lesion's contrast only to ~0.9)
     add_noise                Gaussian noise that raises the noise sd to a target
     blur                     Gaussian blur that raises the smoothness to a target
     swap_bias_field          the foreground's smooth multiplicative field (a receive-coil
@@ -27,8 +29,10 @@ from itertools import combinations_with_replacement
 import numpy as np
 from scipy import ndimage
 
-#: Nyul-Udupa landmarks: percentiles of the foreground intensities
-LANDMARKS = (2.0, 10.0, 25.0, 50.0, 75.0, 90.0, 98.0)
+#: Nyul-Udupa landmarks: percentiles of the foreground intensities (10 ... 90: a lesion of a
+#: few per cent of the anatomy stays beyond the top one, in the linear extrapolation)
+LANDMARKS = (10.0, 25.0, 50.0, 75.0, 90.0)
+_QUARTILES = (LANDMARKS.index(25.0), LANDMARKS.index(50.0), LANDMARKS.index(75.0))
 #: fewest background voxels a noise or smoothness estimate needs
 MIN_BACKGROUND = 32
 MAD_TO_SD = 1.4826  # sd of a normal distribution per median absolute deviation
@@ -83,7 +87,8 @@ def _piecewise(values: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray
     return out
 
 
-def standardise_intensities(image: np.ndarray, foreground: np.ndarray, reference_landmarks: np.ndarray) -> np.ndarray:
+def standardise_intensities(image: np.ndarray, foreground: np.ndarray, reference_landmarks: np.ndarray,
+                            mode: str = "linear") -> np.ndarray:
     """The foreground's intensities mapped onto ``reference_landmarks`` (per channel).
 
     Args:
@@ -91,14 +96,23 @@ def standardise_intensities(image: np.ndarray, foreground: np.ndarray, reference
         foreground: ``(*spatial)`` bool.
         reference_landmarks: ``(C, len(LANDMARKS))``, e.g. the mean of another site's
             subjects' `foreground_landmarks` (Nyul and Udupa's standard scale).
+        mode: ``linear`` (the quartiles' median and spread matched by one affine map) or
+            ``landmarks`` (piecewise linear through every landmark).
 
     Returns:
         The image with its foreground remapped; the background is left as it is.
     """
     own = foreground_landmarks(image, foreground)
     out = np.array(image, dtype=np.float32, copy=True)
+    q1, q2, q3 = _QUARTILES
     for c in range(image.shape[0]):
-        out[c][foreground] = _piecewise(image[c][foreground].astype(np.float64), own[c], reference_landmarks[c])
+        values = image[c][foreground].astype(np.float64)
+        if mode == "landmarks":
+            out[c][foreground] = _piecewise(values, own[c], reference_landmarks[c])
+            continue
+        spread = own[c, q3] - own[c, q1]
+        scale = (reference_landmarks[c, q3] - reference_landmarks[c, q1]) / spread if spread > 0 else 1.0
+        out[c][foreground] = reference_landmarks[c, q2] + (values - own[c, q2]) * scale
     return out
 
 

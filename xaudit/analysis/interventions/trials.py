@@ -190,7 +190,7 @@ def _pair_jobs(name, column, source, site, reference, ref, params, fn, rng) -> I
         yield from _transplants(column, source, site, reference, ref, rng)
     elif name == "intensity_harmonisation":
         for s in site.samples:
-            yield meta(s), ops.standardise_intensities(s.image, s.foreground, ref.landmarks)
+            yield meta(s), ops.standardise_intensities(s.image, s.foreground, ref.landmarks, params.harmonisation)
     elif name == "noise_matching":
         if ref.noise_sd >= params.min_noise_ratio * site.noise_sd > 0:
             for s in site.samples:
