@@ -158,8 +158,11 @@ def verdict(findings: Iterable[Finding], results: Mapping[str, Any], top: int = 
         sentence += (f" The representation does carry a site/scanner signature ({len(demoted)} indirect"
                      " findings, reported as info because the behaviour does not depend on it).")
     chance = near_chance(results.get("group_metrics"))
-    if chance:  # said first; a signature found keeps its label (it may be why the model fails)
-        label, sentence = ("signature" if label == "signature" else "near_chance"), chance + " " + sentence
+    if chance and label == "signature":  # said first; the signature found may be why the model fails
+        sentence = f"{chance}. {sentence}"
+    elif chance:
+        label, sentence = "near_chance", (f"{chance}: what a model that does not separate the classes decides on "
+                                          f"is not the question. {sentence}")
     lead = signature + confounds + (pathology if label == "pathology" else [])  # the evidence the sentence rests on
     shown = (lead + [f for f in findings if f not in lead])[:top]
     return {
@@ -257,8 +260,7 @@ def near_chance(group_metrics: Any, margin: float = 0.1, min_n: int = 10) -> str
     if value > chance + margin:
         return ""
     interval = f" [{low:.2f}, {high:.2f}]" if low is not None and high is not None else ""
-    return (f"The model is near chance (balanced accuracy {value:.2f}{interval} on the labelled subjects, chance "
-            f"{chance:.2f}): what a model that does not separate the classes decides on is not the question.")
+    return f"The model is near chance (balanced accuracy {value:.2f}{interval} on the labelled subjects, chance {chance:.2f})"
 
 
 def _titles(findings: list[Finding], n: int) -> str:
