@@ -92,6 +92,11 @@ def test_a_near_chance_model_is_said_to_be_near_chance_first():
     gm = {"n_evaluated": 40, "overall": {"balanced_accuracy": half, "sensitivity": half, "specificity": half}}
     out = verdict([_design()], {"group_metrics": gm}, interventions=_summary(moved=False))
     assert out["verdict"] == "near_chance" and out["sentence"].startswith("The model is near chance")
+    signature = Finding(id="interventions.noise_matching.site", check="interventions", severity="critical",
+                        title="noise matching moves the decisions", message="", points_to="signature", column="site")
+    found = verdict([_design(), signature], {"group_metrics": gm})
+    assert found["verdict"] == "signature" and found["sentence"].startswith("The model is near chance")
+    assert "points to a site/scanner signature" in found["sentence"]
     good = {**gm, "overall": {**gm["overall"], "balanced_accuracy": {"value": 0.9, "low": 0.8, "high": 0.95}}}
     assert verdict([_design()], {"group_metrics": good}, interventions=_summary(moved=False))["verdict"] != "near_chance"
 
