@@ -51,7 +51,7 @@ def test_clean_inputs_point_to_pathology():
 def test_planted_site_signature_points_to_signature_without_the_behaviour_rule():
     result = run_bias_checks(_inputs(site_signal=4.0), FAST.model_copy(update={"require_behaviour": False}))
     assert result.verdict["verdict"] == "signature"
-    assert "site is decodable from the features within class" in result.verdict["sentence"]
+    assert "subjects of different site values are told apart from the features" in result.verdict["sentence"]
     assert result.fails() and result.max_severity == "critical"
 
 

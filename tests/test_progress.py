@@ -56,5 +56,5 @@ def test_a_run_writes_its_progress_into_run_log(tmp_path):
                     RunOptions(output=tmp_path / "run"))
     text = (run.run_dir / "run.log").read_text()
     assert "subjects: 4/4 done in" in text
-    assert "dataset-level stages: 6/6 done in" in text  # metrics, attribution, rules, bias, quality, report
+    assert "dataset-level stages: 7/7 done in" in text  # metrics, attribution, rules, bias, interventions, quality, report
     assert "bias stage done in" in text

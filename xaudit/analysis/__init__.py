@@ -4,6 +4,8 @@
     stats         the one AUC and the one bootstrap / proportion interval everything uses
     rules         surrogate forest -> rules -> ranking
     bias          design check, probes, feature roles, where the model looks, group metrics, TCAV, SpRAy, verdict
+    interventions counterfactual images that move one site property (transplant, harmonisation,
+                  bias field, noise, resolution); flip rates with Wilson intervals
     quality       deletion/insertion and randomisation checks of the maps
     interrogate   representation inversion, activation maximisation, retention
     compare       differences between finished runs

@@ -12,6 +12,7 @@ anything may read a config cheaply.
 
 from xaudit.config.bias import BiasParams
 from xaudit.config.interrogate import InterrogateParams
+from xaudit.config.interventions import InterventionsParams
 from xaudit.config.load import apply_override, config_from_dict, format_validation_error, load_config, load_yaml
 from xaudit.config.rules import RulesParams
 from xaudit.config.schema import (
@@ -30,6 +31,6 @@ from xaudit.config.schema import (
 
 __all__ = [
     "DEFAULT_METHODS", "AttributionConfig", "BiasParams", "Config", "DataConfig", "FactoryConfig", "FeaturesConfig",
-    "InterrogateParams", "ModelConfig", "MonaiNetConfig", "QualityConfig", "ReportConfig", "RulesParams",
+    "InterrogateParams", "InterventionsParams", "ModelConfig", "MonaiNetConfig", "QualityConfig", "ReportConfig", "RulesParams",
     "TransformsConfig", "apply_override", "config_from_dict", "format_validation_error", "load_config", "load_yaml",
 ]

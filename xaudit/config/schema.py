@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from xaudit.config.bias import BiasParams
 from xaudit.config.interrogate import InterrogateParams
+from xaudit.config.interventions import InterventionsParams
 from xaudit.config.rules import RulesParams
 
 DEFAULT_METHODS: dict[str, dict[str, Any]] = {"saliency": {}, "integrated_gradients": {"steps": 32}, "gradcam": {}}
@@ -173,6 +174,7 @@ class Config(Section):
     rules: RulesParams = RulesParams()
     bias: BiasParams = BiasParams()
     quality: QualityConfig = QualityConfig()
+    interventions: InterventionsParams = InterventionsParams()
     report: ReportConfig = ReportConfig()
     interrogate: InterrogateParams | None = Field(
         None, description="present (even empty, `interrogate: {}`): `xaudit run` also inverts the network's"

@@ -24,6 +24,7 @@ from xaudit.report.sections_subjects import subjects_section
 from xaudit.report.sections_bias import (concepts_section, design_section, masked_input_section, performance_section,
                                          probes_section, roles_section, spray_section)
 from xaudit.report.sections_interrogation import interrogation_section
+from xaudit.report.sections_interventions import interventions_section
 from xaudit.report.sections_looking import looking_section
 from xaudit.report.sections_rules import rules_section
 
@@ -52,6 +53,7 @@ def build_document(audit: dict, cohort, config, run_dir) -> Document:
         looking_section(audit, cohort, config, run_dir),
         subjects_section(cohort, evidence_method(audit, cohort, config)),
         masked_input_section(checks.get("masked_input")),
+        interventions_section(audit.get("interventions")),
         probes_section(checks.get("probes")),
         roles_section(checks.get("roles")),
         concepts_section(checks.get("concepts")),

@@ -25,6 +25,7 @@ from xaudit.core.provenance import run_provenance
 from xaudit.errors import DataError, OutputError
 from xaudit.stages.attribution import attribution_stage
 from xaudit.stages.bias import bias_stage
+from xaudit.stages.interventions import fold_into_bias, interventions_stage
 from xaudit.stages.metrics import metrics_stage
 from xaudit.stages.quality import quality_stage
 from xaudit.stages.report import report_stage
@@ -36,11 +37,11 @@ log = logging.getLogger("xaudit")
 
 def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = None, started: float | None = None,
                device: str = "", setup=None, progress: ProgressFactory = log_progress) -> dict:
-    """Run metrics, attribution summaries, rules, bias, quality, interrogation and the report;
+    """Run metrics, attribution summaries, rules, bias, interventions, quality, interrogation and the report;
     write ``audit.json``.
 
     ``setup`` (the validated model and preprocessing) enables the stages that need the
-    model again: the top rules' feature maps, explanation quality, interrogation.
+    model again: the top rules' feature maps, the interventions, explanation quality, interrogation.
     ``progress`` shows which stage runs (a bar, and a log line at least every 30 s).
 
     Returns:
@@ -62,8 +63,8 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
 
 
 def _stage_count(config, setup) -> int:
-    """metrics, attribution, rules, bias, report; quality and interrogation with the model."""
-    return 5 + (setup is not None) + (setup is not None and config.interrogate is not None)
+    """metrics, attribution, rules, bias, interventions, report; quality and interrogation with the model."""
+    return 6 + (setup is not None) + (setup is not None and config.interrogate is not None)
 
 
 def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -> dict:
@@ -81,6 +82,8 @@ def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -
                         config.output_layout)
     rules = timed("rules", rules_stage, cohort, config.rules, run_dir, setup)
     bias = timed("bias", bias_stage, cohort, config.bias, list(config.attribution.methods), rules.feature_importances)
+    interventions = timed("interventions", interventions_stage, setup, cohort, config.interventions)
+    bias = fold_into_bias(bias, interventions, config.bias)
     if setup is not None:
         budget = max(30.0, config.quality.budget * timings["subject_pass"]) if "subject_pass" in timings else None
         quality = timed("quality", quality_stage, setup, cohort, config.quality, pass_batch(run_dir, config), budget)
@@ -95,6 +98,7 @@ def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -
         "attribution": attribution.to_dict(),
         "rules": rules.to_dict(),
         "bias": bias.to_dict(),
+        "interventions": interventions.to_dict(),
         "run": _run_metadata(config, started, device, timings),
         "counts": {"subjects": len(subjects) + bad_rows, "audited": cohort.n, "failed": failed + bad_rows,
                    "missing": len(subjects) - cohort.n - failed},

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from xaudit.analysis.stats import Estimate, Metric, auc, bootstrap, difference, percentile_interval, recall
+from xaudit.analysis.stats import (Estimate, Metric, auc, bootstrap, difference, newcombe_difference, percentile_interval,
+                                   recall, wilson_interval)
 
-__all__ = ["Estimate", "Metric", "bootstrap_metrics", "difference", "metric_functions", "percentile_interval"]
+__all__ = ["Estimate", "Metric", "bootstrap_metrics", "difference", "metric_functions", "newcombe_difference",
+           "percentile_interval", "wilson_interval"]
 
 bootstrap_metrics = bootstrap  # the name the checks use
 

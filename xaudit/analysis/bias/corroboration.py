@@ -26,6 +26,8 @@ def behaviour_tested_columns(group_metrics: Any) -> set[str]:
     """Group columns whose accuracy was compared across values within a class."""
     if group_metrics is None:
         return set()
+    if isinstance(group_metrics, dict):  # its to_dict(), as audit.json holds it
+        return {d["column"] for d in group_metrics.get("disparities") or [] if d.get("class_name") is not None}
     return {d.column for d in group_metrics.disparities if d.class_name is not None}
 
 
@@ -63,6 +65,38 @@ def require_behaviour(findings: list[Finding], checks: dict[str, Any]) -> list[F
                         f"does not depend on {where} (no behaviour-by-group finding) and the background alone does "
                         "not carry its decisions, so the signature is present but the decisions do not rest on it.",
                 threshold={**f.threshold, "require_behaviour": True, "severity_before": f.severity},
+            )
+        out.append(f)
+    return out
+
+
+def corroborate_with_interventions(findings: list[Finding], interventions: dict | None) -> list[Finding]:
+    """The masked-input signature findings as info where a background transplant tested them.
+
+    With the foreground blanked, the background may still separate the classes because it
+    carries a class signal (a lesion moves a whole-image normalisation, so the background's
+    level follows the class), not a site one. Transplanting the background of another
+    site's subjects separates the two: where transplants ran with enough subjects and moved
+    no decision, the masked-input finding is reported as info, pointing to neither.
+
+    Args:
+        findings: all findings.
+        interventions: `InterventionsResult.summary()` (None or ``{"skipped": ...}`` when
+            the interventions did not run: the findings are returned unchanged).
+    """
+    transplant = ((interventions or {}).get("by_intervention") or {}).get("background_transplant")
+    if not transplant or transplant.get("moved") or not transplant.get("trials"):
+        return findings
+    out = []
+    for f in findings:
+        if f.check == "masked_input" and f.points_to == "signature" and f.severity != "info":
+            f = replace(
+                f, severity="info", points_to="neutral",
+                message=f"{f.message} Reported as info, not {f.severity}: transplanting the background of another "
+                        f"site's subjects moved {transplant['flips']} of {transplant['trials']} decisions, so the "
+                        "background's signal is a class signal (it may come from the anatomy through preprocessing), "
+                        "not shown to be a site signal, and the decisions on full images do not follow it.",
+                threshold={**f.threshold, "interventions": True, "severity_before": f.severity},
             )
         out.append(f)
     return out

@@ -7,7 +7,10 @@ accuracy, balanced accuracy, ROC AUC (and sensitivity/specificity for two classe
 group value with stratified percentile-bootstrap intervals (`xaudit.analysis.bias.bootstrap`), the
 largest disparity between group values per metric, and per class the spread of recall
 across group values. Disparities compare the observed best and worst value; their
-interval comes from independent resamples of the two.
+interval comes from independent resamples of the two, except for a cell's recall (a
+proportion, often of few subjects): Wilson intervals, and Newcombe's for their difference.
+A column whose every value holds one class (fully confounded) raises no group-level
+finding: its per-value metrics are class recalls.
 
 Performance that differs between sites may also come from case mix or image quality, so
 group-level disparities are reported as ``neutral`` warnings; a class recognised well at
@@ -21,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from xaudit.analysis.bias.bootstrap import Estimate, bootstrap_metrics, difference, metric_functions
+from xaudit.analysis.bias.bootstrap import (Estimate, bootstrap_metrics, difference, metric_functions,
+                                            newcombe_difference, wilson_interval)
 from xaudit.analysis.bias.findings import Finding, severity_for
 from xaudit.analysis.bias.inputs import group_strings
 from xaudit.core.jsonable import to_jsonable
@@ -53,10 +57,11 @@ class CellRow:
     n: int
     n_train: int | None
     accuracy: Estimate
-    samples: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0))
+    correct: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return to_jsonable({k: getattr(self, k) for k in ("column", "value", "class_name", "n", "n_train", "accuracy")})
+        return to_jsonable({k: getattr(self, k) for k in ("column", "value", "class_name", "n", "n_train", "correct",
+                                                          "accuracy")})
 
 
 @dataclass
@@ -79,6 +84,7 @@ class GroupMetricsResult:
     """Overall metrics, per-group rows, per-cell rows, disparities, findings, notes."""
 
     evaluated: str = "all labelled subjects"
+    n_evaluated: int = 0
     overall: dict[str, Estimate] = field(default_factory=dict)
     groups: list[GroupRow] = field(default_factory=list)
     cells: list[CellRow] = field(default_factory=list)
@@ -89,7 +95,7 @@ class GroupMetricsResult:
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({
-            "evaluated": self.evaluated, "overall": self.overall,
+            "evaluated": self.evaluated, "n_evaluated": self.n_evaluated, "overall": self.overall,
             "groups": [g.to_dict() for g in self.groups], "cells": [c.to_dict() for c in self.cells],
             "disparities": [d.to_dict() for d in self.disparities], "notes": self.notes,
             "signature_tests": self.signature_tests, "findings": [f.id for f in self.findings],
@@ -126,24 +132,36 @@ def group_metrics(
         result.notes.append("Behaviour by group skipped: fewer than two labelled subjects to evaluate.")
         return result
     k = len(class_names)
+    result.n_evaluated = int(evaluate.sum())
     result.overall = _estimates(labels, predicted, probs, k, evaluate, params, [params.seed])[0]
     for i, (column, raw) in enumerate(groups.items()):
         values, known = group_strings(raw)
         rows = _group_rows(column, values, known & evaluate, labels, predicted, probs, k, params, i)
         result.groups += rows
-        cells = _cell_rows(column, values, known, evaluate, train if splits is not None else None,
-                           labels, predicted, class_names, params, i)
+        cells = _cell_rows(column, values, known, evaluate, train if train.any() else None,
+                           labels, predicted, class_names, params)
         result.cells += cells
         group_disp = _group_disparities(column, rows, params)
         cell_disp = _cell_disparities(column, cells, class_names, params)
         result.disparities += group_disp + cell_disp
         result.signature_tests += len(cell_disp)
-        result.findings += _group_finding(column, group_disp, params)
+        if _one_class_per_value(values, known & evaluate, labels):
+            result.notes.append(f"{column}: every value holds a single class, so its per-value metrics are that "
+                                "class's recall and differences between values compare classes, not sites; no "
+                                "finding is raised from them (see the design check and the interventions).")
+        else:
+            result.findings += _group_finding(column, group_disp, params)
         result.findings += [f for d in cell_disp for f in _cell_finding(d, cells, params)]
         if not group_disp:
             result.notes.append(f"{column}: fewer than two values with >= {params.min_group_size} "
                                 "evaluated subjects; no disparity computed.")
     return result
+
+
+def _one_class_per_value(values, rows, labels) -> bool:
+    """Whether each group value among ``rows`` holds one class only (a fully confounded column)."""
+    present = {v: set(labels[rows & (values == v)].tolist()) for v in set(values[rows].tolist())}
+    return len(present) >= 2 and all(len(c) == 1 for c in present.values())
 
 
 def _estimates(labels, predicted, probs, k, rows, params, seed):
@@ -161,7 +179,9 @@ def _group_rows(column, values, rows, labels, predicted, probs, k, params, i) ->
     return out
 
 
-def _cell_rows(column, values, known, evaluate, train, labels, predicted, class_names, params, i) -> list[CellRow]:
+def _cell_rows(column, values, known, evaluate, train, labels, predicted, class_names, params) -> list[CellRow]:
+    """Recall per class x value with its Wilson interval (valid at small n and at 0 % or 100 %,
+    where a percentile bootstrap of a proportion cannot leave the edge)."""
     out = []
     for c, name in enumerate(class_names):
         for j, value in enumerate(sorted(set(values[known & (labels == c)].tolist()))):
@@ -170,11 +190,8 @@ def _cell_rows(column, values, known, evaluate, train, labels, predicted, class_
             n_train = None if train is None else int((cell & train).sum())
             if not member.any():
                 continue
-            correct = (predicted == labels)[member].astype(float)
-            fns = {"accuracy": lambda w, correct=correct: (w @ correct) / w.sum(axis=1)}
-            est, samples = bootstrap_metrics(fns, np.zeros(int(member.sum())), params.bootstrap,
-                                             params.confidence, [params.seed, i, j, c + 1])
-            out.append(CellRow(column, value, name, int(member.sum()), n_train, est["accuracy"], samples["accuracy"]))
+            k, n = int((predicted == labels)[member].sum()), int(member.sum())
+            out.append(CellRow(column, value, name, n, n_train, Estimate(k / n, *wilson_interval(k, n, params.confidence)), k))
     return out
 
 
@@ -202,7 +219,7 @@ def _cell_disparities(column: str, cells: list[CellRow], class_names: list[str],
         best = max(scored, key=lambda c: c.accuracy.value)
         worst = min(scored, key=lambda c: c.accuracy.value)
         value = best.accuracy.value - worst.accuracy.value
-        diff = difference(best.samples, worst.samples, value, params.confidence)
+        diff = Estimate(value, *newcombe_difference(best.correct, best.n, worst.correct, worst.n, params.confidence))
         out.append(Disparity(column, "recall", best.value, worst.value, diff, class_name=name))
     return out
 
@@ -251,7 +268,8 @@ def _cell_finding(d: Disparity, cells: list[CellRow], params: BiasParams) -> lis
         return []
     best = next(c for c in cells if c.class_name == d.class_name and c.value == d.best)
     worst = next(c for c in cells if c.class_name == d.class_name and c.value == d.worst)
-    train = "" if worst.n_train is None else f", {worst.n_train} in training"
+    train = (f", training subjects unknown: split {params.train_split!r} not audited" if worst.n_train is None
+             else f", {worst.n_train} in training")
     return [Finding(
         id=f"group_metrics.cell.{d.column}.{d.class_name}", check="group_metrics", severity=severity, column=d.column,
         title=(f"{d.class_name} subjects are recognised at {worst.accuracy.value:.0%} at {d.column} {worst.value} "
@@ -259,7 +277,7 @@ def _cell_finding(d: Disparity, cells: list[CellRow], params: BiasParams) -> lis
         message=(f"Recall of {d.class_name} depends on {d.column}: {worst.accuracy.value:.0%} "
                  f"[{worst.accuracy.low:.0%}, {worst.accuracy.high:.0%}] at {worst.value} (n={worst.n}{train}) vs "
                  f"{best.accuracy.value:.0%} at {best.value} (n={best.n}); difference {d.difference.value:.2f} "
-                 f"[{d.difference.low:.2f}, {d.difference.high:.2f}]. A model deciding on pathology should "
+                 f"[{d.difference.low:.2f}, {d.difference.high:.2f}] (Wilson and Newcombe intervals). A model deciding on pathology should "
                  f"recognise a class equally well wherever it was scanned."),
         evidence={"best": best.to_dict(), "worst": worst.to_dict(), "difference": d.difference.to_dict()},
         threshold=_threshold(params), points_to="signature",

@@ -107,11 +107,15 @@ def _background_findings(variants: dict[str, dict[str, Any]], params: BiasParams
     if vs_label.value >= params.background_auc and vs_label.low > 0.5:
         return [Finding(
             id="masked_input.background_separates", check="masked_input", severity="critical",
-            title=f"with the foreground blanked the model still separates the classes (AUC {vs_label.value:.2f})",
+            title=(f"the background alone carries a class signal the model reads (AUC {vs_label.value:.2f} with "
+                   "the foreground blanked)"),
             message=(f"On images whose foreground was blanked, the model's output separates the true classes "
                      f"with AUC {vs_label.value:.2f} [{vs_label.low:.2f}, {vs_label.high:.2f}] and agrees with "
-                     f"its own full-image predictions for {bg['agreement']:.0%} of subjects. The background "
-                     "carries a class signal the model reads: a site, scanner or acquisition signature."),
+                     f"its own full-image predictions for {bg['agreement']:.0%} of subjects. What was shown is a "
+                     "class signal in the background: a site, scanner or acquisition signature when the sites differ "
+                     "by class, but it may also come from the anatomy (a whole-image intensity normalisation moves "
+                     "the background's level with a lesion). A background transplant between sites (interventions) "
+                     "tells the two apart."),
             evidence=evidence, threshold=threshold, points_to="signature",
         )]
     if vs_pred.value >= params.background_auc and vs_pred.low > 0.5:

@@ -304,11 +304,13 @@ def _within_class_finding(score: ProbeScore, class_name: str, params: BiasParams
         return []
     return [Finding(
         id=f"probe.within_class.{score.target}.{class_name}", check="probes", severity=severity, column=score.target,
-        title=(f"{score.target} is decodable from the features within class {class_name} "
+        title=(f"the {class_name} subjects of different {score.target} values are told apart from the features "
                f"(balanced accuracy {score.balanced_accuracy:.2f}, p={score.p_value:.3g})"),
         message=(f"A linear probe on the layer features tells {score.target} values apart among "
-                 f"{class_name} subjects alone ({_numbers(score)}). The representation carries a "
-                 f"{score.target} signature that the label does not explain."),
+                 f"{class_name} subjects alone ({_numbers(score)}). The representation of these subjects carries a "
+                 f"difference between {score.target} values that the label does not explain: a {score.target}-wide "
+                 f"signature, or a property of the audited {class_name} subjects of one {score.target} (a marker "
+                 "only some of them carry); this measures the subjects of this cell, not the scanner."),
         evidence=_evidence(score), threshold=_threshold(params), points_to="signature",
     )]
 
