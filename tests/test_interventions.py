@@ -321,3 +321,12 @@ def test_linear_harmonisation_keeps_every_contrast_within_the_anatomy():
     assert contrast(linear) == pytest.approx(contrast(lesion_b.image), rel=1e-4)
     q = ops.foreground_landmarks(linear, fg)[0]
     assert q[2] == pytest.approx(reference[0, 2], abs=1e-4) and (q[3] - q[1]) == pytest.approx(reference[0, 3] - reference[0, 1], rel=1e-3)
+
+
+def test_an_intervention_that_ran_for_one_column_is_not_listed_as_not_run():
+    """Noise differs between sites, not between sexes: noise matching ran (for site)."""
+    rng = np.random.default_rng(5)
+    samples = [Sample(f"s{i}", ["healthy", "lesion"][i % 2], {"site": "AB"[(i // 2) % 2], "sex": "FM"[(i // 4) % 2]},
+                      _image(i % 2, "AB"[(i // 2) % 2], rng, noise_b=0.15)[None], _body()) for i in range(16)]
+    result = run_interventions(samples, ["site", "sex"], _rule(_blob, 2.0), InterventionsParams())
+    assert "noise_matching" in result.ran and "noise_matching" not in result.not_run

@@ -149,9 +149,9 @@ def run_interventions(samples: list[Sample], columns: list[str], predict: Predic
                 for (meta, _), after in zip(chunk, predict([image for _, image in chunk])):
                     trials.append(Trial(*meta, before[meta[-1]], after))
                 count += len(chunk)
-            if not count:
+            if not count and name not in ran:
                 not_run.setdefault(name, _why_none(name, column, sites, params))
-            elif name not in ran:
+            elif count and name not in ran:
                 ran.append(name)
                 not_run.pop(name, None)
     return summarise_trials(trials, params, classes_by_value, ran, not_run, notes)
