@@ -7,6 +7,7 @@
     attribution    self-check summaries and mean maps per class x group
     rules          surrogate rules (rules.json, rules.md) and their feature maps
     bias           the bias checks and the verdict
+    interventions  counterfactual interventions on the images (site properties moved, anatomy kept)
     interventions  site properties moved on a few subjects per cell; the verdict again, with them
     quality        explanation-quality checks on a sample of subjects
     interrogate    what each depth of the network retains (optional)
