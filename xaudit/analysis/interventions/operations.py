@@ -204,8 +204,8 @@ def bias_field(image: np.ndarray, foreground: np.ndarray, degree: int = 2) -> np
     intensities of the foreground, the parametric bias-field model of Styner et al. (2000,
     IEEE TMI 19:153); a small lesion barely moves a fit over the whole anatomy. Coefficients
     rather than volumes, so that a site's field is their mean (a geometric mean of fields)
-    and is evaluated only where it is applied. None when the foreground has non-positive
-    intensities (no log) or too few voxels for the fit.
+    and is evaluated only where it is applied. None when more than a tenth of the
+    foreground is non-positive (no log) or it has too few voxels for the fit.
     """
     _check(image, foreground)
     terms = _monomials(foreground, degree)
@@ -215,9 +215,10 @@ def bias_field(image: np.ndarray, foreground: np.ndarray, degree: int = 2) -> np
     coefs = []
     for c in range(image.shape[0]):
         values = image[c][foreground]
-        if values.min() <= 0:
+        positive = values > 0  # interpolation leaves a few zeros at the mask's edge: fit without them
+        if positive.mean() < 0.9:
             return None
-        coef, *_ = np.linalg.lstsq(design, np.log(values.astype(np.float64)), rcond=None)
+        coef, *_ = np.linalg.lstsq(design[positive], np.log(values[positive].astype(np.float64)), rcond=None)
         coefs.append(coef[1:])  # without the constant: the mean level is kept
     return np.stack(coefs)
 

@@ -221,7 +221,7 @@ def _why_none(name, column, sites, params) -> str:
     if name == "background_transplant":
         return f"no donor on the same grid at another {column} value"
     if name == "bias_field_matching":
-        return "the foregrounds have non-positive intensities (no log for a multiplicative field)"
+        return "over a tenth of the foreground intensities are non-positive (no log for a multiplicative field)"
     return f"no pair of {column} values to apply it to"
 
 
