@@ -71,6 +71,16 @@ MODES = {
         },
         rss_sizes=(8, 32), batch_sizes=(1, 4, 16), monai_volumes=1, probe_reps=1,
     ),
+    # issue 16's workload for the whole audit (benchmarks/audit_speed.py): 80 volumes of 40^3,
+    # the demo's small BatchNorm DenseNet, the demo's methods plus SmoothGrad
+    "audit": Mode(
+        name="audit", size=40, volumes=80, arch="densenet", widen_factor=1.0,
+        methods={
+            "integrated_gradients": {"steps": 16}, "smoothgrad": {"samples": 8, "noise_level": 0.1},
+            "saliency": {}, "gradcam": {},
+        },
+        rss_sizes=(8, 32), layer="features.denseblock2",
+    ),
     # only checks that the harness runs end to end (tests); its numbers mean nothing
     "micro": Mode(
         name="micro", size=16, volumes=4, arch="tiny", widen_factor=1.0,
@@ -87,7 +97,8 @@ def build_model(arch: str = "resnet18", widen_factor: float = 1.0, seed: int = 0
     """The seeded MONAI 3D ResNet every system runs (also the xaudit ``model.factory``).
 
     Args:
-        arch: ``resnet18``, ``resnet10`` or ``tiny`` (one basic block per stage, 4-32 channels).
+        arch: ``resnet18``, ``resnet10``, ``tiny`` (one basic block per stage, 4-32 channels) or
+            ``densenet`` (the demo's two-block MONAI DenseNet, 8 initial features; widen_factor ignored).
         widen_factor: channel multiplier of MONAI's ResNet (0.25 = a quarter of the channels).
         seed: seeds the random weights without touching the caller's RNG state.
         num_classes: logits returned.
@@ -101,10 +112,15 @@ def build_model(arch: str = "resnet18", widen_factor: float = 1.0, seed: int = 0
             net = resnet18(**common)
         elif arch == "resnet10":
             net = resnet10(**common)
+        elif arch == "densenet":  # the demo's small 3D BatchNorm CNN (configs/demo.yaml), seeded random weights
+            from monai.networks.nets import DenseNet
+
+            net = DenseNet(spatial_dims=3, in_channels=1, out_channels=num_classes, init_features=8, growth_rate=8,
+                           block_config=(2, 2), bn_size=2)
         elif arch == "tiny":
             net = ResNet(block="basic", layers=[1, 1, 1, 1], block_inplanes=[4, 8, 16, 32], conv1_t_size=3, **common)
         else:
-            raise ValueError(f"arch must be resnet18, resnet10 or tiny. Got {arch!r} instead.")
+            raise ValueError(f"arch must be resnet18, resnet10, tiny or densenet. Got {arch!r} instead.")
     return net.eval()
 
 

@@ -14,6 +14,7 @@ Usage (standalone):
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -130,11 +131,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--out", type=Path, required=True)
     parser.add_argument("--mode", choices=sorted(MODES), default="full")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--json", action="store_true", help="print the seconds as one JSON line")
     args = parser.parse_args(argv)
     mode = MODES[args.mode]
     model = build_model(**mode.model_args)
     seconds = run_peer(args.images, model, model.get_submodule(mode.layer), mode.methods, args.out, args.batch)
-    print({k: round(v, 3) for k, v in seconds.items()})
+    print(json.dumps(seconds) if args.json else {k: round(v, 3) for k, v in seconds.items()})
 
 
 if __name__ == "__main__":

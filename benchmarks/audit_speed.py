@@ -1,0 +1,182 @@
+"""The whole audit against the script users write today, side by side, A B A B.
+
+Usage:
+    python benchmarks/audit_speed.py [--volumes 80] [--size 40] [--repeats 2] [--out FILE] [--workdir DIR]
+
+Workload (issue 16): ``--volumes`` gzip NIfTI volumes of ``--size``^3 through the demo's small
+3D BatchNorm CNN (a two-block MONAI DenseNet, seeded random weights), integrated gradients
+(16 steps) + SmoothGrad (8 samples) + saliency + Grad-CAM. Four systems, each run as the
+user would run it, in a fresh process, alternated so that a burst of load hits one repeat,
+not one system:
+
+- **script**: ``benchmarks/peer_script.py``: per volume, nibabel in, the predicted class,
+  one Captum call per method (batching knobs at the limit's best batch size), nibabel out.
+  Its process time, and its loop time (what it spends after its imports).
+- **xaudit pass**: the per-subject pass of that ``xaudit run`` (batch tuning included),
+  from its ``audit.json``: the work the script does, plus features, masked-input
+  probabilities and native-grid writing.
+- **xaudit whole run**: ``xaudit run config.yaml -q`` with every default stage (metrics,
+  attribution summaries, rules, bias, interventions, quality, report), process time.
+- **limit**: forward+backward and forward samples/s at the best batch size (swept once
+  here, in this process) times the passes the four methods need; nothing can be faster.
+
+Targets, each printed with MET or MISSED: the whole run at least 0.9 of the script's speed
+(script process seconds / xaudit process seconds, fastest repeat of each), and the pass at
+least as fast as the script's loop in every repeat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import MODES, build_model, limit_seconds, read_manifest, sweep_limit, write_cohort  # noqa: E402
+
+MODE = MODES["audit"]
+TARGETS = {"whole_run_speed": 0.9, "pass_speed": 1.0}
+
+
+def environment() -> dict:
+    """Subprocess environment: the benchmark's factory importable, no rich bar, no colour."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "NO_COLOR": "1", "TERM": "dumb"}
+
+
+def xaudit_config(manifest: Path, out: Path) -> dict:
+    """Only what the workload fixes; every stage at its default."""
+    return {
+        "data": {"manifest": str(manifest), "group_columns": ["site"], "transforms": {}},
+        "model": {"factory": {"function": "benchmarks.common:build_model", "args": MODE.model_args},
+                  "classes": ["healthy", "lesion"], "layer": MODE.layer},
+        "attribution": {"target": "predicted", "methods": MODE.methods, "seed": 0},
+        "output": str(out),
+    }
+
+
+def timed_process(command: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(command, cwd=cwd, env=environment(), capture_output=True, text=True)
+    return time.perf_counter() - t0, proc
+
+
+def run_script(images: list[Path], out: Path, batch: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, str(ROOT / "benchmarks" / "peer_script.py"), *map(str, images), "-o", str(out),
+               "--mode", MODE.name, "--batch", str(batch), "--json"]
+    wall, proc = timed_process(command, ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the Captum script failed:\n{proc.stderr[-3000:]}")
+    seconds = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"process_s": wall, "loop_s": sum(seconds.values()), "sections_s": seconds}
+
+
+def run_xaudit(manifest: Path, work: Path, label: str) -> dict:
+    out = work / label
+    shutil.rmtree(out, ignore_errors=True)
+    config = work / f"{label}.yaml"
+    config.write_text(yaml.safe_dump(xaudit_config(manifest, out)))
+    wall, proc = timed_process([sys.executable, "-m", "xaudit", "run", str(config), "-q"], ROOT)
+    if proc.returncode not in (0, 1):  # 1: the audit found a problem, which is a result
+        raise RuntimeError(f"xaudit run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    audit = json.loads((out / "audit.json").read_text())
+    timings = audit["run"]["timings_s"]
+    return {"process_s": wall, "exit": proc.returncode, "timings_s": timings,
+            "pass_s": timings["subject_pass"] + timings.get("batch_tuning", 0.0),
+            "max_batch": yaml.safe_load((out / "config.resolved.yaml").read_text())["provenance"].get("max_batch")}
+
+
+def benchmark(work: Path, volumes: int, size: int, repeats: int, log=print) -> dict:
+    t_start = time.perf_counter()
+    manifest = write_cohort(work / "data", volumes, size)
+    images = read_manifest(manifest)
+    sweep = sweep_limit(build_model(**MODE.model_args), MODE.__class__(**{**MODE.__dict__, "size": size}))
+    fb, fwd = sweep["fb_samples_per_s"][sweep["best_batch_fb"]], sweep["fwd_samples_per_s"][sweep["best_batch_fwd"]]
+    limit = volumes * limit_seconds(MODE.methods, size, fb, fwd)
+    log(f"limit: {limit:.1f} s ({fb:.1f} f+b samples/s at batch {sweep['best_batch_fb']})")
+    rounds = []
+    for k in range(repeats):  # A B A B
+        script = run_script(images, work / "script_out", sweep["best_batch_fb"])
+        log(f"round {k + 1}: script {script['process_s']:.1f} s (loop {script['loop_s']:.1f})")
+        xa = run_xaudit(manifest, work, f"xaudit_{k}")
+        log(f"round {k + 1}: xaudit {xa['process_s']:.1f} s (pass {xa['pass_s']:.1f}, batch {xa['max_batch']})")
+        rounds.append({"script": script, "xaudit": xa})
+    return {"workload": {"volumes": volumes, "size": size, "model": MODE.model_args, "methods": MODE.methods},
+            "machine": {"cpu_count": os.cpu_count(), "load_end": os.getloadavg()},
+            "limit": {"seconds": limit, "sweep": sweep}, "rounds": rounds, "targets": check(rounds),
+            "wall_s": time.perf_counter() - t_start}
+
+
+def check(rounds: list[dict]) -> dict:
+    """The two targets, from the fastest repeat (whole run) and from every repeat (pass)."""
+    script = min(r["script"]["process_s"] for r in rounds)
+    whole = min(r["xaudit"]["process_s"] for r in rounds)
+    pass_ratios = [r["script"]["loop_s"] / r["xaudit"]["pass_s"] for r in rounds]
+    return {
+        "whole_run_speed": {"value": script / whole, "target": TARGETS["whole_run_speed"],
+                            "met": script / whole >= TARGETS["whole_run_speed"]},
+        "pass_speed": {"value": min(pass_ratios), "per_round": pass_ratios, "target": TARGETS["pass_speed"],
+                       "met": min(pass_ratios) >= TARGETS["pass_speed"]},
+    }
+
+
+def table(result: dict) -> str:
+    rounds, limit = result["rounds"], result["limit"]["seconds"]
+    w = result["workload"]
+    lines = [f"whole audit vs the Captum script: {w['volumes']} volumes of {w['size']}^3, {w['model']['arch']}, "
+             + " + ".join(f"{m}{'(' + str(next(iter(p.values()))) + ')' if p else ''}" for m, p in w["methods"].items()),
+             f"{'system':28}" + "".join(f"{'round ' + str(k + 1):>10}" for k in range(len(rounds)))
+             + f"{'best':>9}{'speed vs script':>17}"]
+    script_best = min(r["script"]["process_s"] for r in rounds)
+    loop_best = min(r["script"]["loop_s"] for r in rounds)
+
+    def row(name, values, reference):
+        best = min(values)
+        return f"{name:28}" + "".join(f"{v:>9.1f}s" for v in values) + f"{best:>8.1f}s{reference / best:>16.2f}x"
+
+    lines.append(f"{'limit (passes at best rate)':28}" + " " * 10 * len(rounds) + f"{limit:>8.1f}s{loop_best / limit:>16.2f}x")
+    lines.append(row("script, process", [r["script"]["process_s"] for r in rounds], script_best))
+    lines.append(row("script, loop", [r["script"]["loop_s"] for r in rounds], loop_best))
+    lines.append(row("xaudit, per-subject pass", [r["xaudit"]["pass_s"] for r in rounds], loop_best))
+    lines.append(row("xaudit, whole run (process)", [r["xaudit"]["process_s"] for r in rounds], script_best))
+    stages = sorted({k for r in rounds for k in r["xaudit"]["timings_s"]} - {"subject_pass", "batch_tuning"})
+    mean = {k: sum(r["xaudit"]["timings_s"].get(k, 0.0) for r in rounds) / len(rounds) for k in stages}
+    lines.append("xaudit stages, mean s: " + ", ".join(f"{k} {v:.1f}" for k, v in mean.items()))
+    lines.append("the pass is compared with the script's loop, the whole run with the script's process")
+    for name, t in result["targets"].items():
+        lines.append(f"target {name} >= {t['target']}: {t['value']:.2f} {'MET' if t['met'] else 'MISSED'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--volumes", type=int, default=MODE.volumes)
+    parser.add_argument("--size", type=int, default=MODE.size)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "audit_speed.json")
+    parser.add_argument("--workdir", type=Path, help="keep data and runs here (default: a temporary directory)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="xaudit-bench-") as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        result = benchmark(work, args.volumes, args.size, args.repeats)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(table(result))
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
