@@ -1,13 +1,13 @@
 """The whole audit against the script users write today, side by side, A B A B.
 
 Usage:
-    python benchmarks/audit_speed.py [--volumes 80] [--size 40] [--repeats 2] [--out FILE] [--workdir DIR]
+    python benchmarks/audit_speed.py [--sample-data DIR] [--repeats 2] [--out FILE] [--workdir DIR]
 
-Workload (issue 16): ``--volumes`` gzip NIfTI volumes of ``--size``^3 through the demo's small
-3D BatchNorm CNN (a two-block MONAI DenseNet, seeded random weights), integrated gradients
-(16 steps) + SmoothGrad (8 samples) + saliency + Grad-CAM. Four systems, each run as the
-user would run it, in a fresh process, alternated so that a burst of load hits one repeat,
-not one system:
+Workload (issue 16): the demo's 80 test volumes (40x48x40, `xaudit sample-data`) through
+its small 3D BatchNorm CNN (a two-block MONAI DenseNet, the shipped confounded model), with
+integrated gradients (16 steps) + SmoothGrad (8 samples) + saliency + Grad-CAM. Four
+systems, each run as the user would run it, in a fresh process, alternated (A B A B) so that
+a burst of load hits one repeat, not one system:
 
 - **script**: ``benchmarks/peer_script.py``: per volume, nibabel in, the predicted class,
   one Captum call per method (batching knobs at the limit's best batch size), nibabel out.
@@ -28,6 +28,8 @@ least as fast as the script's loop in every repeat.
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -42,27 +44,48 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import MODES, build_model, limit_seconds, read_manifest, sweep_limit, write_cohort  # noqa: E402
+from benchmarks.common import MODES, build_model, limit_seconds, sweep_limit  # noqa: E402
 
 MODE = MODES["audit"]
+SHAPE = (40, 48, 40)  # the demo cohort's stored grid
 TARGETS = {"whole_run_speed": 0.9, "pass_speed": 1.0}
+
+
+THREADS: dict[str, str] = {}  # OMP_NUM_THREADS for both systems, when --threads is given
 
 
 def environment() -> dict:
     """Subprocess environment: the benchmark's factory importable, no rich bar, no colour."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "NO_COLOR": "1", "TERM": "dumb"}
+    return {**os.environ, "PYTHONPATH": path, "NO_COLOR": "1", "TERM": "dumb", **THREADS}
+
+
+def sample_cohort(work: Path, sample_dir: Path | None) -> Path:
+    """The demo cohort's manifest: ``sample_dir``'s if it has one, else written by ``xaudit sample-data``."""
+    if sample_dir is not None and (sample_dir / "cohort3d" / "manifest.csv").is_file():
+        return sample_dir / "cohort3d" / "manifest.csv"
+    target = work / "sample_data"
+    _, proc = timed_process([sys.executable, "-m", "xaudit", "sample-data", str(target), "-q"], ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"xaudit sample-data failed:\n{proc.stderr[-3000:]}")
+    return target / "cohort3d" / "manifest.csv"
+
+
+def test_images(manifest: Path) -> list[Path]:
+    with manifest.open() as handle:
+        return [manifest.parent / row["image"] for row in csv.DictReader(handle) if row.get("split", "test") == "test"]
 
 
 def xaudit_config(manifest: Path, out: Path) -> dict:
-    """Only what the workload fixes; every stage at its default."""
-    return {
-        "data": {"manifest": str(manifest), "group_columns": ["site"], "transforms": {}},
-        "model": {"factory": {"function": "benchmarks.common:build_model", "args": MODE.model_args},
-                  "classes": ["healthy", "lesion"], "layer": MODE.layer},
-        "attribution": {"target": "predicted", "methods": MODE.methods, "seed": 0},
-        "output": str(out),
-    }
+    """configs/demo.yaml on this cohort, with the workload's methods; every other stage at its default
+    (interrogation, which the demo adds, is not a default stage)."""
+    config = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())
+    config.pop("interrogate", None)
+    config["data"]["manifest"] = str(manifest)
+    config["model"]["monai"]["checkpoint"] = str(manifest.parent / "model_confounded.pth")
+    config["attribution"]["methods"] = MODE.methods
+    config["output"] = str(out)
+    return config
 
 
 def timed_process(command: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
@@ -71,10 +94,10 @@ def timed_process(command: list[str], cwd: Path) -> tuple[float, subprocess.Comp
     return time.perf_counter() - t0, proc
 
 
-def run_script(images: list[Path], out: Path, batch: int) -> dict:
+def run_script(images: list[Path], checkpoint: Path, out: Path, batch: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, str(ROOT / "benchmarks" / "peer_script.py"), *map(str, images), "-o", str(out),
-               "--mode", MODE.name, "--batch", str(batch), "--json"]
+               "--mode", MODE.name, "--batch", str(batch), "--json", "--checkpoint", str(checkpoint), "--zscore"]
     wall, proc = timed_process(command, ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"the Captum script failed:\n{proc.stderr[-3000:]}")
@@ -97,23 +120,24 @@ def run_xaudit(manifest: Path, work: Path, label: str) -> dict:
             "max_batch": yaml.safe_load((out / "config.resolved.yaml").read_text())["provenance"].get("max_batch")}
 
 
-def benchmark(work: Path, volumes: int, size: int, repeats: int, log=print) -> dict:
+def benchmark(work: Path, sample_dir: Path | None, repeats: int, log=print) -> dict:
     t_start = time.perf_counter()
-    manifest = write_cohort(work / "data", volumes, size)
-    images = read_manifest(manifest)
-    sweep = sweep_limit(build_model(**MODE.model_args), MODE.__class__(**{**MODE.__dict__, "size": size}))
+    manifest = sample_cohort(work, sample_dir)
+    images = test_images(manifest)
+    checkpoint = manifest.parent / "model_confounded.pth"
+    sweep = sweep_limit(build_model(**MODE.model_args, checkpoint=str(checkpoint)), dataclasses.replace(MODE, size=SHAPE))
     fb, fwd = sweep["fb_samples_per_s"][sweep["best_batch_fb"]], sweep["fwd_samples_per_s"][sweep["best_batch_fwd"]]
-    limit = volumes * limit_seconds(MODE.methods, size, fb, fwd)
+    limit = len(images) * limit_seconds(MODE.methods, SHAPE, fb, fwd)
     log(f"limit: {limit:.1f} s ({fb:.1f} f+b samples/s at batch {sweep['best_batch_fb']})")
     rounds = []
     for k in range(repeats):  # A B A B
-        script = run_script(images, work / "script_out", sweep["best_batch_fb"])
+        script = run_script(images, checkpoint, work / "script_out", sweep["best_batch_fb"])
         log(f"round {k + 1}: script {script['process_s']:.1f} s (loop {script['loop_s']:.1f})")
         xa = run_xaudit(manifest, work, f"xaudit_{k}")
         log(f"round {k + 1}: xaudit {xa['process_s']:.1f} s (pass {xa['pass_s']:.1f}, batch {xa['max_batch']})")
         rounds.append({"script": script, "xaudit": xa})
-    return {"workload": {"volumes": volumes, "size": size, "model": MODE.model_args, "methods": MODE.methods},
-            "machine": {"cpu_count": os.cpu_count(), "load_end": os.getloadavg()},
+    return {"workload": {"volumes": len(images), "shape": SHAPE, "model": MODE.model_args, "methods": MODE.methods},
+            "machine": {"cpu_count": os.cpu_count(), "load_end": os.getloadavg(), "threads": THREADS.get("OMP_NUM_THREADS")},
             "limit": {"seconds": limit, "sweep": sweep}, "rounds": rounds, "targets": check(rounds),
             "wall_s": time.perf_counter() - t_start}
 
@@ -134,7 +158,7 @@ def check(rounds: list[dict]) -> dict:
 def table(result: dict) -> str:
     rounds, limit = result["rounds"], result["limit"]["seconds"]
     w = result["workload"]
-    lines = [f"whole audit vs the Captum script: {w['volumes']} volumes of {w['size']}^3, {w['model']['arch']}, "
+    lines = [f"whole audit vs the Captum script: {w['volumes']} volumes of {'x'.join(map(str, w['shape']))}, {w['model']['arch']}, "
              + " + ".join(f"{m}{'(' + str(next(iter(p.values()))) + ')' if p else ''}" for m, p in w["methods"].items()),
              f"{'system':28}" + "".join(f"{'round ' + str(k + 1):>10}" for k in range(len(rounds)))
              + f"{'best':>9}{'speed vs script':>17}"]
@@ -161,16 +185,19 @@ def table(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--volumes", type=int, default=MODE.volumes)
-    parser.add_argument("--size", type=int, default=MODE.size)
+    parser.add_argument("--sample-data", type=Path, default=ROOT / "sample_data",
+                        help="an `xaudit sample-data` folder to use (default: the checkout's; written if missing)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "audit_speed.json")
     parser.add_argument("--workdir", type=Path, help="keep data and runs here (default: a temporary directory)")
+    parser.add_argument("--threads", type=int, help="torch threads of both systems (OMP_NUM_THREADS); default: torch's")
     args = parser.parse_args(argv)
+    if args.threads:
+        THREADS["OMP_NUM_THREADS"] = str(args.threads)
     with tempfile.TemporaryDirectory(prefix="xaudit-bench-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        result = benchmark(work, args.volumes, args.size, args.repeats)
+        result = benchmark(work, args.sample_data, args.repeats)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(table(result))

@@ -93,7 +93,8 @@ MODES = {
 }
 
 
-def build_model(arch: str = "resnet18", widen_factor: float = 1.0, seed: int = 0, num_classes: int = 2) -> torch.nn.Module:
+def build_model(arch: str = "resnet18", widen_factor: float = 1.0, seed: int = 0, num_classes: int = 2,
+                checkpoint: str | None = None) -> torch.nn.Module:
     """The seeded MONAI 3D ResNet every system runs (also the xaudit ``model.factory``).
 
     Args:
@@ -102,6 +103,7 @@ def build_model(arch: str = "resnet18", widen_factor: float = 1.0, seed: int = 0
         widen_factor: channel multiplier of MONAI's ResNet (0.25 = a quarter of the channels).
         seed: seeds the random weights without touching the caller's RNG state.
         num_classes: logits returned.
+        checkpoint: a state_dict to load instead of the seeded weights (the demo's shipped models).
     """
     from monai.networks.nets import ResNet, resnet10, resnet18
 
@@ -121,6 +123,8 @@ def build_model(arch: str = "resnet18", widen_factor: float = 1.0, seed: int = 0
             net = ResNet(block="basic", layers=[1, 1, 1, 1], block_inplanes=[4, 8, 16, 32], conv1_t_size=3, **common)
         else:
             raise ValueError(f"arch must be resnet18, resnet10, tiny or densenet. Got {arch!r} instead.")
+    if checkpoint:
+        net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
     return net.eval()
 
 
@@ -177,7 +181,8 @@ GRADIENT_ON_INPUT = ("saliency", "input_x_gradient", "gradcam", "gradcam_plus_pl
 
 def pass_rate(model, size: int, batch: int, backward: bool, reps: int) -> float:
     """Samples/s of forward(+backward to the input) at one batch size, over ``reps`` passes."""
-    x = torch.randn(batch, 1, size, size, size, generator=torch.Generator().manual_seed(1))
+    shape = (size,) * 3 if isinstance(size, int) else tuple(size)  # a cube, or the demo's 40x48x40
+    x = torch.randn(batch, 1, *shape, generator=torch.Generator().manual_seed(1))
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()

@@ -57,7 +57,7 @@ def captum_map(name: str, params: dict, model, layer, x: torch.Tensor, target: i
     raise ValueError(f"the peer script has no method {name!r}")
 
 
-def run_peer(images: list[Path], model, layer, methods: dict, out_dir: Path, batch: int) -> dict:
+def run_peer(images: list[Path], model, layer, methods: dict, out_dir: Path, batch: int, zscore: bool = False) -> dict:
     """Every method for every volume, one volume at a time.
 
     Returns:
@@ -70,6 +70,8 @@ def run_peer(images: list[Path], model, layer, methods: dict, out_dir: Path, bat
         t0 = time.perf_counter()
         image = nib.load(str(path))
         x = torch.from_numpy(np.asarray(image.dataobj, dtype=np.float32))[None, None]
+        if zscore:  # what the demo's model was trained with (MONAI NormalizeIntensity)
+            x = (x - x.mean()) / x.std()
         with torch.no_grad():
             target = int(model(x).argmax(1))
         seconds["shared"] += time.perf_counter() - t0
@@ -132,10 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=sorted(MODES), default="full")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--json", action="store_true", help="print the seconds as one JSON line")
+    parser.add_argument("--checkpoint", help="load this state_dict into the mode's network")
+    parser.add_argument("--zscore", action="store_true", help="z-score each volume (the demo models' input)")
     args = parser.parse_args(argv)
     mode = MODES[args.mode]
-    model = build_model(**mode.model_args)
-    seconds = run_peer(args.images, model, model.get_submodule(mode.layer), mode.methods, args.out, args.batch)
+    model = build_model(**mode.model_args, checkpoint=args.checkpoint)
+    seconds = run_peer(args.images, model, model.get_submodule(mode.layer), mode.methods, args.out, args.batch, args.zscore)
     print(json.dumps(seconds) if args.json else {k: round(v, 3) for k, v in seconds.items()})
 
 

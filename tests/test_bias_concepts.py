@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from xaudit.analysis.bias import BiasParams, concept_activation_vector, tcav, tcav_score
+from xaudit.analysis.bias.concepts import concept_activation_vectors
 
 CLASSES = ["healthy", "lesion"]
 PARAMS = BiasParams(tcav_random_sets=6)
@@ -117,3 +119,18 @@ def test_too_few_null_sets_for_the_bonferroni_factor_is_noted():
     result = tcav(activations, gradients, labels, labels, groups, CLASSES, params)
     assert result.findings == []
     assert any("raise bias.tcav_null_sets to at least 160" in n for n in result.notes), result.notes
+
+
+def test_batched_cavs_equal_one_sklearn_fit_each():
+    rng = np.random.default_rng(3)
+    activations = rng.normal(size=(60, 12)) * rng.uniform(0.1, 5.0, 12) + rng.normal(size=12)
+    activations[:, 5] = 2.0  # a constant channel
+    pairs = []
+    for _ in range(7):
+        order = rng.permutation(60)
+        pairs.append((order[:15], order[15:32]))
+    batched = concept_activation_vectors(activations, pairs)
+    for (positive, negative), cav in zip(pairs, batched):
+        one = concept_activation_vector(activations, positive, negative)
+        assert float(cav @ one) > 0.9999
+        assert np.linalg.norm(cav) == pytest.approx(1.0)

@@ -46,7 +46,8 @@ def test_pure_noise_is_not_decodable():
     for name in CLASSES:
         assert result.get("site", f"class={name}").p_value > FAST.probe_p_value
     assert [f for f in result.findings if f.points_to == "signature"] == []
-    assert result.get("label").balanced_accuracy > 0.8  # the planted label signal is there
+    label = result.get("label")  # the planted label signal is there: well above chance, at the smallest p
+    assert label.balanced_accuracy > 0.75 and label.p_value <= FAST.probe_p_value
 
 
 def test_probe_result_is_json_able(planted):
@@ -126,3 +127,16 @@ def test_row_space_reduction_keeps_predictions():
     full = LogisticRegression(tol=1e-10, max_iter=10000).fit(x[:15], y[:15]).decision_function(x[15:])
     small = LogisticRegression(tol=1e-10, max_iter=10000).fit(reduced[:15], y[:15]).decision_function(reduced[15:])
     np.testing.assert_allclose(full, small, rtol=1e-5, atol=1e-6)
+
+
+def test_folds_are_stratified_balanced_and_seeded():
+    from xaudit.analysis.bias.probes import _fold_index
+
+    y = np.array([0] * 13 + [1] * 7 + [2] * 5)
+    index = _fold_index(y, 5, seed=3)
+    for c, n in ((0, 13), (1, 7), (2, 5)):
+        per_fold = np.bincount(index[y == c], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 1 and per_fold.sum() == n  # each class spread evenly
+    assert np.bincount(index, minlength=5).tolist() == [5, 5, 5, 5, 5]
+    assert np.array_equal(index, _fold_index(y, 5, seed=3))
+    assert not np.array_equal(index, _fold_index(y, 5, seed=4))

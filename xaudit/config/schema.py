@@ -157,8 +157,8 @@ class QualityConfig(Section):
     steps: int = Field(10, ge=2, description="points on the deletion/insertion curves")
     randomisation: bool = Field(True, description="run the cascading parameter-randomisation test")
     randomisation_steps: int = Field(4, ge=1, description="layer groups randomised, top first")
-    budget: float = Field(0.25, gt=0, description="time budget as a fraction of the subject pass's time (at"
-                          " least 30 s); methods that would start after it are skipped with a note")
+    budget: float = Field(0.1, gt=0, description="time budget as a fraction of the subject pass's time (at"
+                          " least 5 s); methods that would start after it are skipped with a note")
 
 
 class ReportConfig(Section):

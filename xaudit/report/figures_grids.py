@@ -66,7 +66,7 @@ def mip_grid_png(grid: list[list[MapRow | None]], row_labels: list[str], column_
                                           PANEL_PX_2D if two_d else panel_px, roi))
                 blank = drawn[-1]
         panels.append(drawn)
-    panels = [[p if p is not None else np.ones_like(blank) for p in row] for row in panels]
+    panels = [[p if p is not None else np.full_like(blank, 255) for p in row] for row in panels]
     canvas, col_x, _, row_y, _ = compose_panels(panels, GAP_PX)
     fig, ax = draw_canvas(canvas, (MIP_LABEL_PX, 36, RIGHT_PX, 6), scale.vmax, colorbar_label)
     for c, label in enumerate(column_labels):
@@ -101,9 +101,9 @@ def planes_png(row: MapRow, panel_px: int = 170, percentile: float = PERCENTILE)
         views = panel_views(anat, amap, roi, zooms, [], peak_voxel(amap), "planes")
     panels = [[render_panel(a, m, aspect, panel_scale(scale, t, m), panel_px, r) for t, a, m, r, aspect in views]]
     canvas = compose_panels(panels, GAP_PX)[0]
-    image = Image.fromarray((np.clip(canvas, 0, 1) * 255).astype(np.uint8))
+    image = Image.fromarray(canvas)
     buffer = io.BytesIO()
-    image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(buffer, format="PNG")
+    image.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue(), scale.vmax
 
 

@@ -49,7 +49,7 @@ def to_png(fig: Figure) -> bytes:
     rgb = Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3])
     palette = rgb.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
     buffer = io.BytesIO()
-    palette.save(buffer, format="PNG", optimize=True)
+    palette.save(buffer, format="PNG", compress_level=3)  # optimize=True cost 3x the time for 5% smaller files
     return buffer.getvalue()
 
 

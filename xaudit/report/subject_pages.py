@@ -24,7 +24,7 @@ from xaudit.report.figures_grids import planes_png
 from xaudit.report.figures_maps import PERCENTILE, MapRow
 from xaudit.report.format import fmt_num, fmt_pct
 from xaudit.report.sections_common import maps_usable
-from xaudit.report.volumes import load_native
+from xaudit.report.volumes import SubjectScan
 
 MAX_PAGES = 1000
 PICTURE_BUDGET = 400
@@ -65,9 +65,9 @@ def _numbers(cohort, i: int) -> Table:
     return Table(["Item", "Value"], rows, numeric=[False, False])
 
 
-def _picture(cohort, run_dir, i: int, method: str, dims: int, layout: str) -> Figure | Note:
+def _picture(cohort, run_dir, i: int, method: str, dims: int, layout: str, scan: SubjectScan) -> Figure | Note:
     subject = cohort.subjects[i]
-    native = load_native(run_dir, subject, method, dims, layout)
+    native = scan.with_map(run_dir, method, layout)
     if native is not None:
         outline = np.any(np.stack(list(native.rois.values())), axis=0).astype(np.float32) if native.rois else None
         row, where = MapRow(subject.subject_id, native.anatomy, native.attribution, native.affine, outline), \
@@ -94,17 +94,19 @@ def build_subject_pages(cohort, config, run_dir, methods: list[str]) -> list[Sub
         return []
     dims = cohort.images_small.ndim - 1 if cohort.images_small.dtype != object else len(cohort.input_shapes[0])
     per_subject = max(1, min(len(methods), PICTURE_BUDGET // len(picks)))
-    pages = []
-    for i in picks:
-        subject = cohort.subjects[int(i)]
+
+    def page(i: int) -> SubjectPage:
+        subject = cohort.subjects[i]
         maps = Section("Maps over the subject's scan", "maps")
         maps.add(Link("← Back to the report's group view", "../report.html#subjects"))
-        maps.add(*[_picture(cohort, run_dir, int(i), m, dims, config.output_layout) for m in methods[:per_subject]])
+        scan = SubjectScan(subject, dims)
+        maps.add(*[_picture(cohort, run_dir, i, m, dims, config.output_layout, scan) for m in methods[:per_subject]])
         if per_subject < len(methods):
             maps.add(Note(f"Maps of {', '.join(methods[per_subject:])} are left out of the subject pages of a cohort "
                           f"this big; their volumes are in attributions/."))
-        numbers = Section("Numbers", "numbers").add(_numbers(cohort, int(i)))
+        numbers = Section("Numbers", "numbers").add(_numbers(cohort, i))
         doc = Document(title=f"Subject {subject.subject_id}", subtitle=[config.report.title],
                        sections=[maps, numbers], meta={"contents": False})
-        pages.append(SubjectPage(f"{subject.safe_id}.html", doc))
-    return pages
+        return SubjectPage(f"{subject.safe_id}.html", doc)
+
+    return [page(int(i)) for i in picks]  # a thread pool gained nothing here (measured): numpy holds the GIL

@@ -52,6 +52,29 @@ def _read(path: Path, dims: int) -> tuple[np.ndarray, np.ndarray] | None:
     return data, affine
 
 
+class SubjectScan:
+    """A subject's first image and ROI masks, read once for all its methods' maps."""
+
+    def __init__(self, subject, dims: int):
+        self.subject, self.dims = subject, dims
+        self.image = _read(subject.images[0], dims) if subject.images else None
+        self.rois: dict[str, np.ndarray] = {}
+        for name, roi_path in (subject.rois or {}).items() if self.image is not None else ():
+            roi = _read(roi_path, dims)
+            if roi is not None and roi[0].shape == self.image[0].shape:
+                self.rois[name] = roi[0] > 0
+
+    def with_map(self, run_dir, method: str, layout: str = "xaudit") -> NativeVolumes | None:
+        """The subject's attribution volume of ``method`` over this scan, or None."""
+        path = attribution_file(run_dir, layout, self.subject, method)
+        if self.image is None or not Path(path).is_file():
+            return None
+        amap = _read(path, self.dims)
+        if amap is None or amap[0].shape != self.image[0].shape:
+            return None
+        return NativeVolumes(self.image[0], amap[0], self.image[1], self.rois)
+
+
 def load_native(run_dir, subject, method: str, dims: int, layout: str = "xaudit") -> NativeVolumes | None:
     """The subject's attribution volume of ``method`` over its own first image, or None.
 
@@ -65,12 +88,4 @@ def load_native(run_dir, subject, method: str, dims: int, layout: str = "xaudit"
     path = attribution_file(run_dir, layout, subject, method)
     if not Path(path).is_file() or not subject.images:
         return None
-    amap, image = _read(path, dims), _read(subject.images[0], dims)
-    if amap is None or image is None or amap[0].shape != image[0].shape:
-        return None
-    rois = {}
-    for name, roi_path in (subject.rois or {}).items():
-        roi = _read(roi_path, dims)
-        if roi is not None and roi[0].shape == image[0].shape:
-            rois[name] = roi[0] > 0
-    return NativeVolumes(image[0], amap[0], image[1], rois)
+    return SubjectScan(subject, dims).with_map(run_dir, method, layout)

@@ -67,7 +67,7 @@ def quality_stage(setup, cohort, qcfg, max_batch: int, budget_s: float | None = 
     targets = choose_targets(setup.config.attribution.target, setup.config.model.classes, logits, labels)
     ctx = make_context(setup.layer, setup.config.model.layer, max_batch, setup.config.attribution.seed, None,
                        [s.subject_id for s in chosen[: len(images)]])
-    methods = {}
+    methods, shared = {}, {}
     for run in setup.methods:
         elapsed = time.perf_counter() - start
         if budget_s is not None and elapsed > budget_s and methods:  # the first method always runs
@@ -76,17 +76,21 @@ def quality_stage(setup, cohort, qcfg, max_batch: int, budget_s: float | None = 
             log.info("quality check of %s skipped: over the stage's time budget (%.0f s)", run.name, budget_s)
             continue
         try:
-            methods[run.name] = _score_method(model, x, targets, run, ctx, qcfg, max_batch)
+            methods[run.name] = _score_method(model, x, targets, run, ctx, qcfg, max_batch, shared)
         except XauditError as exc:
             log.warning("quality check of %s skipped: %s", run.name, exc)
             methods[run.name] = {"skipped": str(exc)}
     return QualityResult([s.subject_id for s in chosen[: len(images)]], methods)
 
 
-def _score_method(model, x, targets, run, ctx, qcfg, max_batch: int) -> dict:
+def _score_method(model, x, targets, run, ctx, qcfg, max_batch: int, shared: dict) -> dict:
+    """One method's scores; ``shared`` carries the random-order curves from one method to the next
+    (they do not depend on the map), so they are evaluated once per run."""
     maps = run.method.attribute(model, x, targets, ctx).maps
     curves = deletion_insertion(model, x, targets, maps, block=qcfg.block, steps=qcfg.steps, max_batch=max_batch,
-                                seed=ctx.seed, subject_seeds=ctx.sample_seeds.tolist() if ctx.sample_seeds is not None else None)
+                                seed=ctx.seed, subject_seeds=ctx.sample_seeds.tolist() if ctx.sample_seeds is not None else None,
+                                random_reference=shared.get("curves"))
+    shared.setdefault("curves", curves)
     result = {
         "deletion_auc": curves["deletion"]["mean_auc"], "insertion_auc": curves["insertion"]["mean_auc"],
         "random_deletion_auc": curves["random_deletion"]["mean_auc"],
@@ -96,7 +100,8 @@ def _score_method(model, x, targets, run, ctx, qcfg, max_batch: int) -> dict:
         "insertion_curve": _mean_curve(curves["insertion"]), "random_deletion_curve": _mean_curve(curves["random_deletion"]),
     }
     if qcfg.randomisation:
-        sanity = randomisation_sanity(model, x, targets, run.method, ctx, seed=ctx.seed, max_steps=qcfg.randomisation_steps)
+        sanity = randomisation_sanity(model, x, targets, run.method, ctx, seed=ctx.seed, max_steps=qcfg.randomisation_steps,
+                                      reference_maps=maps, check_determinism=False)
         result["randomisation"] = [
             {"step": st["step"], "spearman_abs": st.get("spearman_abs"), "ssim": st.get("ssim")} for st in sanity["steps"]
         ]

@@ -67,42 +67,56 @@ def write_rule_maps(setup, cohort, rules: list[dict], run_dir, top: int = 3) -> 
     written = []
     for rule in rules[:top]:
         covered = [ids[s] for s in rule.get("covered_subjects", []) if s in ids][:32]
-        for feature in sorted({c["feature"] for c in rule.get("conditions", [])}):
-            try:
-                volume = _mean_feature_map(setup, model, feature, covered)
-            except XauditError as exc:
-                log.warning("rule map for %s skipped: %s", feature, exc)
-                continue
-            if volume is None:
-                continue
+        features = sorted({c["feature"] for c in rule.get("conditions", [])})
+        try:
+            volumes = _mean_feature_maps(setup, model, features, covered)
+        except XauditError as exc:
+            log.warning("rule maps of %s skipped: %s", rule.get("id"), exc)
+            continue
+        for feature, volume in volumes.items():
             rel = f"maps/rules/{rule['id']}__{re.sub(r'[^A-Za-z0-9._-]+', '_', feature)}.nii.gz"
             write_volume(volume, affine, run_dir / rel)
             written.append(rel)
     return written
 
 
-def _mean_feature_map(setup, model, feature: str, subjects) -> np.ndarray | None:
-    match = FEATURE.match(feature)
-    if match is None or not subjects:
-        return None
-    channel = int(match["channel"])
+RULE_MAP_BATCH = 8  # covered subjects per forward pass
+
+
+def _mean_feature_maps(setup, model, features: list[str], subjects) -> dict[str, np.ndarray]:
+    """Per feature of one rule, its channel's activation map averaged over ``subjects``.
+
+    Each subject is loaded once and every feature's map comes from the same forward pass,
+    in batches of `RULE_MAP_BATCH` (one subject and one pass per feature cost 3 s of a run).
+    """
+    parsed = [(f, FEATURE.match(f)) for f in features]
+    parsed = [(f, m) for f, m in parsed if m is not None]
+    if not parsed or not subjects:
+        return {}
     first = load_subject(subjects[0], setup.transforms, setup.spatial_dims).tensor[None].to(setup.device)
-    width = _feature_width(model, match["layer"], bool(match["input"]), first)
-    module = spatial_module(model, match["layer"], bool(match["input"]), width, first)
-    if module is None:
-        return None
-    captured: list[torch.Tensor] = []
-    total = None
-    with forward_hooks([("feature", module)], lambda _n, _m, _a, o: captured.append(o[:, channel].detach().float())):
-        for subject in subjects:
-            x = load_subject(subject, setup.transforms, setup.spatial_dims).tensor[None].to(setup.device)
-            captured.clear()
-            with torch.no_grad():
-                model(x)
-            mode = "trilinear" if setup.spatial_dims == 3 else "bilinear"
-            up = F.interpolate(captured[-1][:, None], size=tuple(x.shape[2:]), mode=mode, align_corners=False)[0, 0]
-            total = up if total is None else total + up
-    return (total / len(subjects)).cpu().numpy()
+    where: dict[str, tuple[nn.Module, int]] = {}
+    for feature, match in parsed:
+        width = _feature_width(model, match["layer"], bool(match["input"]), first)
+        module = spatial_module(model, match["layer"], bool(match["input"]), width, first)
+        if module is not None:
+            where[feature] = (module, int(match["channel"]))
+    modules = {id(m): m for m, _ in where.values()}
+    captured: dict[int, torch.Tensor] = {}
+    totals: dict[str, torch.Tensor] = {}
+    hooks = [(str(key), module) for key, module in modules.items()]
+    mode = "trilinear" if setup.spatial_dims == 3 else "bilinear"
+    with forward_hooks(hooks, lambda name, _m, _a, o: captured.__setitem__(int(name), o.detach().float())):
+        for start in range(0, len(subjects), RULE_MAP_BATCH):
+            images = [load_subject(s, setup.transforms, setup.spatial_dims).tensor for s in subjects[start:start + RULE_MAP_BATCH]]
+            for shape in {tuple(i.shape) for i in images}:  # one batch per input shape
+                x = torch.stack([i for i in images if tuple(i.shape) == shape]).to(setup.device)
+                with torch.no_grad():
+                    model(x)
+                for feature, (module, channel) in where.items():
+                    maps = captured[id(module)][:, channel:channel + 1]
+                    up = F.interpolate(maps, size=shape[1:], mode=mode, align_corners=False)[:, 0].sum(0)
+                    totals[feature] = up if feature not in totals else totals[feature] + up
+    return {feature: (total / len(subjects)).cpu().numpy() for feature, total in totals.items()}
 
 
 def _feature_width(model, layer: str, is_input: bool, sample) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import closing
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xaudit.attribution.base import SharedPass
+from xaudit.core.prefetch import prefetched
 from xaudit.core.progress import ProgressFactory, log_progress
 from xaudit.attribution.dataset_mean import dataset_mean_input, needs_dataset_mean
 from xaudit.attribution.engine import MethodRun, choose_targets, estimate_max_batch, make_context, tune_max_batch
@@ -180,8 +182,9 @@ def run_subject_pass(
         persistent_workers=False,
     )
     pending: list[tuple[Subject, Future]] = []
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xaudit-writer") as writer:
-        for items in loader:
+    batches = loader if settings.num_workers else prefetched(loader)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xaudit-writer") as writer, closing(batches):
+        for items in batches:
             for item in items:
                 if "error" in item:
                     _fail(result, subjects[item["index"]], item["stage"], item["error"], settings)

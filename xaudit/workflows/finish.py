@@ -34,6 +34,8 @@ from xaudit.workflows.interrogate import interrogation_stage, merge_into_audit
 
 log = logging.getLogger("xaudit")
 
+QUALITY_MIN_BUDGET_S = 5.0  # the quality stage's budget on a short pass (its first method always runs)
+
 
 def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = None, started: float | None = None,
                device: str = "", setup=None, progress: ProgressFactory = log_progress) -> dict:
@@ -85,7 +87,7 @@ def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -
     interventions = timed("interventions", interventions_stage, setup, cohort, config.interventions)
     bias = fold_into_bias(bias, interventions, config.bias)
     if setup is not None:
-        budget = max(30.0, config.quality.budget * timings["subject_pass"]) if "subject_pass" in timings else None
+        budget = max(QUALITY_MIN_BUDGET_S, config.quality.budget * timings["subject_pass"]) if "subject_pass" in timings else None
         quality = timed("quality", quality_stage, setup, cohort, config.quality, pass_batch(run_dir, config), budget)
         attribution = dataclasses.replace(attribution, quality=quality.to_dict())
     interrogation = None

@@ -39,6 +39,7 @@ from threadpoolctl import threadpool_limits
 
 from xaudit.analysis.bias.findings import Finding
 from xaudit.analysis.bias.inputs import group_strings, values_with_count
+from xaudit.analysis.bias.logistic import MAX_FEATURES, fit_logistic
 from xaudit.core.jsonable import to_jsonable
 from xaudit.config.bias import BiasParams
 
@@ -97,6 +98,34 @@ def concept_activation_vector(activations: np.ndarray, positive: np.ndarray, neg
     return w / norm if norm > 0 else w
 
 
+def concept_activation_vectors(activations: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    """`concept_activation_vector` of many (positive, negative) subject sets, fitted together.
+
+    The same fits (each on activations standardised over its own subjects), solved at once
+    by `fit_logistic` with each problem's scales as penalty weights: measured 20 ms per
+    sklearn fit, about 220 fits per run, against one batched Newton solve. Beyond
+    `MAX_FEATURES` activations, one sklearn fit each.
+    """
+    if not pairs:
+        return []
+    if activations.shape[1] > MAX_FEATURES:
+        return [concept_activation_vector(activations, p, n) for p, n in pairs]
+    centre, spread = activations.mean(axis=0), activations.std(axis=0)
+    spread[spread == 0] = 1.0
+    x = (activations - centre) / spread  # for conditioning; the fits are scale-equivariant
+    y, weights = np.zeros((len(pairs), len(x))), np.zeros((len(pairs), len(x)))
+    penalty = np.ones((len(pairs), x.shape[1]))
+    for b, (positive, negative) in enumerate(pairs):
+        rows = np.concatenate([positive, negative])
+        y[b, positive], weights[b, rows] = 1.0, 1.0
+        scale = activations[rows].std(axis=0)
+        scale[scale == 0] = 1.0
+        penalty[b] = (scale / spread) ** 2
+    raw = fit_logistic(x, y, weights, c=1.0, penalty=penalty)[:, :-1] / spread
+    norms = np.linalg.norm(raw, axis=1, keepdims=True)
+    return list(np.where(norms > 0, raw / np.where(norms > 0, norms, 1.0), raw))
+
+
 def tcav_score(gradients: np.ndarray, cav: np.ndarray) -> float:
     """Share of rows whose directional derivative ``gradient . cav`` is positive."""
     return float(np.mean(gradients @ cav > 0))
@@ -146,12 +175,14 @@ def _tcav(activations, gradients, targets, labels, groups, class_names, params) 
                 result.notes.append(f"TCAV {column}={value}: fewer than {params.min_group_size} other subjects.")
                 continue
             rng = np.random.default_rng([params.seed, i, j])
-            cavs, matched = _concept_cavs(activations, positive, others, labels, params.tcav_random_sets, rng)
+            pairs, matched = _concept_sets(positive, others, labels, params.tcav_random_sets, rng)
             classes, counts = np.unique(labels[positive], return_counts=True)
             key = (classes.tobytes(), counts.tobytes(), known.tobytes())
-            if key not in null_cache:  # subject sets of one size and class mix share a null
-                null_cache[key] = _null_cavs(activations, positive, np.flatnonzero(known), labels,
-                                             params.tcav_null_sets, np.random.default_rng([params.seed, i, j, 1]))
+            null_pairs = [] if key in null_cache else _null_sets(  # sets of one size and class mix share a null
+                positive, np.flatnonzero(known), labels, params.tcav_null_sets, np.random.default_rng([params.seed, i, j, 1]))
+            fitted = concept_activation_vectors(activations, pairs + null_pairs)
+            cavs = fitted[:len(pairs)]
+            null_cache.setdefault(key, fitted[len(pairs):])
             result.scores += _score_classes(column, value, len(positive), matched, cavs, null_cache[key],
                                             gradients, targets, class_names, params, result.notes)
     _adjust(result.scores)
@@ -177,28 +208,29 @@ def _counterexamples(positive, others, labels, rng) -> tuple[np.ndarray, bool]:
     return chosen_idx, bool(matched)
 
 
-def _concept_cavs(activations, positive, others, labels, sets, rng) -> tuple[list[np.ndarray], bool]:
-    cavs, matched = [], True
+def _concept_sets(positive, others, labels, sets, rng) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
+    """``sets`` (positive, counterexamples) pairs of one concept; whether every draw was class-matched."""
+    pairs, matched = [], True
     for _ in range(sets):
         negative, ok = _counterexamples(positive, others, labels, rng)
         matched &= ok
-        cavs.append(concept_activation_vector(activations, positive, negative))
-    return cavs, matched
+        pairs.append((positive, negative))
+    return pairs, matched
 
 
-def _null_cavs(activations, positive, pool, labels, sets, rng) -> list[np.ndarray]:
-    """One CAV for each of ``sets`` random subject sets with the concept's size and class mix
-    (drawn from ``pool``), against counterexamples drawn from the rest of the pool like the
-    concept's own: the null of the test."""
-    cavs = []
+def _null_sets(positive, pool, labels, sets, rng) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``sets`` random subject sets with the concept's size and class mix (drawn from ``pool``),
+    each against counterexamples drawn from the rest of the pool like the concept's own: the
+    null of the test."""
+    pairs = []
     for _ in range(sets):
         drawn, _ = _counterexamples(positive, pool, labels, rng)  # the concept's size and class mix
         rest = np.setdiff1d(pool, drawn)
         if len(rest) < 2:
             continue
         negative, _ = _counterexamples(drawn, rest, labels, rng)
-        cavs.append(concept_activation_vector(activations, drawn, negative))
-    return cavs
+        pairs.append((drawn, negative))
+    return pairs
 
 
 def _score_classes(column, value, n_concept, matched, cavs, randoms, gradients, targets,

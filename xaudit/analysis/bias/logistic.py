@@ -43,7 +43,8 @@ def balanced_weights(y: np.ndarray, train: np.ndarray) -> np.ndarray:
 
 
 def fit_logistic(
-    x: np.ndarray, y: np.ndarray, weights: np.ndarray, c: float = 1.0, max_iter: int = 100, tol: float = 1e-8
+    x: np.ndarray, y: np.ndarray, weights: np.ndarray, c: float = 1.0, max_iter: int = 100, tol: float = 1e-8,
+    penalty: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fit B weighted L2 logistic regressions sharing the features ``x``.
 
@@ -54,14 +55,18 @@ def fit_logistic(
         c: inverse regularisation strength (sklearn's ``C``).
         max_iter: Newton steps at most.
         tol: stop when every step's largest coordinate is below this.
+        penalty: ``(B, d)`` per-problem weights of the squared coefficients (default 1).
+            Fitting on features standardised per problem is this with the squared
+            per-problem scales as weights: the same solution in raw coordinates.
 
     Returns:
         ``(B, d + 1)`` coefficients; the last column is the intercept.
     """
     design = np.c_[x, np.ones(len(x))]
     chunk = max(1, MAX_ELEMENTS // max(design.size, 1))
+    weights_of_w = np.ones((len(y), x.shape[1])) if penalty is None else np.asarray(penalty, dtype=float)
     return np.concatenate([
-        _newton(design, y[s:s + chunk], c * weights[s:s + chunk], max_iter, tol)
+        _newton(design, y[s:s + chunk], c * weights[s:s + chunk], max_iter, tol, weights_of_w[s:s + chunk])
         for s in range(0, len(y), chunk)
     ])
 
@@ -76,10 +81,10 @@ def _loss(design, y, s, w, penalty) -> np.ndarray:
     return (s * (np.logaddexp(0.0, z) - y * z)).sum(axis=1) + 0.5 * (penalty * w ** 2).sum(axis=1)
 
 
-def _newton(design: np.ndarray, y: np.ndarray, s: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
+def _newton(design: np.ndarray, y: np.ndarray, s: np.ndarray, max_iter: int, tol: float,
+            feature_penalty: np.ndarray) -> np.ndarray:
     b, d = len(y), design.shape[1]
-    penalty = np.ones(d)
-    penalty[-1] = 0.0  # the intercept is not penalised, as in sklearn
+    penalty = np.c_[feature_penalty, np.zeros(b)]  # the intercept is not penalised, as in sklearn
     w = np.zeros((b, d))
     loss = _loss(design, y, s, w, penalty)
     for _ in range(max_iter):

@@ -140,6 +140,7 @@ def deletion_insertion(
     blur_sigma: float | None = None,
     baseline_mean: torch.Tensor | None = None,
     subject_seeds: Sequence[int] | None = None,
+    random_reference: dict | None = None,
 ) -> dict:
     """Deletion (MoRF) and insertion curves of attribution maps, with a random-order reference.
 
@@ -159,6 +160,10 @@ def deletion_insertion(
         baseline_mean: dataset mean input ``(C, *spatial)`` for ``mean``.
         subject_seeds: one integer per subject (e.g. from its id) so that a subject's
             random order does not depend on its position in the batch.
+        random_reference: the result of an earlier call on the same inputs, targets,
+            baseline, block, steps, seeds and ``random_repeats`` (another method's maps):
+            its random-order curves are reused instead of evaluated again. They are the
+            same: a subject's random order depends on its seed only, never on the map.
 
     Returns:
         JSON-able dict: ``x`` (fraction of blocks changed), and for ``deletion``,
@@ -173,6 +178,9 @@ def deletion_insertion(
     labels, n_blocks = block_labels(tuple(inputs.shape[2:]), blocks)
     generators = _generators(seed, subject_seeds, inputs.shape[0])
     rank_maps, insert = _rank_maps(maps, labels, n_blocks, generators, int(random_repeats), inputs.device)
+    reuse = _reusable(random_reference, inputs.shape[0], n_blocks, int(steps), blocks, baseline)
+    if reuse:
+        rank_maps, insert = rank_maps[:2], insert[:2]  # the map's own order only
     counts = [round(t * n_blocks / int(steps)) for t in range(int(steps) + 1)]
     base = _baseline(baseline, inputs, float(blur_sigma or max(blocks)), baseline_mean)
     probs = _curves(model, inputs, base, targets, rank_maps, counts, insert, max_batch).numpy()
@@ -185,12 +193,24 @@ def deletion_insertion(
         "baseline": baseline,
         "deletion": _summary(probs[0], xs),
         "insertion": _summary(probs[1], xs),
-        "random_deletion": _summary(probs[2::2].mean(axis=0), xs),
-        "random_insertion": _summary(probs[3::2].mean(axis=0), xs),
+        "random_deletion": random_reference["random_deletion"] if reuse else _summary(probs[2::2].mean(axis=0), xs),
+        "random_insertion": random_reference["random_insertion"] if reuse else _summary(probs[3::2].mean(axis=0), xs),
     }
     result["deletion_gain"] = result["random_deletion"]["mean_auc"] - result["deletion"]["mean_auc"]
     result["insertion_gain"] = result["insertion"]["mean_auc"] - result["random_insertion"]["mean_auc"]
     return result
+
+
+def _reusable(reference: dict | None, n: int, n_blocks: int, steps: int, blocks, baseline: str) -> bool:
+    """Whether ``reference`` (an earlier result) was computed on the same game; a mismatch is a caller's error."""
+    if reference is None:
+        return False
+    same = (reference["n_blocks"] == n_blocks and reference["steps"] == steps and tuple(reference["block"]) == tuple(blocks)
+            and reference["baseline"] == baseline and len(reference["random_deletion"]["auc"]) == n)
+    if not same:
+        raise DataError("random_reference was computed on another game (subjects, blocks, steps or baseline differ);"
+                        " pass the result of a call on the same inputs")
+    return True
 
 
 def _rank_maps(maps, labels, n_blocks, generators, repeats, device) -> tuple[list[torch.Tensor], list[bool]]:

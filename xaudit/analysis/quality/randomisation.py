@@ -20,7 +20,7 @@ from torch import nn
 
 from xaudit.attribution.base import AttributionContext, AttributionMethod
 from xaudit.errors import ConfigError, choices_message
-from xaudit.analysis.quality.similarity import compare_maps, mean_defined
+from xaudit.analysis.quality.similarity import ReferenceMaps, mean_defined
 
 
 def parametrised_layers_top_down(model: nn.Module, example: torch.Tensor) -> list[str]:
@@ -91,6 +91,8 @@ def randomisation_sanity(
     layers_order: Sequence[str] | None = None,
     seed: int = 0,
     max_steps: int | None = None,
+    reference_maps: torch.Tensor | None = None,
+    check_determinism: bool = True,
 ) -> dict:
     """Cascading model-parameter randomisation test of one attribution method.
 
@@ -105,6 +107,10 @@ def randomisation_sanity(
         seed: seeds the re-initialisation.
         max_steps: merge the layers into at most this many consecutive groups (a
             DenseNet121 has ~240 parametrised modules; each step costs one attribution pass).
+        reference_maps: the method's maps of ``inputs`` on the trained model, if already
+            computed (saves one attribution pass).
+        check_determinism: compute step 0 (one more pass); when False, step 0 is the
+            reference itself and marked ``"reference_only": True``.
 
     Returns:
         JSON-able dict: ``method``, ``layers`` (the order used), and ``steps``: step 0
@@ -113,7 +119,8 @@ def randomisation_sanity(
         subjects of ``spearman_abs``, ``spearman`` and ``ssim`` and the per-subject values.
     """
     ctx = ctx or AttributionContext()
-    original = method.attribute(model, inputs, targets, ctx).maps
+    original = reference_maps if reference_maps is not None else method.attribute(model, inputs, targets, ctx).maps
+    reference = ReferenceMaps(original)
     work = copy.deepcopy(model)
     if layers_order is None:
         order = parametrised_layers_top_down(work, inputs[:1])
@@ -123,10 +130,13 @@ def randomisation_sanity(
             if name not in names:
                 raise ConfigError(choices_message("layer in `layers_order`", name, [n for n in names if n]))
         order = list(layers_order)
-    steps = [_step_record(0, [], compare_maps(original, method.attribute(work, inputs, targets, _context_for(work, model, ctx)).maps))]
+    if check_determinism:
+        steps = [_step_record(0, [], reference.compare(method.attribute(work, inputs, targets, _context_for(work, model, ctx)).maps))]
+    else:
+        steps = [{**_step_record(0, [], reference.itself()), "reference_only": True}]
     for index, group in enumerate(_groups(order, max_steps), start=1):
         for name in group:
             reinitialise(work.get_submodule(name), seed + index)
         maps = method.attribute(work, inputs, targets, _context_for(work, model, ctx)).maps
-        steps.append(_step_record(index, group, compare_maps(original, maps)))
+        steps.append(_step_record(index, group, reference.compare(maps)))
     return {"method": method.name, "seed": seed, "layers": order, "steps": steps}

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
+from scipy.stats import rankdata
 from skimage.metrics import structural_similarity
 
 
@@ -19,11 +19,24 @@ def _finite_or_none(value: float) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def _ranks(a: np.ndarray) -> np.ndarray | None:
+    """Average ranks of a flattened map, centred and scaled to unit norm; None for a constant map."""
+    flat = a.ravel()
+    if np.ptp(flat) == 0:
+        return None
+    ranks = rankdata(flat).astype(np.float64)  # ties get average ranks, as in scipy.stats.spearmanr
+    ranks -= ranks.mean()
+    norm = np.linalg.norm(ranks)
+    return ranks / norm if norm > 0 else None
+
+
+def _correlate(ra: np.ndarray | None, rb: np.ndarray | None) -> float | None:
+    return None if ra is None or rb is None else _finite_or_none(float(np.clip(ra @ rb, -1.0, 1.0)))
+
+
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     """Spearman rank correlation of two flattened maps (ties get average ranks)."""
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return None
-    return _finite_or_none(spearmanr(a.ravel(), b.ravel()).statistic)
+    return _correlate(_ranks(a), _ranks(b))
 
 
 def ssim_abs(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -42,16 +55,38 @@ def ssim_abs(a: np.ndarray, b: np.ndarray) -> float | None:
     return _finite_or_none(structural_similarity(a / a.max(), b / b.max(), data_range=1.0, win_size=win))
 
 
+class ReferenceMaps:
+    """A batch of reference maps ``(N, C, *spatial)``, ranked once, compared with many others.
+
+    The randomisation test compares the trained model's maps with those of every
+    randomisation step; ranking the reference once halves the ranking work.
+    """
+
+    def __init__(self, reference: torch.Tensor):
+        self.maps = reference.detach().float().cpu().numpy()
+        self._abs = [_ranks(np.abs(r)) for r in self.maps]
+        self._signed = [_ranks(r) for r in self.maps]
+
+    def itself(self) -> dict[str, list[float | None]]:
+        """The reference against itself: 1 wherever a similarity is defined, with no work."""
+        return {"spearman_abs": [None if r is None else 1.0 for r in self._abs],
+                "spearman": [None if r is None else 1.0 for r in self._signed],
+                "ssim": [None if np.abs(r).sum(0).max() == 0 else 1.0 for r in self.maps]}
+
+    def compare(self, other: torch.Tensor) -> dict[str, list[float | None]]:
+        """Per-subject ``spearman_abs``, ``spearman`` (signed) and ``ssim`` of ``other`` against the reference."""
+        oth = other.detach().float().cpu().numpy()
+        out: dict[str, list[float | None]] = {"spearman_abs": [], "spearman": [], "ssim": []}
+        for r, o, ra, rs in zip(self.maps, oth, self._abs, self._signed):
+            out["spearman_abs"].append(_correlate(ra, _ranks(np.abs(o))))
+            out["spearman"].append(_correlate(rs, _ranks(o)))
+            out["ssim"].append(ssim_abs(r, o))
+        return out
+
+
 def compare_maps(reference: torch.Tensor, other: torch.Tensor) -> dict[str, list[float | None]]:
     """Per-subject ``spearman_abs``, ``spearman`` (signed) and ``ssim`` of two batches of maps ``(N, C, *spatial)``."""
-    ref = reference.detach().float().cpu().numpy()
-    oth = other.detach().float().cpu().numpy()
-    out: dict[str, list[float | None]] = {"spearman_abs": [], "spearman": [], "ssim": []}
-    for r, o in zip(ref, oth):
-        out["spearman_abs"].append(spearman(np.abs(r), np.abs(o)))
-        out["spearman"].append(spearman(r, o))
-        out["ssim"].append(ssim_abs(r, o))
-    return out
+    return ReferenceMaps(reference).compare(other)
 
 
 def mean_defined(values: list[float | None]) -> float | None:

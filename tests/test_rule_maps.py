@@ -1,0 +1,54 @@
+"""The top rules' feature maps: each feature's channel map averaged over the rule's subjects.
+
+The batched computation (every subject loaded once per rule, every feature from the same
+forward pass) must equal the plain one: one subject and one forward pass at a time.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from conftest import make_cohort, make_config
+from xaudit.config import load_config
+from xaudit.core.outputs import RunDirectory
+from xaudit.data.cohort import feature_names_of, load_cohort
+from xaudit.data.loading import load_subject
+from xaudit.stages import rules as rules_stage
+from xaudit.stages.validate import validate_setup
+from xaudit.workflows.audit import RunOptions, run_audit
+
+
+def test_batched_rule_maps_equal_one_subject_at_a_time(tmp_path, monkeypatch):
+    manifest = make_cohort(tmp_path / "cohort", n=11)
+    config = load_config(make_config(tmp_path, manifest, methods={"saliency": {}}))
+    run = run_audit(config, RunOptions(output=tmp_path / "run"))
+    setup = validate_setup(config)
+    run_dir = RunDirectory(run.run_dir)
+    cohort = load_cohort(run_dir, setup.subjects, config.model.classes, feature_names_of(run_dir))
+    features = [cohort.feature_names[0], cohort.feature_names[-1]]
+    rule = {"id": "r9", "conditions": [{"feature": f} for f in features], "covered_subjects": cohort.subject_ids[:10]}
+    monkeypatch.setattr(rules_stage, "RULE_MAP_BATCH", 4)  # 10 subjects: batches of 4, 4 and 2
+    written = rules_stage.write_rule_maps(setup, cohort, [rule], run_dir)
+    assert len(written) == 2
+    model = setup.model.module
+    for feature, rel in zip(features, written):
+        match = rules_stage.FEATURE.match(feature)
+        first = load_subject(cohort.subjects[0], setup.transforms, setup.spatial_dims).tensor[None]
+        width = rules_stage._feature_width(model, match["layer"], bool(match["input"]), first)
+        module = rules_stage.spatial_module(model, match["layer"], bool(match["input"]), width, first)
+        total = 0.0
+        for subject in cohort.subjects[:10]:
+            x = load_subject(subject, setup.transforms, setup.spatial_dims).tensor[None]
+            out = []
+            handle = module.register_forward_hook(lambda _m, _a, o: out.append(o))
+            with torch.no_grad():
+                model(x)
+            handle.remove()
+            channel = out[-1][:, int(match["channel"])][:, None].float()
+            total = total + F.interpolate(channel, size=tuple(x.shape[2:]), mode="trilinear", align_corners=False)[0, 0]
+        expected = (total / 10).numpy()
+        saved = np.asarray(nib.load(str(run.run_dir / rel)).dataobj)
+        np.testing.assert_allclose(saved, expected, rtol=1e-4, atol=1e-5)
