@@ -135,3 +135,52 @@ def test_load_record_reads_what_np_load_reads(tmp_path):
 
     with pytest.raises(ValueError, match="allow_pickle=False"):
         load_record(tmp_path / "o.npz")
+
+
+def test_mean_rows_is_the_mean_of_the_rows_bit_for_bit():
+    from xaudit.analysis.stats import mean_rows
+
+    rng = np.random.default_rng(3)
+    maps = (rng.normal(size=(300, 6, 5, 4)) * rng.uniform(0, 100, size=(300, 1, 1, 1))).astype(np.float32)
+    rows = np.flatnonzero(rng.uniform(size=300) < 0.4)
+    np.testing.assert_array_equal(mean_rows(maps, rows), maps[rows].mean(axis=0))
+    assert mean_rows(maps, rows).dtype == np.float32
+    np.testing.assert_array_equal(mean_rows(maps, np.arange(300) % 3 == 0), maps[::3].mean(axis=0))
+
+
+def test_a_typical_example_is_searched_among_a_bounded_even_draw_of_a_big_cell():
+    from xaudit.report.sections_looking import _typical
+
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(40, 3, 3)).astype(np.float32)
+    index = np.arange(40)
+    assert _typical(maps, index) == _typical(maps, index, cap=40)  # below the cap: the whole cell
+    picked = _typical(maps, index, cap=5)
+    assert picked in {0, 10, 20, 29, 39}  # np.linspace(0, 39, 5), rounded
+
+
+def test_spray_maps_keep_their_float32_and_cluster_as_in_float64():
+    from xaudit.analysis.bias import BiasInputs, BiasParams, spray
+
+    rng = np.random.default_rng(1)
+    n = 40
+    labels = np.repeat([0, 1], n // 2)
+    site = np.tile(np.repeat(["A", "B"], n // 4), 2)
+    maps = rng.normal(0, 0.3, size=(n, 64)).astype(np.float32)
+    maps[(labels == 1) & (site == "A"), :16] += 2
+    probs = np.stack([1 - labels, labels], axis=1).astype(float)
+    inputs = BiasInputs(labels=labels, predicted=labels, probs=probs, class_names=CLASSES, groups={"site": site},
+                        spray_maps=maps)
+    assert inputs.spray_maps.dtype == np.float32 and np.shares_memory(inputs.spray_maps, maps)  # no float64 copy
+    as32 = spray(inputs.spray_maps, labels, labels, {"site": site}, CLASSES, BiasParams())
+    as64 = spray(maps.astype(float), labels, labels, {"site": site}, CLASSES, BiasParams())
+    assert [c.to_dict() for c in as32.classes] == [c.to_dict() for c in as64.classes]
+    bad = maps.copy()
+    bad[33, 3] = np.nan
+    import pytest
+
+    from xaudit.errors import DataError
+
+    with pytest.raises(DataError, match="row 33"):
+        BiasInputs(labels=labels, predicted=labels, probs=probs, class_names=CLASSES, groups={"site": site},
+                   spray_maps=bad)

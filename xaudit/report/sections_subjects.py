@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from xaudit.analysis.stats import evenly_spaced
 from xaudit.report.document import Note, Paragraph, Section, StripPlots
 from xaudit.report.figures_grids import mosaic_png
 from xaudit.report.figures_maps import PERCENTILE
@@ -46,11 +47,6 @@ def strip_statistics(cohort) -> list[tuple[str, list[float]]]:
             if np.isfinite(values).any():
                 stats.append((f"{method}: {key.replace('_', ' ')}", [float(v) for v in values]))
     return stats
-
-
-def evenly_spaced(n: int, cap: int) -> np.ndarray:
-    """All of ``range(n)``, or ``cap`` indices evenly spaced over it (first and last kept)."""
-    return np.arange(n) if n <= cap else np.unique(np.linspace(0, n - 1, cap).round().astype(int))
 
 
 def shown_subjects(stats: list[tuple[str, list[float]]], n: int, cap: int = None, tail: int = None) -> np.ndarray:

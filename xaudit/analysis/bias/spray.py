@@ -32,6 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from xaudit.analysis.bias.findings import Finding
 from xaudit.analysis.bias.inputs import group_strings
+from xaudit.analysis.stats import evenly_spaced
 from xaudit.core.jsonable import to_jsonable
 from xaudit.config.bias import BiasParams
 
@@ -92,13 +93,6 @@ class SprayResult:
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({"classes": [c.to_dict() for c in self.classes], "notes": self.notes,
                             "signature_tests": self.signature_tests, "findings": [f.id for f in self.findings]})
-
-
-def evenly_spaced(n: int, cap: int) -> np.ndarray:
-    """Indices of ``n`` items to keep: all when ``n <= cap``, else ``cap`` evenly spaced (first and last kept)."""
-    if n <= cap:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, cap).round().astype(int))
 
 
 def downsample_map(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -169,7 +163,7 @@ def spray(
 
 
 def _cluster_class(maps, members, labels, groups, class_names, name, params, ids) -> SprayClassResult:
-    x = maps[members]
+    x = np.asarray(maps[members], dtype=float)  # float32 maps of the cohort: only the clustered rows in float64
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
     n = len(members)
