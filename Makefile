@@ -47,7 +47,7 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick
 
-# the growth curve of a whole audit at 100, 1,000 and 10,000 subjects of 16^3 (~25 min on 2 cores)
+# the growth curve of a whole audit at 100, 1,000 and 10,000 subjects of 16^3 (~11 min on 2 cores)
 bench-scale: $(STAMP)
 	$(BIN)/python benchmarks/scale.py --sizes 100,1000,10000
 

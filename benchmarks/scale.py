@@ -22,7 +22,10 @@ Targets, each printed MET or MISSED (largest size against the one before it):
 - per-subject cost (pass seconds / N) at most 1.5x that of the smaller size;
 - peak RSS at most 1.25x that of the smaller size.
 
-Nothing is downloaded; results go to ``--out`` (default ``benchmarks/results/scale.json``).
+Nothing is downloaded; results go to ``--out`` (default ``benchmarks/results/scale.json``); the
+cohort and the runs stay in ``--workdir`` (default ``benchmarks/results/scale_work``), and a cohort
+already there with enough subjects is reused. The numbers measured so far, and where the memory
+goes, are in benchmarks/README.md, "Scale".
 """
 
 from __future__ import annotations

@@ -83,7 +83,8 @@ def bounds(cohort) -> dict:
 
 def _mosaic_figure(cohort, method: str):
     index = evenly_spaced(cohort.n, MAX_TILES)
-    note = (f"; {len(index)} of {cohort.n} subjects, evenly spaced in manifest order (all are in the group view)"
+    where = "all are in the group view" if cohort.n <= MAX_POINTS else "all are in predictions.csv and the records"
+    note = (f"; {len(index)} of {cohort.n} subjects, evenly spaced in manifest order ({where})"
             if len(index) < cohort.n else "")
     caption = (f"Every subject's {method} map (maximum-intensity projection along the vertical axis over the "
                f"subject's mean-intensity projection, downsampled), one colour scale ±{PERCENTILE:g}th percentile of "
