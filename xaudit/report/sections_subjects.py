@@ -49,7 +49,8 @@ def strip_statistics(cohort) -> list[tuple[str, list[float]]]:
     return stats
 
 
-def shown_subjects(stats: list[tuple[str, list[float]]], n: int, cap: int = None, tail: int = None) -> np.ndarray:
+def shown_subjects(stats: list[tuple[str, list[float]]], n: int, cap: int | None = None,
+                   tail: int | None = None) -> np.ndarray:
     """Rows the group view draws: all ``n``, or ``cap`` evenly spaced plus each statistic's ``tail``
     lowest and highest finite values (so the outliers a group view is for are never dropped)."""
     cap, tail = MAX_POINTS if cap is None else cap, TAIL if tail is None else tail
