@@ -48,3 +48,20 @@ def test_micro_bench_full_harness(tmp_path):
     sizes = [r["subjects"] for r in result["rss"]["runs"]]
     assert sizes == [2, 4] and all(r["peak"]["run_mib"] > 0 for r in result["rss"]["runs"])
     assert "growth_pct" in result["rss"] and "skipped" in result["amp"] or "max_abs_logit_diff" in result["amp"]
+
+
+@pytest.mark.slow
+def test_scale_bench_runs_two_small_sizes_and_checks_its_targets(tmp_path):
+    out = tmp_path / "scale.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--sizes", "4,8", "--workdir", str(tmp_path / "work"),
+         "--out", str(out)], capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1: a target missed, which is a result
+    result = json.loads(out.read_text())
+    assert [r["subjects"] for r in result["runs"]] == [4, 8]
+    for run in result["runs"]:
+        assert run["pass_s"] > 0 and run["ru_maxrss_mib"] > 0 and run["report_bytes"]["report.html"] > 0
+        assert {"records", "rules", "bias", "report"} <= set(run["timings_s"])
+    assert set(result["targets"]) == {"per_subject_cost", "peak_rss"}
+    assert "MET" in proc.stdout or "MISSED" in proc.stdout

@@ -61,3 +61,23 @@ def test_downsample_map_keeps_the_mean():
     small = downsample_map(a, (4, 4, 4))
     assert small.shape == (4, 4, 4)
     assert small.mean() == pytest.approx(a.mean(), abs=0.02)
+
+
+def test_a_class_above_spray_max_maps_is_clustered_on_an_even_subsample_and_says_so():
+    maps, labels, site, ids = _maps()  # 30 maps per class
+    result = spray(maps, labels, labels, {"site": site}, CLASSES, BiasParams(spray_max_maps=20), subject_ids=ids)
+    lesion = next(c for c in result.classes if c.class_name == "lesion")
+    assert (lesion.n, lesion.n_class) == (20, 30) and lesion.subsampled
+    assert len(lesion.members) == 20 and set(lesion.members) <= set(np.flatnonzero(labels == 1))
+    assert lesion.members[0] == 30 and lesion.members[-1] == 59  # evenly spaced, first and last kept
+    assert lesion.n_clusters == 2 and lesion.ami_groups["site"] > 0.9  # both strategies survive the draw
+    assert lesion.to_dict()["n_class"] == 30
+    assert any("clustered 20 of 30 maps" in note and "spray_max_maps" in note for note in result.notes)
+
+
+def test_a_class_at_or_below_spray_max_maps_is_clustered_whole_and_its_result_is_unchanged():
+    maps, labels, site, ids = _maps()
+    capped = spray(maps, labels, labels, {"site": site}, CLASSES, BiasParams(spray_max_maps=30), subject_ids=ids)
+    whole = spray(maps, labels, labels, {"site": site}, CLASSES, BiasParams(), subject_ids=ids)
+    assert [c.to_dict() for c in capped.classes] == [c.to_dict() for c in whole.classes]
+    assert all("n_class" not in c.to_dict() for c in capped.classes) and not capped.notes

@@ -360,6 +360,25 @@ def test_pages_and_mosaic_are_bounded(run3d, tmp_path, monkeypatch):
     assert all((tmp_path / "subjects" / p).read_text().count("data:image/png") == 3 for p in pages)
 
 
+def test_group_view_is_bounded_and_says_so(run3d, tmp_path, monkeypatch):
+    import xaudit.report.sections_subjects as sections_subjects
+    monkeypatch.setattr(sections_subjects, "MAX_POINTS", 3)
+    monkeypatch.setattr(sections_subjects, "TAIL", 1)
+    out = rerender(run3d, tmp_path)
+    section = out.html[out.html.index('<section id="subjects">'):]
+    section = section[: section.index("</section>")]
+    stats = sections_subjects.strip_statistics(run3d.cohort)
+    shown = sections_subjects.shown_subjects(stats, run3d.cohort.n)
+    assert 3 < len(shown) < 8 and {0, 7} <= set(shown.tolist())  # 3 evenly spaced, plus each statistic's extremes
+    for _, values in stats:
+        assert {int(np.nanargmin(values)), int(np.nanargmax(values))} <= set(shown.tolist())
+    drawn = {int(i) for i in re.findall(r'data-i="(\d+)"', section)}
+    assert drawn == set(range(len(shown)))  # one point per drawn subject
+    assert f"The group view draws {len(shown)} of 8 subjects: 3 evenly spaced" in out.html
+    assert f"group view ({len(stats)} strip plots of {len(shown)} subjects" in out.md
+    assert sections_subjects.bounds(run3d.cohort)["group_view"]["shown"] == len(shown)
+
+
 def test_pathology_verdict_shows_maps_against_roi_masks(run3d, tmp_path):
     audit = copy.deepcopy(run3d.audit)
     audit["verdict"]["verdict"] = "pathology"

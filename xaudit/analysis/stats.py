@@ -189,3 +189,25 @@ def newcombe_difference(k1: int, n1: int, k2: int, n2: int, confidence: float) -
     low = d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
     high = d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
     return float(max(-1.0, low)), float(min(1.0, high))
+
+
+def evenly_spaced(n: int, cap: int) -> np.ndarray:
+    """Indices of ``range(n)`` to keep: all when ``n <= cap``, else ``cap`` evenly spaced (first and last kept).
+
+    Every subsample a big cohort needs (SpRAy, the group view, the mosaic, typical examples) is
+    this one: deterministic, so re-renders and merges draw the same subjects.
+    """
+    if n <= cap:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, cap).round().astype(int))
+
+
+def mean_rows(array: np.ndarray, rows) -> np.ndarray:
+    """``array[rows].mean(axis=0)``, the same numbers, without copying the rows (``rows``: indices or a mask).
+
+    A class's maps in a 10,000-subject cohort are hundreds of megabytes; the masked mean sums
+    the same rows in the same order.
+    """
+    mask = np.zeros(len(array), bool)
+    mask[rows] = True
+    return array.mean(axis=0, where=mask.reshape(-1, *[1] * (array.ndim - 1)))

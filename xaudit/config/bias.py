@@ -150,6 +150,11 @@ class BiasParams(BaseModel):
     spray_neighbors: int | None = Field(
         None, ge=2, description="Neighbours of the k-NN affinity graph; None uses max(5, sqrt(n))."
     )
+    spray_max_maps: int = Field(
+        2000, ge=10, description="Most maps clustered per class; a bigger class is subsampled evenly in "
+        "manifest order (the dense affinity and its eigenproblem grow with the square and cube of the "
+        "maps), and the report says so.",
+    )
     spray_ami: float = Field(
         0.3, ge=0, le=1,
         description="Adjusted mutual information between clusters and a group column that "

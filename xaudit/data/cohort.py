@@ -74,53 +74,102 @@ class Cohort:
 
 
 def load_cohort(run_dir: RunDirectory, subjects: list[Subject], classes: list[str], feature_names: list[str]) -> Cohort:
-    """Read the records of every finished subject, in manifest order."""
+    """Read the records of every finished subject, in manifest order.
+
+    The records stream into preallocated arrays, one at a time: memory holds the cohort's
+    arrays (the downsampled maps the most), never every record as well.
+    """
     done = run_dir.completed()
     kept = [s for s in subjects if s.safe_id in done]
-    records = [load_record(run_dir.record_path(s.safe_id)) for s in kept]
+    records = (load_record(run_dir.record_path(s.safe_id)) for s in kept)
     return cohort_from_records(kept, records, classes, feature_names)
 
 
-def cohort_from_records(subjects: list[Subject], records: list[dict], classes: list[str], feature_names: list[str]) -> Cohort:
-    def stack(key: str, width: int | None = None) -> np.ndarray:
-        if not records:
-            return np.zeros((0, width or 0), np.float32)
-        return np.stack([np.asarray(r[key]) for r in records])
+#: record keys stacked as they are (one row per subject); maps and ``image_small`` become float32
+STACKED = ("probs", "features", "concept_acts", "concept_grads", "probs_fg_blanked", "probs_bg_blanked",
+           "input_affine", "input_shape")
+SCALARS = {"label": int, "target": int, "foreground_fraction": float}
+VOLUMES = ("map__", "image_small")
+COLUMNS = ("share__", "stat__")  # one float per subject; a subject without the key gets NaN
 
-    methods = sorted({k.split("__")[1] for r in records for k in r if k.startswith("map__")})
-    maps, shares, stats = {}, {}, {}
-    for m in methods:
-        shapes = {r[f"map__{m}"].shape for r in records}
-        maps[m] = np.stack([r[f"map__{m}"].astype(np.float32) for r in records]) if len(shapes) == 1 else np.empty(len(records), object)
-        shares[m] = _collect(records, f"share__{m}__")
-        stats[m] = _collect(records, f"stat__{m}__")
-    image_shapes = {r["image_small"].shape for r in records}
+
+class _Columns:
+    """One preallocated array per record key, filled record by record."""
+
+    def __init__(self, n: int):
+        self.n, self.arrays = n, {}
+
+    def add(self, i: int, record: dict) -> None:
+        for key, value in record.items():
+            if key in SCALARS:
+                self._put(key, i, SCALARS[key](value), np.dtype(int if SCALARS[key] is int else float), ())
+            elif key in STACKED:
+                value = np.asarray(value)
+                self._put(key, i, value, value.dtype, value.shape)
+            elif key.startswith(VOLUMES):
+                self._volume(key, i, np.asarray(value))
+            elif key.startswith(COLUMNS):
+                self._put(key, i, float(value), np.dtype(float), (), fill=np.nan)
+
+    def _put(self, key, i, value, dtype, shape, fill=0) -> None:
+        array = self.arrays.get(key)
+        if array is None:
+            array = self.arrays[key] = np.full((self.n, *shape), fill, dtype=dtype)
+        elif array.shape[1:] != shape:
+            raise ValueError(f"record key {key!r} has shape {shape} in subject {i + 1}, {array.shape[1:]} before: "
+                             "all input arrays must have the same shape")
+        elif np.result_type(array.dtype, dtype) != array.dtype:
+            array = self.arrays[key] = array.astype(np.result_type(array.dtype, dtype))
+        array[i] = value
+
+    def _volume(self, key: str, i: int, value: np.ndarray) -> None:
+        array = self.arrays.get(key)
+        if array is None:
+            array = self.arrays[key] = np.zeros((self.n, *value.shape), np.float32)
+        if array.dtype == object:  # no common grid: not kept
+            return
+        if array.shape[1:] != value.shape:
+            self.arrays[key] = np.empty(self.n, object)
+            return
+        array[i] = value
+
+    def get(self, key: str, width: int | None = None) -> np.ndarray:
+        if self.n == 0:
+            return np.zeros((0, width or 0), np.float32)
+        return self.arrays[key]
+
+    def prefixed(self, prefix: str) -> dict[str, np.ndarray]:
+        return {k[len(prefix):]: self.arrays[k] for k in sorted(self.arrays) if k.startswith(prefix)}
+
+
+def cohort_from_records(subjects: list[Subject], records, classes: list[str], feature_names: list[str]) -> Cohort:
+    """The cohort of ``subjects`` from their records (any iterable, read once, in the same order)."""
+    columns = _Columns(len(subjects))
+    for i, record in enumerate(records):
+        columns.add(i, record)
+    methods = sorted(k[len("map__"):] for k in columns.arrays if k.startswith("map__"))
+    empty = np.zeros(0)
     return Cohort(
         subjects=subjects,
         classes=classes,
-        probs=stack("probs", len(classes)),
-        labels=np.array([int(r["label"]) for r in records], dtype=int),
-        targets=np.array([int(r["target"]) for r in records], dtype=int),
-        features=stack("features"),
+        probs=columns.get("probs", len(classes)),
+        labels=columns.arrays.get("label", empty.astype(int)),
+        targets=columns.arrays.get("target", empty.astype(int)),
+        features=columns.get("features"),
         feature_names=feature_names,
-        concept_acts=stack("concept_acts"),
-        concept_grads=stack("concept_grads"),
-        probs_fg_blanked=stack("probs_fg_blanked", len(classes)),
-        probs_bg_blanked=stack("probs_bg_blanked", len(classes)),
-        images_small=np.stack([r["image_small"].astype(np.float32) for r in records]) if len(image_shapes) == 1 else np.empty(len(records), object),
-        input_affines=stack("input_affine"),
-        input_shapes=stack("input_shape"),
-        foreground_fraction=np.array([float(r["foreground_fraction"]) for r in records]),
+        concept_acts=columns.get("concept_acts"),
+        concept_grads=columns.get("concept_grads"),
+        probs_fg_blanked=columns.get("probs_fg_blanked", len(classes)),
+        probs_bg_blanked=columns.get("probs_bg_blanked", len(classes)),
+        images_small=columns.arrays["image_small"] if subjects else np.empty(0, object),
+        input_affines=columns.get("input_affine"),
+        input_shapes=columns.get("input_shape"),
+        foreground_fraction=columns.arrays.get("foreground_fraction", empty),
         groups={c: np.array([s.groups.get(c, "") for s in subjects], dtype=object) for c in (subjects[0].groups if subjects else {})},
-        shares=shares,
-        stats=stats,
-        maps=maps,
+        shares={m: columns.prefixed(f"share__{m}__") for m in methods},
+        stats={m: columns.prefixed(f"stat__{m}__") for m in methods},
+        maps={m: columns.arrays[f"map__{m}"] for m in methods},
     )
-
-
-def _collect(records: list[dict], prefix: str) -> dict[str, np.ndarray]:
-    keys = sorted({k[len(prefix):] for r in records for k in r if k.startswith(prefix)})
-    return {k: np.array([float(r.get(prefix + k, np.nan)) for r in records]) for k in keys}
 
 
 def write_predictions(cohort: Cohort, path: Path) -> Path:

@@ -203,6 +203,12 @@ def _counts(counts: dict) -> str:
     return ", ".join(f"{k}: {v}" for k, v in counts.items())
 
 
+def _maps_count(cls: dict) -> str:
+    """The maps clustered, and of how many when the class was subsampled (``bias.spray_max_maps``)."""
+    total = cls.get("n_class")
+    return f"{fmt_num(cls.get('n'))} of {fmt_num(total)}" if total else fmt_num(cls.get("n"))
+
+
 def spray_section(check: dict | None, method: str | None, cohort, config) -> Section:
     """SpRAy strategy clusters per class, their composition, and their representatives' maps."""
     section = Section("SpRAy: decision strategies", "spray")
@@ -212,7 +218,7 @@ def spray_section(check: dict | None, method: str | None, cohort, config) -> Sec
                           "strategy. Clusters that follow a group more than the label (adjusted mutual information, "
                           "AMI) mean the model looks at different places depending on the site."))
     classes = check.get("classes") or []
-    rows = [[str(c.get("class_name")), fmt_num(c.get("n")), fmt_num(c.get("n_clusters")), str(c.get("chosen_by")),
+    rows = [[str(c.get("class_name")), _maps_count(c), fmt_num(c.get("n_clusters")), str(c.get("chosen_by")),
              fmt_num(c.get("ami_label")), _counts({k: fmt_num(v) for k, v in (c.get("ami_groups") or {}).items()})] for c in classes]
     if not rows:
         return section.add(Note("No class had enough maps to cluster."), *notes(check))

@@ -42,4 +42,9 @@ def maps_usable(cohort, method: str) -> bool:
     """Whether a method's maps exist on one grid with the anatomy, so they can be drawn."""
     maps = cohort.maps.get(method)
     return (maps is not None and maps.dtype != object and cohort.images_small.dtype != object
-            and cohort.n > 0 and maps.shape[1:] == cohort.images_small.shape[1:] and bool(np.isfinite(maps).any()))
+            and cohort.n > 0 and maps.shape[1:] == cohort.images_small.shape[1:] and _any_finite(maps))
+
+
+def _any_finite(maps: np.ndarray, chunk: int = 256) -> bool:
+    """``np.isfinite(maps).any()`` a few subjects at a time (no mask the size of every map)."""
+    return any(bool(np.isfinite(maps[i:i + chunk]).any()) for i in range(0, len(maps), chunk))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from xaudit.analysis.stats import mean_rows
 from xaudit.report.document import Note
 from xaudit.report.figures_grids import mip_grid_png
 from xaudit.report.figures_maps import PERCENTILE, MapRow
@@ -44,13 +45,13 @@ def _site_grid(cohort, method: str):
         mine = {c.value: c for c in cells if c.class_name == name}
         if not mine:
             continue
-        row = [MapRow(mine[v].label, images[mine[v].index].mean(axis=0), maps[mine[v].index].mean(axis=0))
+        row = [MapRow(mine[v].label, mean_rows(images, mine[v].index), mean_rows(maps, mine[v].index))
                if v in mine else None for v in values]
         if len(values) >= 2:
             first, last = mine.get(values[0]), mine.get(values[-1])
             row.append(None if first is None or last is None else MapRow(
                 "difference", images[np.concatenate([first.index, last.index])].mean(axis=0),
-                maps[last.index].mean(axis=0) - maps[first.index].mean(axis=0)))
+                mean_rows(maps, last.index) - mean_rows(maps, first.index)))
         grid.append(row)
         row_labels.append(f"{name} (n={sum(len(c.index) for c in mine.values())})")
     labels = ["all subjects" if v is None else f"{column} = {v}" for v in values]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xaudit.analysis.stats import evenly_spaced, mean_rows
 from xaudit.report.document import Note, Paragraph, Section, Table
 from xaudit.report.figures_charts import ShareBox, shares_png
 from xaudit.report.figures_maps import PERCENTILE, MapRow, map_grid_png
@@ -23,6 +24,7 @@ from xaudit.report.volumes import load_native
 MAX_VALUES = 6  # group values per figure; more would make the map grids unreadable
 MAX_CELLS = 12  # rows of a map figure (classes x values)
 MAX_TESTS = 12  # rows of the share-test table; methods x shares x columns x classes runs to hundreds
+MAX_TYPICAL = 1000  # members searched for a cell's typical example (each a float64 copy of its map)
 REGIONS = ("foreground", "background", "border")
 
 
@@ -135,8 +137,13 @@ def _share_figure(cohort, cells: list[Cell], column: str | None, params) -> obje
                        lambda: shares_png(panels, uniform, thresholds, "share of |attribution| outside foreground"))
 
 
-def _typical(maps: np.ndarray, index: np.ndarray) -> int:
-    """The member whose map correlates best with its cell's mean map (a typical example)."""
+def _typical(maps: np.ndarray, index: np.ndarray, cap: int | None = None) -> int:
+    """The member whose map correlates best with its cell's mean map (a typical example).
+
+    A cell of more than `MAX_TYPICAL` subjects is searched among that many, evenly spaced
+    (the float64 copy of every member's map grows with the cell); the figure says so.
+    """
+    index = index[evenly_spaced(len(index), MAX_TYPICAL if cap is None else cap)]
     flat = maps[index].reshape(len(index), -1).astype(float)
     mean = flat.mean(axis=0)
     centred, ref = flat - flat.mean(axis=1, keepdims=True), mean - mean.mean()
@@ -157,7 +164,7 @@ def _map_figures(cohort, config, cells: list[Cell], column: str | None, run_dir)
             if cohort.images_small.ndim == 4 else "")
     for method in methods:
         maps = cohort.maps[method]
-        rows = [MapRow(c.label, cohort.images_small[c.index].mean(axis=0), maps[c.index].mean(axis=0)) for c in cells]
+        rows = [MapRow(c.label, mean_rows(cohort.images_small, c.index), mean_rows(maps, c.index)) for c in cells]
         blocks.append(safe_figure(f"mean_map_{method}", f"Mean {method} attribution (target: {target}) per class"
                                   + (f" x {column}" if column else "") + ", over the mean anatomy of the same subjects. "
                                   f"Red: evidence for the target class, blue: against it{cuts}; colour limits "
@@ -184,9 +191,11 @@ def _examples_figure(cohort, config, cells: list[Cell], column: str | None, meth
     source = dims == 3 and len(native_rows) == len(rows)
     where = ("at the resolution of each scan, three cuts through the subject's own peak and maximum-intensity "
              "projections over the whole field of view" if source else "downsampled, on the model-input grid")
+    searched = (f", searched among {MAX_TYPICAL:,} evenly spaced members in cells larger than that"
+                if any(len(c.index) > MAX_TYPICAL for c in cells) else "")
     caption = ("One typical subject per class" + (f" x {column}" if column else "")
-               + f" (the map closest to its cell's mean), {method}, {where}; colour limits ±{PERCENTILE:g}th percentile "
-               "of |attribution|.")
+               + f" (the map closest to its cell's mean{searched}), {method}, {where}; colour limits "
+               f"±{PERCENTILE:g}th percentile of |attribution|.")
     return safe_figure(f"examples_{method}", caption, lambda: map_grid_png(
         native_rows if source else rows, affine, config.report.slices, f"{method}\nattribution",
         layout="planes" if source else "slices"))

@@ -8,6 +8,7 @@ import numpy as np
 
 from xaudit.analysis.quality import conservation_findings
 from xaudit.core.bids import bids_label
+from xaudit.analysis.stats import mean_rows
 from xaudit.data.cohort import Cohort
 from xaudit.core.ids import distinct_file_ids
 from xaudit.core.outputs import RunDirectory
@@ -70,7 +71,7 @@ def write_mean_maps(cohort: Cohort, run_dir: RunDirectory) -> list[str]:
             for key, sel in keys:
                 if sel.any():
                     rel = f"maps/{method}/mean_{key}.nii.gz"
-                    write_volume(maps[sel].mean(axis=0), affine, run_dir / rel)
+                    write_volume(mean_rows(maps, sel), affine, run_dir / rel)
                     written.append(rel)
     if cohort.images_small.dtype != object:
         write_volume(cohort.images_small.mean(axis=0), affine, run_dir / "maps/mean_image.nii.gz")

@@ -23,6 +23,7 @@ from xaudit.core.outputs import RunDirectory, unescape_cell, write_json
 from xaudit.core.progress import ProgressFactory, log_progress
 from xaudit.core.provenance import run_provenance
 from xaudit.errors import DataError, OutputError
+from xaudit.report.sections_subjects import bounds as report_bounds
 from xaudit.stages.attribution import attribution_stage
 from xaudit.stages.bias import bias_stage
 from xaudit.stages.interventions import fold_into_bias, interventions_stage
@@ -71,7 +72,9 @@ def _stage_count(config, setup) -> int:
 
 def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -> dict:
     """`finish_run`'s stages in order; ``timed(name, stage, *args)`` runs and times one."""
+    t0 = time.perf_counter()
     cohort = load_cohort(run_dir, subjects, config.model.classes, feature_names_of(run_dir))
+    timings["records"] = time.perf_counter() - t0  # reading the per-subject records back: grows with the cohort
     if cohort.n == 0:
         raise DataError(f"no subject finished (see {run_dir / 'errors.csv'}); nothing to report")
     artifacts = {"predictions": "predictions.csv", "errors": "errors.csv", "config": "config.resolved.yaml", "log": "run.log"}
@@ -108,6 +111,9 @@ def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -
         "verdict": bias.verdict,
         "artifacts": {**artifacts, **attribution.artifacts, **rules.artifacts},
     }
+    scale = bounded(bias.to_dict(), cohort)
+    if scale:
+        audit["scale"] = scale
     if interrogation is not None:
         merge_into_audit(audit, interrogation)
     timed("report", report_stage, audit, cohort, config, run_dir)
@@ -115,6 +121,22 @@ def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -
     audit["artifacts"].update({"report_html": "report.html", "report_md": "report.md", "subject_pages": "subjects/*.html"})
     write_json(run_dir / "audit.json", audit)
     return audit
+
+
+def bounded(bias: dict, cohort) -> dict:
+    """What a big cohort made approximate or subsampled, with the numbers (``audit.json``'s ``scale``).
+
+    Empty for a cohort below every cap: SpRAy's ``bias.spray_max_maps`` per class, and the
+    report's group view, mosaic and subject pages (`xaudit.report.sections_subjects.bounds`).
+    """
+    out = {}
+    for cls in ((bias.get("checks") or {}).get("spray") or {}).get("classes") or []:
+        if cls.get("n_class"):
+            out[f"spray.{cls['class_name']}"] = {
+                "shown": cls["n"], "of": cls["n_class"],
+                "note": f"SpRAy clustered {cls['n']:,} of {cls['n_class']:,} maps of class {cls['class_name']}, "
+                        "drawn evenly in manifest order"}
+    return {**out, **report_bounds(cohort)}
 
 
 def _optional_interrogation(run_dir: RunDirectory, params, device) -> dict:

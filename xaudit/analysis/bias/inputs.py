@@ -110,7 +110,8 @@ class BiasInputs:
         self.tcav_gradients = _matrix("tcav_gradients", self.tcav_gradients, n, width)
         if self.tcav_targets is not None:
             self.tcav_targets = class_indices("tcav_targets", self.tcav_targets, n, k, allow_unknown=False)
-        self.spray_maps = _matrix("spray_maps", self.spray_maps, n, None)
+        # the maps keep their float precision: a float64 copy of 10,000 subjects' maps is gigabytes
+        self.spray_maps = _matrix("spray_maps", self.spray_maps, n, None, keep_float=True)
         if self.spray_classes is not None:
             self.spray_classes = class_indices("spray_classes", self.spray_classes, n, k, allow_unknown=False)
 
@@ -160,14 +161,20 @@ def _vector(name: str, values: Any, n: int) -> np.ndarray:
     return arr
 
 
-def _matrix(name: str, values: Any, n: int, width: int | None) -> np.ndarray | None:
+def _matrix(name: str, values: Any, n: int, width: int | None, keep_float: bool = False) -> np.ndarray | None:
+    """``values`` as an ``(n, width)`` finite float array (float64, or its own float type with ``keep_float``)."""
     if values is None:
         return None
-    arr = np.asarray(values, dtype=float)
+    arr = np.asarray(values)
+    if not (keep_float and np.issubdtype(arr.dtype, np.floating)):
+        arr = np.asarray(arr, dtype=float)
     expected = f"({n}, {width if width is not None else 'F'})"
     if arr.ndim != 2 or arr.shape[0] != n or (width is not None and arr.shape[1] != width):
         raise DataError(f"bias input `{name}` must have shape {expected}. Got shape {arr.shape} instead.")
-    if not np.all(np.isfinite(arr)):
-        row = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise DataError(f"bias input `{name}` must be finite. Got NaN or inf in row {row}.")
+    for start in range(0, n, 1024):  # a mask of a block of rows at a time, not of the whole matrix
+        block = arr[start:start + 1024]
+        bad = ~np.isfinite(block).all(axis=1)
+        if bad.any():
+            row = start + int(np.flatnonzero(bad)[0])
+            raise DataError(f"bias input `{name}` must be finite. Got NaN or inf in row {row}.")
     return arr

@@ -7,6 +7,9 @@ Clever Hans strategy. Here the maps of each class are L2-normalised (so clusters
 *where* the model looks, not how strongly), joined in a symmetric k-nearest-neighbour
 graph, and split by spectral clustering (von Luxburg 2007, Stat. Comput. 17:395) into a
 number of clusters chosen by the largest eigengap of the normalised Laplacian (or given).
+The dense affinity and its eigenproblem grow with the square and the cube of the maps, so a
+class with more than ``spray_max_maps`` maps is clustered on that many, drawn evenly in
+manifest order (`evenly_spaced`), and its result says how many of how many.
 Each cluster's agreement with every group column and with the label is the adjusted
 mutual information (Vinh et al. 2010, JMLR 11:2837): strategies that follow the site
 rather than the label are a signature finding.
@@ -29,6 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from xaudit.analysis.bias.findings import Finding
 from xaudit.analysis.bias.inputs import group_strings
+from xaudit.analysis.stats import evenly_spaced
 from xaudit.core.jsonable import to_jsonable
 from xaudit.config.bias import BiasParams
 
@@ -63,10 +67,18 @@ class SprayClassResult:
     assignments: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, dtype=int))
     members: np.ndarray = field(repr=False, default_factory=lambda: np.empty(0, dtype=int))
     mean_maps: np.ndarray = field(repr=False, default_factory=lambda: np.empty((0, 0)))
+    n_class: int | None = None  # maps of the class in all; > n when the class was subsampled
+
+    @property
+    def subsampled(self) -> bool:
+        return self.n_class is not None and self.n_class > self.n
 
     def to_dict(self) -> dict[str, Any]:
         keep = ("class_name", "n", "n_clusters", "chosen_by", "eigenvalues", "ami_label", "ami_groups", "clusters")
-        return to_jsonable({k: getattr(self, k) for k in keep})
+        out = {k: getattr(self, k) for k in keep}
+        if self.subsampled:  # only then: a small cohort's result is as it always was
+            out["n_class"] = self.n_class
+        return to_jsonable(out)
 
 
 @dataclass
@@ -121,7 +133,7 @@ def spray(
             strategies separate correct from wrong decisions when ``classes`` are predictions.
         groups: group column -> ``(n,)`` values.
         class_names: the class names.
-        params: ``spray_clusters``, ``spray_max_clusters``, ``spray_neighbors``,
+        params: ``spray_clusters``, ``spray_max_clusters``, ``spray_neighbors``, ``spray_max_maps``,
             ``spray_ami``, ``spray_ami_margin``, ``min_group_size``, ``seed``.
         subject_ids: ``(n,)`` ids for the representatives (default: row numbers).
 
@@ -136,7 +148,14 @@ def spray(
             if len(members):
                 result.notes.append(f"SpRAy {name}: {len(members)} maps < {2 * params.min_group_size}; not clustered.")
             continue
+        n_class = len(members)
+        members = members[evenly_spaced(n_class, params.spray_max_maps)]
         cls = _cluster_class(maps, members, labels, groups, class_names, name, params, ids)
+        if len(members) < n_class:
+            cls.n_class = n_class
+            result.notes.append(f"SpRAy {name}: clustered {len(members):,} of {n_class:,} maps, drawn evenly in "
+                                f"manifest order (bias.spray_max_maps = {params.spray_max_maps:,}); cluster sizes "
+                                "and AMI are those of the subsample.")
         result.classes.append(cls)
         result.signature_tests += sum(v is not None for v in cls.ami_groups.values())
         result.findings += _findings(cls, params)
@@ -144,7 +163,7 @@ def spray(
 
 
 def _cluster_class(maps, members, labels, groups, class_names, name, params, ids) -> SprayClassResult:
-    x = maps[members]
+    x = np.asarray(maps[members], dtype=float)  # float32 maps of the cohort: only the clustered rows in float64
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
     n = len(members)
