@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.xaudit-installed
 # the CPU build of PyTorch; an unpinned install pulls a multi-GB CUDA build
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo demo-control demo2d sample test test-fast bench bench-quick bench-scale clean
+.PHONY: install demo demo-control demo2d sample test test-fast bench bench-methods bench-quick bench-scale clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: $(STAMP)
+# the whole audit against the Captum script (A B A B), then the growth curve at 100/1k/10k subjects
+bench: sample
+	$(BIN)/python benchmarks/audit_speed.py --repeats 2
+	$(BIN)/python benchmarks/scale.py --sizes 100,1000,10000
+
+# per method against the limit, a Captum script and MONAI (MONAI ResNet-18 at 64^3; ~50 min)
+bench-methods: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 bench-quick: $(STAMP)

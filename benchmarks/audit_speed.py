@@ -39,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +77,26 @@ def test_images(manifest: Path) -> list[Path]:
         return [manifest.parent / row["image"] for row in csv.DictReader(handle) if row.get("split", "test") == "test"]
 
 
+def first_test_rows(manifest: Path, n: int, work: Path) -> Path:
+    """A manifest of the first ``n`` test rows in ``work``, its file paths made absolute, and the model beside it."""
+    with manifest.open() as handle:
+        reader = csv.DictReader(handle)
+        rows = [r for r in reader if r.get("split", "test") == "test"][:n]
+        fields = reader.fieldnames
+    for row in rows:
+        for key, value in row.items():
+            if value and (manifest.parent / value).is_file():
+                row[key] = str((manifest.parent / value).resolve())
+    subset = work / "subset" / "manifest.csv"
+    subset.parent.mkdir(parents=True, exist_ok=True)
+    with subset.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    shutil.copy2(manifest.parent / "model_confounded.pth", subset.parent / "model_confounded.pth")
+    return subset
+
+
 def xaudit_config(manifest: Path, out: Path) -> dict:
     """configs/demo.yaml on this cohort, with the workload's methods; every other stage at its default
     (interrogation, which the demo adds, is not a default stage)."""
@@ -94,10 +115,13 @@ def timed_process(command: list[str], cwd: Path) -> tuple[float, subprocess.Comp
     return time.perf_counter() - t0, proc
 
 
-def run_script(images: list[Path], checkpoint: Path, out: Path, batch: int) -> dict:
+def run_script(images: list[Path], checkpoint: Path, out: Path, batch: int, device: str = "cpu",
+               monai: bool = False) -> dict:
+    """The Captum script (or, with ``monai``, the same loop with ``monai.visualize``) in a fresh process."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, str(ROOT / "benchmarks" / "peer_script.py"), *map(str, images), "-o", str(out),
-               "--mode", MODE.name, "--batch", str(batch), "--json", "--checkpoint", str(checkpoint), "--zscore"]
+               "--mode", MODE.name, "--batch", str(batch), "--json", "--checkpoint", str(checkpoint), "--zscore",
+               "--device", device] + (["--monai"] if monai else [])
     wall, proc = timed_process(command, ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"the Captum script failed:\n{proc.stderr[-3000:]}")
@@ -105,12 +129,14 @@ def run_script(images: list[Path], checkpoint: Path, out: Path, batch: int) -> d
     return {"process_s": wall, "loop_s": sum(seconds.values()), "sections_s": seconds}
 
 
-def run_xaudit(manifest: Path, work: Path, label: str) -> dict:
+def run_xaudit(manifest: Path, work: Path, label: str, device: str = "cpu", amp: str = "off") -> dict:
     out = work / label
     shutil.rmtree(out, ignore_errors=True)
     config = work / f"{label}.yaml"
-    config.write_text(yaml.safe_dump(xaudit_config(manifest, out)))
-    wall, proc = timed_process([sys.executable, "-m", "xaudit", "run", str(config), "-q"], ROOT)
+    raw = xaudit_config(manifest, out)
+    raw["attribution"]["amp"] = amp
+    config.write_text(yaml.safe_dump(raw))
+    wall, proc = timed_process([sys.executable, "-m", "xaudit", "run", str(config), "-q", "--device", device], ROOT)
     if proc.returncode not in (0, 1):  # 1: the audit found a problem, which is a result
         raise RuntimeError(f"xaudit run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     audit = json.loads((out / "audit.json").read_text())
@@ -120,24 +146,38 @@ def run_xaudit(manifest: Path, work: Path, label: str) -> dict:
             "max_batch": yaml.safe_load((out / "config.resolved.yaml").read_text())["provenance"].get("max_batch")}
 
 
-def benchmark(work: Path, sample_dir: Path | None, repeats: int, log=print) -> dict:
+def benchmark(work: Path, sample_dir: Path | None, repeats: int, log=print, device: str = "cpu",
+              extra: tuple[str, ...] = (), subjects: int | None = None) -> dict:
+    """``extra``: ``amp`` (an xaudit run with ``attribution.amp: auto``), ``monai`` (monai.visualize's loop);
+    ``subjects``: only the first test subjects (a smoke run; its numbers mean little)."""
     t_start = time.perf_counter()
     manifest = sample_cohort(work, sample_dir)
+    if subjects:
+        manifest = first_test_rows(manifest, subjects, work)
     images = test_images(manifest)
     checkpoint = manifest.parent / "model_confounded.pth"
-    sweep = sweep_limit(build_model(**MODE.model_args, checkpoint=str(checkpoint)), dataclasses.replace(MODE, size=SHAPE))
+    mode = dataclasses.replace(MODE, size=SHAPE, batch_sizes=MODE.batch_sizes + ((32, 64) if device == "cuda" else ()))
+    sweep = sweep_limit(build_model(**MODE.model_args, checkpoint=str(checkpoint)).to(device), mode)
     fb, fwd = sweep["fb_samples_per_s"][sweep["best_batch_fb"]], sweep["fwd_samples_per_s"][sweep["best_batch_fwd"]]
     limit = len(images) * limit_seconds(MODE.methods, SHAPE, fb, fwd)
     log(f"limit: {limit:.1f} s ({fb:.1f} f+b samples/s at batch {sweep['best_batch_fb']})")
     rounds = []
     for k in range(repeats):  # A B A B
-        script = run_script(images, checkpoint, work / "script_out", sweep["best_batch_fb"])
+        script = run_script(images, checkpoint, work / "script_out", sweep["best_batch_fb"], device)
         log(f"round {k + 1}: script {script['process_s']:.1f} s (loop {script['loop_s']:.1f})")
-        xa = run_xaudit(manifest, work, f"xaudit_{k}")
+        xa = run_xaudit(manifest, work, f"xaudit_{k}", device)
         log(f"round {k + 1}: xaudit {xa['process_s']:.1f} s (pass {xa['pass_s']:.1f}, batch {xa['max_batch']})")
-        rounds.append({"script": script, "xaudit": xa})
+        entry = {"script": script, "xaudit": xa}
+        if "amp" in extra:
+            entry["xaudit_amp"] = run_xaudit(manifest, work, f"xaudit_amp_{k}", device, amp="auto")
+            log(f"round {k + 1}: xaudit amp {entry['xaudit_amp']['process_s']:.1f} s (pass {entry['xaudit_amp']['pass_s']:.1f})")
+        if "monai" in extra:
+            entry["monai"] = run_script(images, checkpoint, work / "monai_out", sweep["best_batch_fb"], device, monai=True)
+            log(f"round {k + 1}: monai {entry['monai']['process_s']:.1f} s (no integrated gradients)")
+        rounds.append(entry)
     return {"workload": {"volumes": len(images), "shape": SHAPE, "model": MODE.model_args, "methods": MODE.methods},
-            "machine": {"cpu_count": os.cpu_count(), "load_end": os.getloadavg(), "threads": THREADS.get("OMP_NUM_THREADS")},
+            "machine": {"cpu_count": os.cpu_count(), "load_end": os.getloadavg(), "threads": THREADS.get("OMP_NUM_THREADS"),
+                        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__},
             "limit": {"seconds": limit, "sweep": sweep}, "rounds": rounds, "targets": check(rounds),
             "wall_s": time.perf_counter() - t_start}
 
@@ -158,7 +198,7 @@ def check(rounds: list[dict]) -> dict:
 def table(result: dict) -> str:
     rounds, limit = result["rounds"], result["limit"]["seconds"]
     w = result["workload"]
-    lines = [f"whole audit vs the Captum script: {w['volumes']} volumes of {'x'.join(map(str, w['shape']))}, {w['model']['arch']}, "
+    lines = [f"whole audit vs the Captum script on {result['machine']['device']}: {w['volumes']} volumes of {'x'.join(map(str, w['shape']))}, {w['model']['arch']}, "
              + " + ".join(f"{m}{'(' + str(next(iter(p.values()))) + ')' if p else ''}" for m, p in w["methods"].items()),
              f"{'system':28}" + "".join(f"{'round ' + str(k + 1):>10}" for k in range(len(rounds)))
              + f"{'best':>9}{'speed vs script':>17}"]
@@ -174,6 +214,11 @@ def table(result: dict) -> str:
     lines.append(row("script, loop", [r["script"]["loop_s"] for r in rounds], loop_best))
     lines.append(row("xaudit, per-subject pass", [r["xaudit"]["pass_s"] for r in rounds], loop_best))
     lines.append(row("xaudit, whole run (process)", [r["xaudit"]["process_s"] for r in rounds], script_best))
+    if "xaudit_amp" in rounds[0]:
+        lines.append(row("xaudit amp, pass", [r["xaudit_amp"]["pass_s"] for r in rounds], loop_best))
+        lines.append(row("xaudit amp, whole run", [r["xaudit_amp"]["process_s"] for r in rounds], script_best))
+    if "monai" in rounds[0]:
+        lines.append(row("monai.visualize (no IG), loop", [r["monai"]["loop_s"] for r in rounds], loop_best))
     stages = sorted({k for r in rounds for k in r["xaudit"]["timings_s"]} - {"subject_pass", "batch_tuning"})
     mean = {k: sum(r["xaudit"]["timings_s"].get(k, 0.0) for r in rounds) / len(rounds) for k in stages}
     lines.append("xaudit stages, mean s: " + ", ".join(f"{k} {v:.1f}" for k, v in mean.items()))
@@ -190,14 +235,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "audit_speed.json")
     parser.add_argument("--workdir", type=Path, help="keep data and runs here (default: a temporary directory)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both systems)")
+    parser.add_argument("--subjects", type=int, help="only the first N test subjects (a smoke run)")
+    parser.add_argument("--extra", default="", help="comma list: amp (an xaudit run with attribution.amp: auto), "
+                        "monai (monai.visualize's loop)")
     parser.add_argument("--threads", type=int, help="torch threads of both systems (OMP_NUM_THREADS); default: torch's")
     args = parser.parse_args(argv)
     if args.threads:
         THREADS["OMP_NUM_THREADS"] = str(args.threads)
+        torch.set_num_threads(args.threads)  # the limit's sweep, in this process
     with tempfile.TemporaryDirectory(prefix="xaudit-bench-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        result = benchmark(work, args.sample_data, args.repeats)
+        extra = tuple(e.strip() for e in args.extra.split(",") if e.strip())
+        result = benchmark(work, args.sample_data, args.repeats, device=args.device, extra=extra, subjects=args.subjects)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(table(result))

@@ -182,7 +182,8 @@ GRADIENT_ON_INPUT = ("saliency", "input_x_gradient", "gradcam", "gradcam_plus_pl
 def pass_rate(model, size: int, batch: int, backward: bool, reps: int) -> float:
     """Samples/s of forward(+backward to the input) at one batch size, over ``reps`` passes."""
     shape = (size,) * 3 if isinstance(size, int) else tuple(size)  # a cube, or the demo's 40x48x40
-    x = torch.randn(batch, 1, *shape, generator=torch.Generator().manual_seed(1))
+    device = next(model.parameters()).device
+    x = torch.randn(batch, 1, *shape, generator=torch.Generator().manual_seed(1)).to(device)
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -192,6 +193,8 @@ def pass_rate(model, size: int, batch: int, backward: bool, reps: int) -> float:
         else:
             with torch.no_grad():
                 model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return batch * len(times) / sum(times)
 

@@ -57,7 +57,8 @@ def captum_map(name: str, params: dict, model, layer, x: torch.Tensor, target: i
     raise ValueError(f"the peer script has no method {name!r}")
 
 
-def run_peer(images: list[Path], model, layer, methods: dict, out_dir: Path, batch: int, zscore: bool = False) -> dict:
+def run_peer(images: list[Path], model, layer, methods: dict, out_dir: Path, batch: int, zscore: bool = False,
+             device: str = "cpu") -> dict:
     """Every method for every volume, one volume at a time.
 
     Returns:
@@ -69,7 +70,7 @@ def run_peer(images: list[Path], model, layer, methods: dict, out_dir: Path, bat
     for path in images:
         t0 = time.perf_counter()
         image = nib.load(str(path))
-        x = torch.from_numpy(np.asarray(image.dataobj, dtype=np.float32))[None, None]
+        x = torch.from_numpy(np.asarray(image.dataobj, dtype=np.float32))[None, None].to(device)
         if zscore:  # what the demo's model was trained with (MONAI NormalizeIntensity)
             x = (x - x.mean()) / x.std()
         with torch.no_grad():
@@ -78,7 +79,7 @@ def run_peer(images: list[Path], model, layer, methods: dict, out_dir: Path, bat
         for name, params in methods.items():
             t0 = time.perf_counter()
             attribution = captum_map(name, params, model, layer, x, target, batch)
-            volume = attribution.detach()[0, 0].float().numpy()
+            volume = attribution.detach()[0, 0].float().cpu().numpy()
             nib.save(nib.Nifti1Image(volume, image.affine, image.header), str(out_dir / f"{path.name.split('.')[0]}_{name}.nii.gz"))
             seconds[name] += time.perf_counter() - t0
     return seconds
@@ -105,14 +106,17 @@ def monai_map(name: str, params: dict, model, layer_name: str, x: torch.Tensor, 
     return None  # no integrated gradients in monai.visualize
 
 
-def run_monai(images: list[Path], model, layer_name: str, methods: dict, out_dir: Path, batch: int) -> dict:
+def run_monai(images: list[Path], model, layer_name: str, methods: dict, out_dir: Path, batch: int,
+              zscore: bool = False, device: str = "cpu") -> dict:
     """Like `run_peer`, with monai.visualize instead of Captum; methods MONAI lacks are skipped."""
     seconds = {"shared": 0.0}
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in images:
         t0 = time.perf_counter()
         image = nib.load(str(path))
-        x = torch.from_numpy(np.asarray(image.dataobj, dtype=np.float32))[None, None]
+        x = torch.from_numpy(np.asarray(image.dataobj, dtype=np.float32))[None, None].to(device)
+        if zscore:
+            x = (x - x.mean()) / x.std()
         with torch.no_grad():
             target = int(model(x).argmax(1))
         seconds["shared"] += time.perf_counter() - t0
@@ -121,7 +125,7 @@ def run_monai(images: list[Path], model, layer_name: str, methods: dict, out_dir
             attribution = monai_map(name, params, model, layer_name, x, target, batch)
             if attribution is None:
                 continue
-            volume = torch.as_tensor(attribution).detach()[0, 0].float().numpy()
+            volume = torch.as_tensor(attribution).detach()[0, 0].float().cpu().numpy()
             nib.save(nib.Nifti1Image(volume, image.affine, image.header), str(out_dir / f"{path.name.split('.')[0]}_{name}.nii.gz"))
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
     return seconds
@@ -136,10 +140,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the seconds as one JSON line")
     parser.add_argument("--checkpoint", help="load this state_dict into the mode's network")
     parser.add_argument("--zscore", action="store_true", help="z-score each volume (the demo models' input)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--monai", action="store_true", help="monai.visualize instead of Captum (no integrated gradients)")
     args = parser.parse_args(argv)
     mode = MODES[args.mode]
-    model = build_model(**mode.model_args, checkpoint=args.checkpoint)
-    seconds = run_peer(args.images, model, model.get_submodule(mode.layer), mode.methods, args.out, args.batch, args.zscore)
+    model = build_model(**mode.model_args, checkpoint=args.checkpoint).to(args.device)
+    if args.monai:
+        seconds = run_monai(args.images, model, mode.layer, mode.methods, args.out, args.batch, args.zscore, args.device)
+    else:
+        seconds = run_peer(args.images, model, model.get_submodule(mode.layer), mode.methods, args.out, args.batch,
+                           args.zscore, args.device)
     print(json.dumps(seconds) if args.json else {k: round(v, 3) for k, v in seconds.items()})
 
 

@@ -65,3 +65,23 @@ def test_scale_bench_runs_two_small_sizes_and_checks_its_targets(tmp_path):
         assert {"records", "rules", "bias", "report"} <= set(run["timings_s"])
     assert set(result["targets"]) == {"per_subject_cost", "peak_rss"}
     assert "MET" in proc.stdout or "MISSED" in proc.stdout
+
+
+@pytest.mark.slow
+def test_whole_audit_bench_runs_both_systems_and_checks_its_targets(tmp_path, full_sample_data):
+    folder, _ = full_sample_data
+    out = tmp_path / "speed.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "audit_speed.py"), "--sample-data", str(folder), "--subjects", "4",
+         "--repeats", "1", "--threads", "1", "--workdir", str(tmp_path / "work"), "--out", str(out)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["workload"]["volumes"] == 4
+    rounds = result["rounds"][0]
+    assert rounds["script"]["process_s"] > rounds["script"]["loop_s"] > 0
+    assert rounds["xaudit"]["process_s"] > rounds["xaudit"]["pass_s"] > 0 and rounds["xaudit"]["exit"] in (0, 1)
+    assert len(list((tmp_path / "work" / "script_out").glob("*.nii.gz"))) == 4 * 4  # four maps per volume
+    assert set(result["targets"]) == {"whole_run_speed", "pass_speed"}
+    assert "target whole_run_speed >= 0.9" in proc.stdout and "limit (passes at best rate)" in proc.stdout

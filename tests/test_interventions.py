@@ -330,3 +330,31 @@ def test_an_intervention_that_ran_for_one_column_is_not_listed_as_not_run():
                       _image(i % 2, "AB"[(i // 2) % 2], rng, noise_b=0.15)[None], _body()) for i in range(16)]
     result = run_interventions(samples, ["site", "sex"], _rule(_blob, 2.0), InterventionsParams())
     assert "noise_matching" in result.ran and "noise_matching" not in result.not_run
+
+
+def test_a_column_that_groups_as_the_site_does_reuses_its_trials():
+    samples = _samples(16, gain_b=1.3)
+    for s in samples:
+        s.groups["scanner"] = {"A": "vendorX", "B": "vendorY"}[s.groups["site"]]
+    means = [s.image.mean() for s in samples]
+    rule = _rule(np.mean, (np.mean(means[::2]) + np.mean(means[1::2])) / 2)
+    images = {"site": 0, "both": 0}
+
+    def counting(key):
+        def predict(batch):
+            images[key] += len(batch)
+            return rule(batch)
+        return predict
+
+    alone = run_interventions(samples, ["site"], counting("site"), InterventionsParams())
+    both = run_interventions(samples, ["site", "scanner"], counting("both"), InterventionsParams())
+    assert images["both"] == images["site"]  # the scanner column ran no model pass of its own
+    rename = {"A": "vendorX", "B": "vendorY"}
+    site_cells = {(c.intervention, c.source, c.reference, c.class_name, c.flips, c.n) for c in alone.cells}
+    scanner_cells = {(c.intervention, rename[c.source], rename[c.reference], c.class_name, c.flips, c.n)
+                     for c in alone.cells}
+    assert {(c.intervention, c.source, c.reference, c.class_name, c.flips, c.n) for c in both.cells
+            if c.column == "scanner"} == scanner_cells
+    assert {(c.intervention, c.source, c.reference, c.class_name, c.flips, c.n) for c in both.cells
+            if c.column == "site"} == site_cells
+    assert any("scanner: the loaded subjects group exactly as by site" in n for n in both.notes)

@@ -16,6 +16,7 @@ group value's images and foregrounds; it returns an image of ``image``'s shape.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,7 +133,15 @@ def run_interventions(samples: list[Sample], columns: list[str], predict: Predic
     fields = ({s.subject_id: ops.bias_field(s.image, s.foreground) for s in samples}
               if "bias_field_matching" in names else {})
     props = _properties(samples, fields)
+    aliases = same_grouping(samples, columns)
     for column in columns:
+        if column in aliases:
+            first, rename = aliases[column]
+            notes.append(f"{column}: the loaded subjects group exactly as by {first}; its trials are {first}'s, renamed.")
+            trials += [dataclasses.replace(t, column=column, source=rename[t.source], reference=rename[t.reference])
+                       for t in trials if t.column == first]
+            classes_by_value[column] = {rename[v]: c for v, c in classes_by_value.get(first, {}).items()}
+            continue
         sites = _sites(samples, column, props)
         held = held_columns(samples, column, columns)
         strata = _strata(samples, column, held, props)
@@ -155,6 +164,28 @@ def run_interventions(samples: list[Sample], columns: list[str], predict: Predic
                 ran.append(name)
                 not_run.pop(name, None)
     return summarise_trials(trials, params, classes_by_value, ran, not_run, notes)
+
+
+def same_grouping(samples: list[Sample], columns: list[str]) -> dict[str, tuple[str, dict[str, str]]]:
+    """Columns that split the samples exactly as an earlier column does (a scanner per site):
+    ``{column: (earlier column, {earlier value: this value})}``.
+
+    Moving a property between their values is the same experiment on the same subjects, so
+    it runs once: measured, a third of the demo's interventions stage was the scanner column
+    repeating the site column.
+    """
+    aliases: dict[str, tuple[str, dict[str, str]]] = {}
+    for k, column in enumerate(columns):
+        values = [s.groups.get(column) or "" for s in samples]
+        for first in columns[:k]:
+            if first in aliases:
+                continue
+            pairs = {(s.groups.get(first) or "", v) for s, v in zip(samples, values)}
+            forward = {a: b for a, b in pairs}
+            if len(forward) == len(pairs) == len({b for _, b in pairs}) and "" not in forward and "" not in forward.values():
+                aliases[column] = (first, forward)
+                break
+    return aliases
 
 
 def _chunks(jobs: Iterator, size: int) -> Iterator[list]:
