@@ -28,6 +28,7 @@ sample: sample_data/cohort3d/model_confounded.pth
 demo: sample
 	$(BIN)/xaudit run configs/demo.yaml --resume
 	@echo "Open the report: runs/demo/report.html"
+	@echo "What each depth of the network retains: $(BIN)/xaudit interrogate runs/demo"
 
 demo-control: sample
 	$(BIN)/xaudit run configs/demo_control.yaml --resume
