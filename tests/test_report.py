@@ -137,6 +137,17 @@ def test_verdict_opens_both_reports(run3d):
         assert escape(finding["title"]) in html and escape(finding["message"]) in html
 
 
+@pytest.mark.parametrize("label, words", [("consistent_with_pathology", "consistent with pathology"),
+                                          ("near_chance", "near chance"), ("signature", "site/scanner signature")])
+def test_the_verdict_is_said_in_words(run3d, tmp_path, label, words):
+    audit = copy.deepcopy(run3d.audit)
+    audit["verdict"]["verdict"] = label
+    out = rerender(run3d, tmp_path, audit=audit)
+    assert f"Verdict: {escape(words)} ·" in out.html and f"VERDICT: {md_escape(words.upper())}" in out.md
+    banner = out.html.split('class="verdict"')[1].split("</div>")[0]
+    assert "_" not in banner.split("Verdict:")[1]  # no machine label such as consistent_with_pathology
+
+
 def test_numbers_match_audit(run3d):
     html, audit = run3d.html, run3d.audit
     overall = audit["metrics"]["overall"]

@@ -112,3 +112,18 @@ def fmt_time(iso: Any) -> str:
         return NA if iso is None else str(iso)
     suffix = " UTC" if iso.endswith(("+00:00", "Z")) else ""
     return iso[:19].replace("T", " ") + suffix
+
+
+VERDICT_WORDS = {
+    "signature": "site/scanner signature",
+    "pathology": "pathology",
+    "consistent_with_pathology": "consistent with pathology",
+    "inconclusive": "inconclusive",
+    "near_chance": "near chance",
+}
+
+
+def verdict_words(label: str) -> str:
+    """The verdict as the report says it (``audit.json`` keeps the machine label)."""
+    return VERDICT_WORDS.get(label, label.replace("_", " "))
+

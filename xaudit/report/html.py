@@ -17,6 +17,7 @@ from xaudit.report.document import (Badge, Bullets, Cell, Document, Figure, Find
                                     StripPlots, Subheading, Table, Verdict)
 from xaudit.report.html_groupview import CSS as GROUPVIEW_CSS
 from xaudit.report.html_groupview import SCRIPT, SCRIPT_HASH, render_strips
+from xaudit.report.format import verdict_words
 from xaudit.report.plotting import SEVERITY_COLORS
 
 CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
@@ -112,7 +113,7 @@ def _verdict(block: Verdict) -> str:
     counts = ", ".join(f"{n} {s}" for s, n in block.counts.items() if n) or "no findings"
     severity = block.severity if block.severity != "none" else "no finding"
     return (f'<div class="verdict" style="background:{_color(block.severity)}"><div class="label">Verdict: '
-            f'{escape(block.label)} · highest severity: {escape(severity)}</div>'
+            f'{escape(verdict_words(block.label))} · highest severity: {escape(severity)}</div>'
             f'<p class="sentence">{escape(block.sentence)}</p><div class="counts">Findings: {escape(counts)}</div></div>')
 
 

@@ -12,6 +12,7 @@ import re
 
 from xaudit.report.document import (Badge, Bullets, Cell, Document, Figure, FindingCard, Link, Note, Paragraph, Section,
                                     StripPlots, Subheading, Table, Verdict)
+from xaudit.report.format import verdict_words
 
 _SPECIAL = "\\`*[]|"
 # `<` is escaped only where it could open a tag, comment or autolink (`<b`, `</`, `<!`, `<?`),
@@ -62,7 +63,7 @@ def _finding(card: FindingCard) -> list[str]:
 def _verdict(block: Verdict) -> list[str]:
     counts = ", ".join(f"{n} {s}" for s, n in block.counts.items() if n) or "no findings"
     severity = block.severity if block.severity != "none" else "no finding"
-    return [f"> **VERDICT: {md_escape(block.label.upper())}** (highest severity: {md_escape(severity)}; findings: {counts})",
+    return [f"> **VERDICT: {md_escape(verdict_words(block.label).upper())}** (highest severity: {md_escape(severity)}; findings: {counts})",
             ">", f"> {md_escape(block.sentence)}"]
 
 
