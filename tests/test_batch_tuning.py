@@ -120,12 +120,3 @@ def test_a_model_the_tuner_cannot_time_keeps_the_memory_cap(caplog):
     with caplog.at_level("WARNING", logger="xaudit"):
         assert tune_batch(setup, 6, "off") == (6, {})
     assert "batch size not tuned" in caplog.text
-
-
-def test_a_small_model_packs_a_big_batch_and_stops_where_throughput_flattens():
-    # rate b / (0.01 + 0.001 b): 91, 167, 286, 444, 615, 762, 865, 928, 962, 981 ... samples/s
-    best, rates = tune(Paced(0.01, 0.001, 1), cap=4096)
-    assert max(rates) == 512  # 256 and 512 gained less than 5 % each: the search stopped there
-    assert best == 256  # the smallest size within 3 % of the best rate
-    best, _ = tune(Paced(0.01, 0.001, 1), cap=16)
-    assert best == 16  # the memory cap bounds it
