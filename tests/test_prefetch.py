@@ -52,3 +52,15 @@ def test_closing_early_stops_the_thread():
     items.close()
     assert not items._thread.is_alive()
     assert not any(t.name == "xaudit-loader" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_run_with_loader_worker_processes_finishes(tmp_path):
+    """``data.num_workers > 0`` uses the DataLoader's own workers, not the prefetch thread."""
+    from conftest import make_cohort, make_config
+    from xaudit.config import load_config
+    from xaudit.workflows.audit import RunOptions, run_audit
+
+    manifest = make_cohort(tmp_path / "cohort", n=4)
+    config = load_config(make_config(tmp_path, manifest, methods={"saliency": {}}, data__num_workers=1))
+    result = run_audit(config, RunOptions(output=tmp_path / "run", shard=(0, 1)))
+    assert result.failed == 0 and len(list((tmp_path / "run" / "attributions" / "saliency").glob("*.nii.gz"))) == 4

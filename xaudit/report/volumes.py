@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import nibabel as nib
@@ -53,21 +54,28 @@ def _read(path: Path, dims: int) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 class SubjectScan:
-    """A subject's first image and ROI masks, read once for all its methods' maps."""
+    """A subject's first image and ROI masks, read once (on first use) for all its methods' maps."""
 
     def __init__(self, subject, dims: int):
         self.subject, self.dims = subject, dims
-        self.image = _read(subject.images[0], dims) if subject.images else None
-        self.rois: dict[str, np.ndarray] = {}
-        for name, roi_path in (subject.rois or {}).items() if self.image is not None else ():
-            roi = _read(roi_path, dims)
+
+    @cached_property
+    def image(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return _read(self.subject.images[0], self.dims) if self.subject.images else None
+
+    @cached_property
+    def rois(self) -> dict[str, np.ndarray]:
+        rois = {}
+        for name, roi_path in (self.subject.rois or {}).items() if self.image is not None else ():
+            roi = _read(roi_path, self.dims)
             if roi is not None and roi[0].shape == self.image[0].shape:
-                self.rois[name] = roi[0] > 0
+                rois[name] = roi[0] > 0
+        return rois
 
     def with_map(self, run_dir, method: str, layout: str = "xaudit") -> NativeVolumes | None:
         """The subject's attribution volume of ``method`` over this scan, or None."""
         path = attribution_file(run_dir, layout, self.subject, method)
-        if self.image is None or not Path(path).is_file():
+        if not Path(path).is_file() or self.image is None:
             return None
         amap = _read(path, self.dims)
         if amap is None or amap[0].shape != self.image[0].shape:
@@ -85,7 +93,4 @@ def load_native(run_dir, subject, method: str, dims: int, layout: str = "xaudit"
         dims: 2 or 3, the spatial dimensions of the cohort.
         layout: the run's ``output_layout`` (where the volume lives).
     """
-    path = attribution_file(run_dir, layout, subject, method)
-    if not Path(path).is_file() or not subject.images:
-        return None
     return SubjectScan(subject, dims).with_map(run_dir, method, layout)

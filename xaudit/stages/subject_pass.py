@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -182,8 +182,9 @@ def run_subject_pass(
         persistent_workers=False,
     )
     pending: list[tuple[Subject, Future]] = []
-    batches = loader if settings.num_workers else prefetched(loader)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xaudit-writer") as writer, closing(batches):
+    batches = loader if settings.num_workers else prefetched(loader)  # worker processes load ahead themselves
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="xaudit-writer") as writer, \
+            (nullcontext() if settings.num_workers else closing(batches)):
         for items in batches:
             for item in items:
                 if "error" in item:
