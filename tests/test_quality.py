@@ -245,3 +245,18 @@ def test_the_quality_stage_keeps_to_its_time_budget(tmp_path):
     first, second = [run.name for run in setup.methods]
     assert "deletion_auc" in result.methods[first]  # the first method always runs
     assert result.methods[second]["skipped"].startswith("time budget")
+    # the pass's costs put the cheaper method first, whatever the configured order
+    costs = {first: 10.0, second: 1.0}
+    result = quality_stage(setup, cohort, config.quality, 4, budget_s=0.0, costs=costs)
+    assert "deletion_auc" in result.methods[second] and "skipped" in result.methods[first]
+    assert list(result.methods) == [first, second]  # reported in the configured order
+    assert {m for m, s in run.audit["run"]["timings_s"].items() if m.startswith("pass.")} == {f"pass.{m}" for m in methods}
+
+
+def test_the_quality_prediction_scales_the_first_method_by_the_pass_costs():
+    from xaudit.stages.quality import _predicted_seconds
+
+    reference = ("saliency", {"maps": 2.0, "curves": 0.5})
+    assert _predicted_seconds("integrated_gradients", None, {"saliency": 1, "integrated_gradients": 16}) == 0.0
+    assert _predicted_seconds("integrated_gradients", reference, {"saliency": 1.0, "integrated_gradients": 16.0}) == 32.5
+    assert _predicted_seconds("gradcam", reference, None) == 2.5  # no costs: as long as the first

@@ -419,3 +419,36 @@ def test_colorbar_label_is_not_clipped(scale):
     png = map_grid_png([MapRow("x", np.ones((12, 14, 10)), amap)], np.eye(4), 3, "integrated_gradients\nattribution")
     grey = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
     assert (grey[:, -3:] < 200).sum() == 0 and (grey[:3, :] < 200).sum() == 0  # nothing drawn at the edges
+
+
+def test_pictures_drawn_ahead_in_workers_equal_those_drawn_in_the_report(run3d):
+    from concurrent.futures import wait
+
+    from xaudit.report.subject_pictures import SubjectPictures
+
+    methods, run_dir, n = list(run3d.config.attribution.methods), RunDirectory(run3d.root), run3d.cohort.n
+    with SubjectPictures(run3d.cohort, run_dir, "xaudit", workers=1) as ahead:
+        ahead.ahead(range(n), methods)
+        assert len(ahead._futures) == n
+        wait(list(ahead._futures.values()), timeout=120)  # every job drawn by the worker, none left to cancel
+        drawn = [ahead.pictures(i, methods) for i in range(n)]
+    here = SubjectPictures(run3d.cohort, run_dir, "xaudit", workers=0)
+    for i in range(n):
+        mine = here.pictures(i, methods)
+        assert list(drawn[i]) == list(mine) == methods
+        assert all(p.png and p.png == mine[m].png and p.text == mine[m].text for m, p in drawn[i].items())
+
+
+def test_a_dead_picture_worker_costs_only_time(run3d):
+    import os
+    import signal
+
+    from xaudit.report.subject_pictures import SubjectPictures
+
+    methods, n = list(run3d.config.attribution.methods), run3d.cohort.n
+    with SubjectPictures(run3d.cohort, RunDirectory(run3d.root), "xaudit", workers=1) as pictures:
+        pictures.ahead(range(n), methods)
+        for process in list(pictures._executor._processes.values()):
+            os.kill(process.pid, signal.SIGKILL)
+        got = [pictures.pictures(i, methods) for i in range(n)]  # drawn here instead
+    assert all(p.png and p.text.startswith(f"{m}, at the resolution of the scan") for g in got for m, p in g.items())

@@ -20,14 +20,14 @@ from xaudit.report.html import render_html
 from xaudit.report.markdown import render_markdown
 from xaudit.report.sections import build_document
 from xaudit.report.sections_evidence import evidence_method
-from xaudit.report.subject_pages import build_subject_pages
+from xaudit.report.subject_pages import build_subject_pages, start_pictures
 
-__all__ = ["build_document", "render_html", "render_markdown", "write_report"]
+__all__ = ["build_document", "render_html", "render_markdown", "start_pictures", "write_report"]
 
 log = logging.getLogger("xaudit")
 
 
-def write_report(audit, cohort, config, run_dir) -> Path:
+def write_report(audit, cohort, config, run_dir, pictures=None) -> Path:
     """Write ``report.html``, ``report.md`` and ``figures/*.png`` into the run directory.
 
     Args:
@@ -35,6 +35,7 @@ def write_report(audit, cohort, config, run_dir) -> Path:
         cohort: the run's `xaudit.data.cohort.Cohort` (maps and images for the figures).
         config: the run's `xaudit.config.Config` (title, slices, methods, model).
         run_dir: the `xaudit.core.outputs.RunDirectory`.
+        pictures: the subject pages' pictures started ahead (`start_pictures`), or None.
 
     Returns:
         The path of ``report.html``.
@@ -46,19 +47,19 @@ def write_report(audit, cohort, config, run_dir) -> Path:
     footer = (f"xaudit {version} · every number in this report is in audit.json; figures are in figures/; "
               "rules in rules.json; per-subject predictions in predictions.csv.")
     write_text(run_dir / "report.md", render_markdown(doc, footer))
-    _write_subject_pages(audit, cohort, config, run_dir, footer)
+    _write_subject_pages(audit, cohort, config, run_dir, footer, pictures)
     path = write_text(run_dir / "report.html", render_html(doc, footer))
     log.info("report written in %.1f s: %s", time.perf_counter() - t0, path)
     return path
 
 
-def _write_subject_pages(audit, cohort, config, run_dir, footer: str) -> None:
+def _write_subject_pages(audit, cohort, config, run_dir, footer: str, pictures) -> None:
     """``subjects/<safe_id>.html`` for the paged subjects; the pages an earlier render recorded
     and this one no longer makes are removed (any other file is left alone)."""
     first = evidence_method(audit, cohort, config)
     methods = [m for m in config.attribution.methods if m in cohort.maps]
     methods = ([first] if first in methods else []) + [m for m in methods if m != first]
-    pages = build_subject_pages(cohort, config, run_dir, methods)
+    pages = build_subject_pages(cohort, config, run_dir, methods, pictures)
     for page in pages:
         write_text(run_dir / f"subjects/{page.file_name}", render_html(page.document, footer))
     if hasattr(run_dir, "remove_owned_except"):

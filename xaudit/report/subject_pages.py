@@ -9,7 +9,9 @@ wrote no maps) the record's downsampled map over the downsampled image is drawn 
 
 Bounded for big cohorts: at most `MAX_PAGES` pages (an evenly spaced subsample beyond, said
 in the report), and about `PICTURE_BUDGET` pictures in all (fewer methods per subject in a
-big cohort, the evidence method first), so the report stays a matter of a minute.
+big cohort, the evidence method first), so the report stays a matter of a minute. The
+pictures are drawn in worker processes while the dataset-level stages run
+(`xaudit.report.subject_pictures`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,8 @@ from urllib.parse import quote
 import numpy as np
 
 from xaudit.report.document import Document, Figure, Link, Note, Section, Table
-from xaudit.report.figures_grids import planes_png
-from xaudit.report.figures_maps import PERCENTILE, MapRow
 from xaudit.report.format import fmt_num, fmt_pct
-from xaudit.report.sections_common import maps_usable
-from xaudit.report.volumes import SubjectScan
+from xaudit.report.subject_pictures import SubjectPictures
 
 MAX_PAGES = 1000
 PICTURE_BUDGET = 400
@@ -65,48 +64,49 @@ def _numbers(cohort, i: int) -> Table:
     return Table(["Item", "Value"], rows, numeric=[False, False])
 
 
-def _picture(cohort, run_dir, i: int, method: str, dims: int, layout: str, scan: SubjectScan) -> Figure | Note:
-    subject = cohort.subjects[i]
-    native = scan.with_map(run_dir, method, layout)
-    if native is not None:
-        outline = np.any(np.stack(list(native.rois.values())), axis=0).astype(np.float32) if native.rois else None
-        row, where = MapRow(subject.subject_id, native.anatomy, native.attribution, native.affine, outline), \
-            f"at the resolution of the scan ({'x'.join(str(s) for s in native.anatomy.shape)} voxels)"
-    elif maps_usable(cohort, method):
-        affine = cohort.input_affines[i] if len(cohort.input_affines) else None
-        row, where = MapRow(subject.subject_id, cohort.images_small[i], cohort.maps[method][i], affine), \
-            "downsampled (no attribution volume in attributions/)"
-    else:
-        return Note(f"No {method} map of this subject could be read.")
-    png, vmax = planes_png(row)
-    panels = "the cut" if dims == 2 else ("coronal, sagittal and axial cuts through the peak of |attribution|, then "
-                                          "maximum-intensity projections over the whole field of view")
-    caption = (f"{method}, {where}: {panels}; red for the target class, blue against it, colour limits "
-               f"±{fmt_num(vmax)} (the {PERCENTILE:g}th percentile of |attribution|)"
-               + ("; ROI masks outlined in green." if row.outline is not None else "."))
-    return Figure(f"subject_{method}", caption, png)
+def subject_page_methods(n_pages: int, methods: list[str]) -> list[str]:
+    """The methods drawn on each page (most telling first): all, or fewer in a big cohort (`PICTURE_BUDGET`)."""
+    return methods[:max(1, min(len(methods), PICTURE_BUDGET // max(n_pages, 1)))]
 
 
-def build_subject_pages(cohort, config, run_dir, methods: list[str]) -> list[SubjectPage]:
-    """The pages of the paged subjects, each with its maps (``methods``, most telling first) and numbers."""
+def start_pictures(cohort, config, run_dir) -> SubjectPictures:
+    """The subject pages' pictures, started in worker processes unless the methods shown wait on
+    the verdict (in a cohort too big to show every method, the evidence method is shown first)."""
+    pictures = SubjectPictures(cohort, run_dir, config.output_layout)
+    methods = [m for m in config.attribution.methods if m in cohort.maps]
+    picks = paged_subjects(cohort.n)
+    if len(subject_page_methods(len(picks), methods)) == len(methods):
+        pictures.ahead(picks, methods)
+    return pictures
+
+
+def build_subject_pages(cohort, config, run_dir, methods: list[str], pictures: SubjectPictures | None = None) -> list[SubjectPage]:
+    """The pages of the paged subjects, each with its maps (``methods``, most telling first) and numbers.
+
+    ``pictures``: started ahead (`start_pictures`); those not drawn yet are drawn now.
+    """
     picks = paged_subjects(cohort.n)
     if not len(picks):
         return []
-    dims = cohort.images_small.ndim - 1 if cohort.images_small.dtype != object else len(cohort.input_shapes[0])
-    per_subject = max(1, min(len(methods), PICTURE_BUDGET // len(picks)))
+    shown = subject_page_methods(len(picks), methods)
+    drawn = pictures or SubjectPictures(cohort, run_dir, config.output_layout)
+    drawn.ahead(picks, shown)  # those not started yet: the workers and this process draw them together
+    with drawn:
 
-    def page(i: int) -> SubjectPage:
-        subject = cohort.subjects[i]
-        maps = Section("Maps over the subject's scan", "maps")
-        maps.add(Link("← Back to the report's group view", "../report.html#subjects"))
-        scan = SubjectScan(subject, dims)
-        maps.add(*[_picture(cohort, run_dir, i, m, dims, config.output_layout, scan) for m in methods[:per_subject]])
-        if per_subject < len(methods):
-            maps.add(Note(f"Maps of {', '.join(methods[per_subject:])} are left out of the subject pages of a cohort "
-                          f"this big; their volumes are in attributions/."))
-        numbers = Section("Numbers", "numbers").add(_numbers(cohort, i))
-        doc = Document(title=f"Subject {subject.subject_id}", subtitle=[config.report.title],
-                       sections=[maps, numbers], meta={"contents": False})
-        return SubjectPage(f"{subject.safe_id}.html", doc)
+        def page(i: int) -> SubjectPage:
+            subject = cohort.subjects[i]
+            maps = Section("Maps over the subject's scan", "maps")
+            maps.add(Link("← Back to the report's group view", "../report.html#subjects"))
+            for picture in drawn.pictures(i, shown).values():
+                maps.add(Figure(f"subject_{picture.method}", picture.text, picture.png) if picture.png is not None
+                         else Note(picture.text))
+            if len(shown) < len(methods):
+                maps.add(Note(f"Maps of {', '.join(methods[len(shown):])} are left out of the subject pages of a cohort "
+                              f"this big; their volumes are in attributions/."))
+            numbers = Section("Numbers", "numbers").add(_numbers(cohort, i))
+            doc = Document(title=f"Subject {subject.subject_id}", subtitle=[config.report.title],
+                           sections=[maps, numbers], meta={"contents": False})
+            return SubjectPage(f"{subject.safe_id}.html", doc)
 
-    return [page(int(i)) for i in picks]  # a thread pool gained nothing here (measured): numpy holds the GIL
+        # from the last subject back: the workers draw from the first on, so the two meet halfway
+        return [page(int(i)) for i in picks[::-1]][::-1]

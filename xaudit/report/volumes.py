@@ -74,7 +74,10 @@ class SubjectScan:
 
     def with_map(self, run_dir, method: str, layout: str = "xaudit") -> NativeVolumes | None:
         """The subject's attribution volume of ``method`` over this scan, or None."""
-        path = attribution_file(run_dir, layout, self.subject, method)
+        return self.over(attribution_file(run_dir, layout, self.subject, method))
+
+    def over(self, path: Path) -> NativeVolumes | None:
+        """The attribution volume at ``path`` over this scan, or None (absent, unreadable, another grid)."""
         if not Path(path).is_file() or self.image is None:
             return None
         amap = _read(path, self.dims)

@@ -41,11 +41,15 @@ class QualityResult:
         return {"skipped": self.skipped} if self.skipped else {"subjects": self.subjects, "methods": self.methods}
 
 
-def quality_stage(setup, cohort, qcfg, max_batch: int, budget_s: float | None = None) -> QualityResult:
+def quality_stage(setup, cohort, qcfg, max_batch: int, budget_s: float | None = None,
+                  costs: dict[str, float] | None = None) -> QualityResult:
     """Deletion/insertion AUCs and randomisation correlations per method, on ``quality.subjects`` subjects.
 
-    ``budget_s``: methods are scored in the configured order (the first always) while the
-    stage has run less than this long; the others are skipped with the reason (None: no budget).
+    ``budget_s``: the stage's time budget (None: none). The first method always runs; each
+    further one runs only if it is predicted to end within the budget, else it is skipped with
+    the reason. ``costs`` (seconds per method in the subject pass, `xaudit.stages.subject_pass`)
+    order the methods cheapest first and scale the prediction from the first method's
+    measured time; without them, the configured order, each predicted to take as long as the first.
     """
     start = time.perf_counter()
     if not qcfg.subjects or setup is None:
@@ -67,30 +71,53 @@ def quality_stage(setup, cohort, qcfg, max_batch: int, budget_s: float | None = 
     targets = choose_targets(setup.config.attribution.target, setup.config.model.classes, logits, labels)
     ctx = make_context(setup.layer, setup.config.model.layer, max_batch, setup.config.attribution.seed, None,
                        [s.subject_id for s in chosen[: len(images)]])
-    methods, shared = {}, {}
-    for run in setup.methods:
+    runs = list(setup.methods)
+    costs = costs if costs and all(costs.get(r.name, 0) > 0 for r in runs) else None
+    if costs:
+        runs.sort(key=lambda r: costs[r.name])
+    scored, shared, reference = {}, {}, None
+    for run in runs:
         elapsed = time.perf_counter() - start
-        if budget_s is not None and elapsed > budget_s and methods:  # the first method always runs
-            methods[run.name] = {"skipped": f"time budget: the quality stage had run {elapsed:.0f} s of its"
-                                            f" {budget_s:.0f} s (quality.budget x the subject pass's time)"}
-            log.info("quality check of %s skipped: over the stage's time budget (%.0f s)", run.name, budget_s)
+        predicted = _predicted_seconds(run.name, reference, costs)
+        if budget_s is not None and scored and elapsed + predicted > budget_s:  # the first method always runs
+            scored[run.name] = {"skipped": f"time budget: scoring it would take about {predicted:.0f} s more, after "
+                                           f"{elapsed:.0f} s, of the stage's {budget_s:.0f} s (quality.budget x the "
+                                           "subject pass's time; raise quality.budget to score it)"}
+            log.info("quality check of %s skipped: about %.0f s more would overrun the stage's time budget (%.0f s)",
+                     run.name, predicted, budget_s)
             continue
         try:
-            methods[run.name] = _score_method(model, x, targets, run, ctx, qcfg, max_batch, shared)
+            scored[run.name], timing = _score_method(model, x, targets, run, ctx, qcfg, max_batch, shared)
+            reference = reference or (run.name, timing)
         except XauditError as exc:
             log.warning("quality check of %s skipped: %s", run.name, exc)
-            methods[run.name] = {"skipped": str(exc)}
+            scored[run.name] = {"skipped": str(exc)}
+    methods = {r.name: scored[r.name] for r in setup.methods if r.name in scored}  # the configured order
     return QualityResult([s.subject_id for s in chosen[: len(images)]], methods)
 
 
-def _score_method(model, x, targets, run, ctx, qcfg, max_batch: int, shared: dict) -> dict:
-    """One method's scores; ``shared`` carries the random-order curves from one method to the next
-    (they do not depend on the map), so they are evaluated once per run."""
+def _predicted_seconds(name: str, reference, costs: dict[str, float] | None) -> float:
+    """How long scoring ``name`` will take: the first scored method's map time scaled by the two
+    methods' costs in the pass, plus its perturbation curves (which do not depend on the method).
+    Without costs, as long as the first; before any method ran, 0."""
+    if reference is None:
+        return 0.0
+    ref_name, timing = reference
+    return timing["maps"] * (costs[name] / costs[ref_name] if costs else 1.0) + timing["curves"]
+
+
+def _score_method(model, x, targets, run, ctx, qcfg, max_batch: int, shared: dict) -> tuple[dict, dict]:
+    """One method's scores, and its seconds spent on maps (its own and the randomisation's) and on
+    curves; ``shared`` carries the random-order curves from one method to the next (they do not
+    depend on the map), so they are evaluated once per run."""
+    t0 = time.perf_counter()
     maps = run.method.attribute(model, x, targets, ctx).maps
+    t_maps = time.perf_counter() - t0
     curves = deletion_insertion(model, x, targets, maps, block=qcfg.block, steps=qcfg.steps, max_batch=max_batch,
                                 seed=ctx.seed, subject_seeds=ctx.sample_seeds.tolist() if ctx.sample_seeds is not None else None,
                                 random_reference=shared.get("curves"))
     shared.setdefault("curves", curves)
+    t_curves = time.perf_counter() - t0 - t_maps
     result = {
         "deletion_auc": curves["deletion"]["mean_auc"], "insertion_auc": curves["insertion"]["mean_auc"],
         "random_deletion_auc": curves["random_deletion"]["mean_auc"],
@@ -107,7 +134,7 @@ def _score_method(model, x, targets, run, ctx, qcfg, max_batch: int, shared: dic
         ]
         final = sanity["steps"][-1].get("spearman_abs")
         result["randomisation_final_spearman_abs"] = final
-    return result
+    return result, {"maps": time.perf_counter() - t0 - t_curves, "curves": t_curves}
 
 
 def _mean_curve(summary: dict) -> list[float] | None:

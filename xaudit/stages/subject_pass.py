@@ -10,6 +10,7 @@ subject's record is written after its volumes: its presence marks the subject do
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from contextlib import closing, nullcontext
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,6 +62,7 @@ class PassResult:
     done: list[str] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
     feature_widths: list[int] | None = None
+    method_seconds: dict[str, float] = field(default_factory=dict)  # each method's compute, all batches
 
 
 class SubjectDataset(Dataset):
@@ -251,8 +253,10 @@ def _process_batch(group, batch_subjects, model, device, settings: PassSettings,
     x = torch.stack([i["image"] for i in group]).to(device)
     labels = torch.tensor([s.label for s in batch_subjects], dtype=torch.long)
     precision = autocast_dtype(settings.amp, x.device)
+    started = time.perf_counter()
     with _autocast(x.device, precision):
         forward = _forward_pass(model, x, labels, settings)
+    shared_s = time.perf_counter() - started
     if result.feature_widths is None:
         result.feature_widths = forward["widths"]
     targets = forward["targets"]
@@ -267,9 +271,14 @@ def _process_batch(group, batch_subjects, model, device, settings: PassSettings,
     )
     maps, stats, regions = {}, {}, {}
     for run in settings.methods:
+        started = time.perf_counter()
         with _autocast(x.device, precision if type(run.method).supports_amp else None):
-            out = run.method.from_shared(forward["shared"]) or run.method.attribute(model, x, targets, ctx)
+            out = run.method.from_shared(forward["shared"])
+            # a method served by the shared pass would cost that pass on its own (the quality stage's estimate)
+            cost = shared_s if out is not None else 0.0
+            out = out or run.method.attribute(model, x, targets, ctx)
         maps[run.name] = out.maps.detach().float().sum(dim=1).cpu()  # channels summed: one map per subject
+        result.method_seconds[run.name] = result.method_seconds.get(run.name, 0.0) + cost + time.perf_counter() - started
         stats[run.name] = {k: v.detach().float().cpu() for k, v in out.stats.items()}
         regions[run.name] = out.region_weights
     small_image = downsample_volumes(x[:, 0].float().cpu(), settings.downsample)

@@ -109,6 +109,7 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress: Prog
             write_dataset_description(run_dir.root, __version__)
         result = subject_pass_stage(setup, todo, outputs, max_batch, progress)
         timings["subject_pass"] = time.perf_counter() - t0
+        timings.update({f"pass.{name}": seconds for name, seconds in result.method_seconds.items()})
         rejected = setup.manifest_problems + [p for p in setup.rejected if p["subject_id"] in {s.subject_id for s in todo_all}]
         _write_errors(run_dir, rejected + result.failed, shard_label)
         if result.feature_widths is not None:

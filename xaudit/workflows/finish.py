@@ -29,7 +29,7 @@ from xaudit.stages.bias import bias_stage
 from xaudit.stages.interventions import fold_into_bias, interventions_stage
 from xaudit.stages.metrics import metrics_stage
 from xaudit.stages.quality import quality_stage
-from xaudit.stages.report import report_stage
+from xaudit.stages.report import report_stage, start_report
 from xaudit.stages.rules import rules_stage
 from xaudit.workflows.interrogate import interrogation_stage, merge_into_audit
 
@@ -82,45 +82,48 @@ def _finish(run_dir, config, subjects, timings, started, device, setup, timed) -
     if cohort.features.shape[1]:
         write_features(cohort, run_dir / "features.csv")
         artifacts["features"] = "features.csv"
-    metrics = timed("metrics", metrics_stage, cohort)
-    attribution = timed("attribution", attribution_stage, cohort, config.attribution, run_dir,
-                        config.output_layout)
-    rules = timed("rules", rules_stage, cohort, config.rules, run_dir, setup)
-    bias = timed("bias", bias_stage, cohort, config.bias, list(config.attribution.methods), rules.feature_importances)
-    interventions = timed("interventions", interventions_stage, setup, cohort, config.interventions)
-    bias = fold_into_bias(bias, interventions, config.bias)
-    if setup is not None:
-        budget = max(QUALITY_MIN_BUDGET_S, config.quality.budget * timings["subject_pass"]) if "subject_pass" in timings else None
-        quality = timed("quality", quality_stage, setup, cohort, config.quality, pass_batch(run_dir, config), budget)
-        attribution = dataclasses.replace(attribution, quality=quality.to_dict())
-    interrogation = None
-    if setup is not None and config.interrogate is not None:
-        interrogation = timed("interrogation", _optional_interrogation, run_dir, config.interrogate, setup.device)
-    failed, bad_rows = count_failed(run_dir)
-    audit = {
-        "schema_version": versions.AUDIT,
-        "metrics": metrics.to_dict(),
-        "attribution": attribution.to_dict(),
-        "rules": rules.to_dict(),
-        "bias": bias.to_dict(),
-        "interventions": interventions.to_dict(),
-        "run": _run_metadata(config, started, device, timings),
-        "counts": {"subjects": len(subjects) + bad_rows, "audited": cohort.n, "failed": failed + bad_rows,
-                   "missing": len(subjects) - cohort.n - failed},
-        "findings": sorted([*bias.findings, *attribution.findings], key=finding_order),
-        "verdict": bias.verdict,
-        "artifacts": {**artifacts, **attribution.artifacts, **rules.artifacts},
-    }
-    scale = bounded(bias.to_dict(), cohort)
-    if scale:
-        audit["scale"] = scale
-    if interrogation is not None:
-        merge_into_audit(audit, interrogation)
-    timed("report", report_stage, audit, cohort, config, run_dir)
-    audit["run"]["timings_s"]["report"] = round(timings["report"], 3)
-    audit["artifacts"].update({"report_html": "report.html", "report_md": "report.md", "subject_pages": "subjects/*.html"})
-    write_json(run_dir / "audit.json", audit)
-    return audit
+    with start_report(cohort, config, run_dir) as pictures:  # the subject pages' pictures, drawn meanwhile
+        metrics = timed("metrics", metrics_stage, cohort)
+        attribution = timed("attribution", attribution_stage, cohort, config.attribution, run_dir,
+                            config.output_layout)
+        rules = timed("rules", rules_stage, cohort, config.rules, run_dir, setup)
+        bias = timed("bias", bias_stage, cohort, config.bias, list(config.attribution.methods), rules.feature_importances)
+        interventions = timed("interventions", interventions_stage, setup, cohort, config.interventions)
+        bias = fold_into_bias(bias, interventions, config.bias)
+        if setup is not None:
+            budget = max(QUALITY_MIN_BUDGET_S, config.quality.budget * timings["subject_pass"]) if "subject_pass" in timings else None
+            costs = {name[len("pass."):]: v for name, v in timings.items() if name.startswith("pass.")}
+            quality = timed("quality", quality_stage, setup, cohort, config.quality, pass_batch(run_dir, config), budget,
+                            costs)
+            attribution = dataclasses.replace(attribution, quality=quality.to_dict())
+        interrogation = None
+        if setup is not None and config.interrogate is not None:
+            interrogation = timed("interrogation", _optional_interrogation, run_dir, config.interrogate, setup.device)
+        failed, bad_rows = count_failed(run_dir)
+        audit = {
+            "schema_version": versions.AUDIT,
+            "metrics": metrics.to_dict(),
+            "attribution": attribution.to_dict(),
+            "rules": rules.to_dict(),
+            "bias": bias.to_dict(),
+            "interventions": interventions.to_dict(),
+            "run": _run_metadata(config, started, device, timings),
+            "counts": {"subjects": len(subjects) + bad_rows, "audited": cohort.n, "failed": failed + bad_rows,
+                       "missing": len(subjects) - cohort.n - failed},
+            "findings": sorted([*bias.findings, *attribution.findings], key=finding_order),
+            "verdict": bias.verdict,
+            "artifacts": {**artifacts, **attribution.artifacts, **rules.artifacts},
+        }
+        scale = bounded(bias.to_dict(), cohort)
+        if scale:
+            audit["scale"] = scale
+        if interrogation is not None:
+            merge_into_audit(audit, interrogation)
+        timed("report", report_stage, audit, cohort, config, run_dir, pictures)
+        audit["run"]["timings_s"]["report"] = round(timings["report"], 3)
+        audit["artifacts"].update({"report_html": "report.html", "report_md": "report.md", "subject_pages": "subjects/*.html"})
+        write_json(run_dir / "audit.json", audit)
+        return audit
 
 
 def bounded(bias: dict, cohort) -> dict:

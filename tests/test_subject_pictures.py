@@ -1,0 +1,39 @@
+"""The subject pictures' worker processes: they never outlive the run (tests/test_report.py
+checks what they draw)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+RUN = """
+import os, sys, time
+from xaudit.report.subject_pictures import _executor
+pool = _executor(1)
+print(pool.submit(os.getpid).result(), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers are Linux's; elsewhere they are spawned")
+def test_picture_workers_die_with_a_killed_run():
+    run, worker = subprocess.Popen([sys.executable, "-c", RUN], stdout=subprocess.PIPE, text=True), None
+    try:
+        worker = int(run.stdout.readline())
+        assert psutil.Process(worker).ppid() == run.pid and psutil.Process(worker).nice() == 19
+        os.kill(run.pid, signal.SIGKILL)  # kill -9: no clean-up runs in the run
+        run.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while psutil.pid_exists(worker) and psutil.Process(worker).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the picture worker outlived the killed run (it would keep its lock)"
+            time.sleep(0.1)
+    finally:
+        run.kill()
+        if worker is not None and psutil.pid_exists(worker):
+            psutil.Process(worker).kill()

@@ -1,0 +1,218 @@
+"""The pictures of the subject pages, drawn in worker processes while the other stages run.
+
+A subject page shows each method's map over the subject's own scan (`render_pictures`). At
+about 25 ms a picture these are most of the report's time (80 subjects x 4 methods: 8 s of
+the demo's 13 s report), and they need nothing the dataset-level stages compute: only the
+maps on disk and the records. So `finish_run` starts them as soon as the records are read
+(`xaudit.report.subject_pages.start_pictures`), in ``cpu_count - 1`` worker processes (at
+least one, at most four), and the report collects them at the end (`SubjectPictures.pictures`). A picture a
+worker has not started is drawn by the report itself; a worker that fails or dies costs
+nothing but time: its pictures are drawn in the report's process.
+
+Workers are forked where the platform allows it (Linux: no re-import, the records are
+shared copy-on-write, as PyTorch's DataLoader workers are); elsewhere they are spawned. A
+job carries paths and the record's small arrays only, so either way works, and a worker
+never touches the model, torch or the run directory: it returns PNG bytes and the report's
+process writes every file (atomically, as all outputs).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from xaudit.core.bids import attribution_file
+from xaudit.report.figures_grids import planes_png
+from xaudit.report.figures_maps import PERCENTILE, MapRow
+from xaudit.report.format import fmt_num
+from xaudit.report.sections_common import maps_usable
+from xaudit.report.volumes import SubjectScan
+
+log = logging.getLogger("xaudit")
+
+MAX_WORKERS = 4
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
+
+
+@dataclass(frozen=True)
+class MapSource:
+    """Where one method's map of a subject is: its attribution volume, else the record's downsampled one."""
+
+    method: str
+    volume: Path
+    fallback: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None  # (image, map, affine) of the record
+
+
+@dataclass(frozen=True)
+class PictureJob:
+    """One subject's pictures to draw: everything a worker needs, as paths and small arrays."""
+
+    subject: object  # its `xaudit.data.manifest.Subject`
+    dims: int
+    sources: tuple[MapSource, ...]
+
+
+@dataclass(frozen=True)
+class Picture:
+    """One method's picture of a subject (``png`` None: it could not be drawn, ``text`` says why)."""
+
+    method: str
+    png: bytes | None
+    text: str
+
+
+def render_pictures(job: PictureJob) -> list[Picture]:
+    """Each source's map in three planes through its peak and three MIPs, over the subject's scan."""
+    scan = SubjectScan(job.subject, job.dims)
+    return [_picture(scan, source, job.dims) for source in job.sources]
+
+
+def _picture(scan: SubjectScan, source: MapSource, dims: int) -> Picture:
+    native = scan.over(source.volume)
+    if native is not None:
+        outline = np.any(np.stack(list(native.rois.values())), axis=0).astype(np.float32) if native.rois else None
+        row = MapRow(scan.subject.subject_id, native.anatomy, native.attribution, native.affine, outline)
+        where = f"at the resolution of the scan ({'x'.join(str(s) for s in native.anatomy.shape)} voxels)"
+    elif source.fallback is not None:
+        image, amap, affine = source.fallback
+        row, where = MapRow(scan.subject.subject_id, image, amap, affine), "downsampled (no attribution volume in attributions/)"
+    else:
+        return Picture(source.method, None, f"No {source.method} map of this subject could be read.")
+    png, vmax = planes_png(row)
+    panels = "the cut" if dims == 2 else ("coronal, sagittal and axial cuts through the peak of |attribution|, then "
+                                          "maximum-intensity projections over the whole field of view")
+    caption = (f"{source.method}, {where}: {panels}; red for the target class, blue against it, colour limits "
+               f"±{fmt_num(vmax)} (the {PERCENTILE:g}th percentile of |attribution|)"
+               + ("; ROI masks outlined in green." if row.outline is not None else "."))
+    return Picture(source.method, png, caption)
+
+
+def picture_job(cohort, run_dir, layout: str, i: int, methods: list[str]) -> PictureJob:
+    """Subject ``i``'s job for ``methods``, its paths resolved here (in the report's process)."""
+    subject = cohort.subjects[i]
+    affine = cohort.input_affines[i] if len(cohort.input_affines) else None
+    sources = tuple(MapSource(m, Path(attribution_file(run_dir, layout, subject, m)),
+                              (cohort.images_small[i], cohort.maps[m][i], affine) if maps_usable(cohort, m) else None)
+                    for m in methods)
+    return PictureJob(subject, cohort_dims(cohort), sources)
+
+
+def cohort_dims(cohort) -> int:
+    """2 or 3: the spatial dimensions of the cohort's images."""
+    return cohort.images_small.ndim - 1 if cohort.images_small.dtype != object else len(cohort.input_shapes[0])
+
+
+class SubjectPictures:
+    """The subject pages' pictures, drawn ahead in worker processes, or here when asked for first.
+
+    Args:
+        cohort: the run's `xaudit.data.cohort.Cohort`.
+        run_dir: the `xaudit.core.outputs.RunDirectory` (the attribution volumes).
+        layout: the run's ``output_layout``.
+        workers: worker processes (started on the first `ahead`); default `background_workers`, 0 for none.
+    """
+
+    def __init__(self, cohort, run_dir, layout: str, workers: int | None = None):
+        self.cohort, self.run_dir, self.layout = cohort, run_dir, layout
+        self.workers = background_workers() if workers is None else workers
+        self._futures: dict[int, Future] = {}
+        self._executor: ProcessPoolExecutor | None = None
+
+    def ahead(self, picks, methods: list[str]) -> None:
+        """Start drawing ``methods`` of the subjects ``picks`` (those not started yet) in the workers."""
+        if self.workers <= 0:
+            return
+        if self._executor is None:
+            self._executor = _executor(self.workers)
+            if self._executor is None:
+                self.workers = 0
+                return
+        for i in (int(k) for k in picks):
+            if i in self._futures:
+                continue
+            try:
+                job = picture_job(self.cohort, self.run_dir, self.layout, i, list(methods))
+                self._futures[i] = self._executor.submit(render_pictures, job)
+            except Exception as exc:  # noqa: BLE001 - a broken pool: the pictures are drawn here
+                log.debug("subject pictures: no background worker (%s: %s)", type(exc).__name__, exc)
+                self.workers = 0
+                return
+
+    def pictures(self, i: int, methods: list[str]) -> dict[str, Picture]:
+        """Subject ``i``'s pictures of ``methods``: the workers' if drawn (or being drawn), else drawn now."""
+        got: dict[str, Picture] = {}
+        future = self._futures.pop(i, None)
+        if future is not None and not future.cancel():  # a job not started yet is drawn below, here
+            try:
+                got = {p.method: p for p in future.result()}
+            except Exception as exc:  # noqa: BLE001 - a worker died or failed: drawn here instead
+                log.debug("subject pictures: a worker failed on subject %d (%s: %s)", i, type(exc).__name__, exc)
+        missing = [m for m in methods if m not in got]
+        if missing:
+            got.update({p.method: p for p in render_pictures(picture_job(self.cohort, self.run_dir, self.layout, i, missing))})
+        return {m: got[m] for m in methods}
+
+    def close(self) -> None:
+        """Stop the workers; pictures not drawn yet are dropped."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self._futures.clear()
+
+    def __enter__(self) -> "SubjectPictures":
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+
+def background_workers() -> int:
+    """Worker processes for the pictures: one core is left to the stages running meanwhile."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus - 1))
+
+
+def _executor(workers: int) -> ProcessPoolExecutor | None:
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    try:
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),))
+    except (OSError, ValueError) as exc:  # no processes here (a sandbox, a limit): drawn in the report's process
+        log.debug("subject pictures: no worker processes (%s)", exc)
+        return None
+
+
+def _worker_init(parent: int) -> None:
+    """A worker leaves Ctrl-C to the run (which stops it), dies with the run, and yields the CPU
+    to the run's stages.
+
+    A forked worker holds copies of the run's descriptors, its lock among them, and of its own
+    job queue's writing end, so it would wait forever for jobs after a ``kill -9`` of the run,
+    keeping the run locked: Linux kills it when the run dies (``PR_SET_PDEATHSIG``). At the
+    lowest priority a worker draws on the cores the stages leave idle; at the same priority it
+    cost the stages more than it saved on 2 cores (measured: the rules stage, on 2 PyTorch
+    threads, went from 2.6 to 6.6 s beside one worker).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+        if os.getppid() != parent:  # the run died before the line above
+            os._exit(1)
+    try:
+        os.nice(19)
+    except (OSError, AttributeError):
+        pass
