@@ -54,7 +54,7 @@ def spatial_module(model: nn.Module, layer: str, is_input: bool, width: int, sam
 
 
 def write_rule_maps(setup, cohort, rules: list[dict], run_dir, top: int = 3) -> list[str]:
-    """Mean activation map of each top rule's features over its covered subjects.
+    """Mean activation map of each top rule's features over its covered subjects (at most 32).
 
     Returns:
         Paths (relative to the run) of the volumes written.
@@ -64,59 +64,69 @@ def write_rule_maps(setup, cohort, rules: list[dict], run_dir, top: int = 3) -> 
         return []
     ids = {s.subject_id: s for s in cohort.subjects}
     affine = cohort.input_affines[0] if cohort.n else None
+    wanted = {rule["id"]: (sorted({c["feature"] for c in rule.get("conditions", [])}),
+                           [ids[s] for s in rule.get("covered_subjects", []) if s in ids][:32]) for rule in rules[:top]}
     written = []
-    for rule in rules[:top]:
-        covered = [ids[s] for s in rule.get("covered_subjects", []) if s in ids][:32]
-        features = sorted({c["feature"] for c in rule.get("conditions", [])})
-        try:
-            volumes = _mean_feature_maps(setup, model, features, covered)
-        except XauditError as exc:
-            log.warning("rule maps of %s skipped: %s", rule.get("id"), exc)
-            continue
+    for rule_id, volumes in _mean_feature_maps(setup, model, wanted).items():
         for feature, volume in volumes.items():
-            rel = f"maps/rules/{rule['id']}__{re.sub(r'[^A-Za-z0-9._-]+', '_', feature)}.nii.gz"
+            rel = f"maps/rules/{rule_id}__{re.sub(r'[^A-Za-z0-9._-]+', '_', feature)}.nii.gz"
             write_volume(volume, affine, run_dir / rel)
             written.append(rel)
     return written
 
 
-RULE_MAP_BATCH = 8  # covered subjects per forward pass
+RULE_MAP_BATCH = 8  # subjects per forward pass
 
 
-def _mean_feature_maps(setup, model, features: list[str], subjects) -> dict[str, np.ndarray]:
-    """Per feature of one rule, its channel's activation map averaged over ``subjects``.
+def _mean_feature_maps(setup, model, wanted: dict[str, tuple[list[str], list]]) -> dict[str, dict[str, np.ndarray]]:
+    """Per rule (id -> its features and covered subjects), each feature's channel map averaged
+    over the rule's subjects that load.
 
-    Each subject is loaded once and every feature's map comes from the same forward pass,
-    in batches of `RULE_MAP_BATCH` (one subject and one pass per feature cost 3 s of a run).
+    Every subject is loaded once for all the rules that cover it, and every feature's map
+    comes from the same forward pass, in batches of `RULE_MAP_BATCH` (loading each rule's
+    subjects anew cost 3 s of the demo's rules stage: the top rules cover the same subjects).
     """
-    parsed = [(f, FEATURE.match(f)) for f in features]
-    parsed = [(f, m) for f, m in parsed if m is not None]
-    if not parsed or not subjects:
+    parsed = {f: FEATURE.match(f) for features, _ in wanted.values() for f in features}
+    order = list({s.subject_id: s for _, subjects in wanted.values() for s in subjects}.values())
+    if not order or not any(parsed.values()):
         return {}
-    first = load_subject(subjects[0], setup.transforms, setup.spatial_dims).tensor[None].to(setup.device)
+    first = load_subject(order[0], setup.transforms, setup.spatial_dims).tensor[None].to(setup.device)
     where: dict[str, tuple[nn.Module, int]] = {}
-    for feature, match in parsed:
+    for feature, match in parsed.items():
+        if match is None:
+            continue
         width = _feature_width(model, match["layer"], bool(match["input"]), first)
         module = spatial_module(model, match["layer"], bool(match["input"]), width, first)
         if module is not None:
             where[feature] = (module, int(match["channel"]))
-    modules = {id(m): m for m, _ in where.values()}
+    covers = {rule_id: {s.subject_id for s in subjects} for rule_id, (_, subjects) in wanted.items()}
+    totals: dict[tuple[str, str], torch.Tensor] = {}
+    counts = dict.fromkeys(wanted, 0)
     captured: dict[int, torch.Tensor] = {}
-    totals: dict[str, torch.Tensor] = {}
-    hooks = [(str(key), module) for key, module in modules.items()]
+    hooks = [(str(key), module) for key, module in {id(m): m for m, _ in where.values()}.items()]
     mode = "trilinear" if setup.spatial_dims == 3 else "bilinear"
     with forward_hooks(hooks, lambda name, _m, _a, o: captured.__setitem__(int(name), o.detach().float())):
-        for start in range(0, len(subjects), RULE_MAP_BATCH):
-            images = [load_subject(s, setup.transforms, setup.spatial_dims).tensor for s in subjects[start:start + RULE_MAP_BATCH]]
-            for shape in {tuple(i.shape) for i in images}:  # one batch per input shape
-                x = torch.stack([i for i in images if tuple(i.shape) == shape]).to(setup.device)
+        for start in range(0, len(order), RULE_MAP_BATCH):
+            loaded = []
+            for subject in order[start:start + RULE_MAP_BATCH]:
+                try:
+                    loaded.append((subject.subject_id, load_subject(subject, setup.transforms, setup.spatial_dims).tensor))
+                except XauditError as exc:
+                    log.warning("rule maps: %s left out (%s)", subject.subject_id, exc)
+            for shape in {tuple(t.shape) for _, t in loaded}:  # one batch per input shape
+                batch = [(sid, t) for sid, t in loaded if tuple(t.shape) == shape]
                 with torch.no_grad():
-                    model(x)
-                for feature, (module, channel) in where.items():
-                    maps = captured[id(module)][:, channel:channel + 1]
-                    up = F.interpolate(maps, size=shape[1:], mode=mode, align_corners=False)[:, 0].sum(0)
-                    totals[feature] = up if feature not in totals else totals[feature] + up
-    return {feature: (total / len(subjects)).cpu().numpy() for feature, total in totals.items()}
+                    model(torch.stack([t for _, t in batch]).to(setup.device))
+                ups = {feature: F.interpolate(captured[id(module)][:, channel:channel + 1], size=shape[1:], mode=mode,
+                                              align_corners=False)[:, 0] for feature, (module, channel) in where.items()}
+                for rule_id, (features, _) in wanted.items():
+                    mine = [k for k, (sid, _) in enumerate(batch) if sid in covers[rule_id]]
+                    counts[rule_id] += len(mine)
+                    for feature in (f for f in features if f in ups and mine):
+                        part = ups[feature][mine].sum(0)
+                        totals[rule_id, feature] = part if (rule_id, feature) not in totals else totals[rule_id, feature] + part
+    return {rule_id: {f: (totals[rule_id, f] / counts[rule_id]).cpu().numpy() for f in features if (rule_id, f) in totals}
+            for rule_id, (features, _) in wanted.items() if any((rule_id, f) in totals for f in features)}
 
 
 def _feature_width(model, layer: str, is_input: bool, sample) -> int:
