@@ -66,6 +66,33 @@ def test_records_stream_into_the_cohort_one_at_a_time():
     assert cohort.labels.tolist() == [i % 2 for i in range(50)]
 
 
+def _file_backed(array) -> bool:
+    import mmap
+
+    while array is not None and not isinstance(array, mmap.mmap):
+        array = getattr(array, "base", None)
+    return array is not None
+
+
+def test_big_map_arrays_live_in_an_unlinked_file_of_the_run_and_read_the_same(tmp_path, monkeypatch):
+    from xaudit.data import cohort as cohort_module
+
+    in_memory = _cohort(20)
+    monkeypatch.setattr(cohort_module, "SPILL_BYTES", 1000)  # 20 maps of 4^3 floats: 5,120 bytes
+    spilled = cohort_from_records(_subjects(20), (_record(i) for i in range(20)), CLASSES, [], spill_dir=tmp_path)
+    for name in ("maps", "images"):
+        got, want = (spilled.maps["saliency"], in_memory.maps["saliency"]) if name == "maps" else \
+            (spilled.images_small, in_memory.images_small)
+        assert type(got) is np.ndarray and _file_backed(got)  # a plain array over a file mapping
+        np.testing.assert_array_equal(got, want)
+    assert not _file_backed(in_memory.maps["saliency"])
+    assert type(spilled.maps["saliency"].mean(axis=0)) is np.ndarray
+    assert list(tmp_path.iterdir()) == []  # unlinked at once: nothing is left in the run, even after kill -9
+    monkeypatch.setattr(cohort_module.tempfile, "TemporaryFile", lambda **_: (_ for _ in ()).throw(OSError("full")))
+    fallback = cohort_from_records(_subjects(20), (_record(i) for i in range(20)), CLASSES, [], spill_dir=tmp_path)
+    np.testing.assert_array_equal(fallback.maps["saliency"], in_memory.maps["saliency"])  # no room there: in memory
+
+
 def test_a_key_missing_from_some_records_is_nan_and_maps_of_other_grids_are_not_kept():
     records = [_record(0), _record(1, shape=(4, 4, 5)), _record(2)]
     del records[2]["stat__saliency__error"]
