@@ -278,3 +278,25 @@ def test_every_method_runs_from_the_demo_config_on_the_sample_cohort(quick_data,
             assert written.shape == source.shape, method
             np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
             assert np.isfinite(np.asarray(written.dataobj)).all(), method
+
+
+def test_subjects_written_by_workers_equal_those_written_alone(tmp_path, monkeypatch):
+    import xaudit.sample.generate as generate
+
+    spec, pools = COHORTS["cohort3d"], []
+    real_pool = generate.worker_pool
+    monkeypatch.setattr(generate, "worker_pool", lambda *a, **k: pools.append(a) or real_pool(*a, **k))
+    monkeypatch.setattr(generate, "cpu_count", lambda: 1)
+    generate.write_cohort(tmp_path / "alone", spec, QUICK_DESIGN, 0, lambda _m: None)
+    assert pools == []
+    monkeypatch.setattr(generate, "cpu_count", lambda: 3)
+    generate.write_cohort(tmp_path / "workers", spec, QUICK_DESIGN, 0, lambda _m: None)
+    assert [a[0] for a in pools] == [3]  # written by three forked workers
+    alone = _manifest(tmp_path, "alone")
+    assert alone.equals(_manifest(tmp_path, "workers")) and len(alone) >= 8
+    for column in ("image", "mask", "lesion_mask"):
+        for path in alone[column]:
+            a = np.asanyarray(nib.load(tmp_path / "alone" / path).dataobj)
+            b = np.asanyarray(nib.load(tmp_path / "workers" / path).dataobj)
+            np.testing.assert_array_equal(a, b)
+    assert not list((tmp_path / "workers").rglob(".*"))  # no temporary file left behind

@@ -9,21 +9,15 @@ least one, at most four), and the report collects them at the end (`SubjectPictu
 worker has not started is drawn by the report itself; a worker that fails or dies costs
 nothing but time: its pictures are drawn in the report's process.
 
-Workers are forked where the platform allows it (Linux: no re-import, the records are
-shared copy-on-write, as PyTorch's DataLoader workers are); elsewhere they are spawned. A
-job carries paths and the record's small arrays only, so either way works, and a worker
-never touches the model, torch or the run directory: it returns PNG bytes and the report's
-process writes every file (atomically, as all outputs).
+The workers (`xaudit.core.workers.worker_pool`: forked on Linux, at the lowest priority, dead
+with the run) get jobs of paths and the record's small arrays, and never touch the model,
+torch or the run directory: they return PNG bytes and the report's process writes every file
+(atomically, as all outputs).
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import multiprocessing
-import os
-import signal
-import sys
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from xaudit.core.bids import attribution_file
+from xaudit.core.workers import cpu_count, worker_pool
 from xaudit.report.figures_grids import planes_png
 from xaudit.report.figures_maps import PERCENTILE, MapRow
 from xaudit.report.format import fmt_num
@@ -40,7 +35,6 @@ from xaudit.report.volumes import SubjectScan
 log = logging.getLogger("xaudit")
 
 MAX_WORKERS = 4
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 @dataclass(frozen=True)
@@ -132,7 +126,7 @@ class SubjectPictures:
         if self.workers <= 0:
             return
         if self._executor is None:
-            self._executor = _executor(self.workers)
+            self._executor = worker_pool(self.workers, background=True)
             if self._executor is None:
                 self.workers = 0
                 return
@@ -177,42 +171,4 @@ class SubjectPictures:
 
 def background_workers() -> int:
     """Worker processes for the pictures: one core is left to the stages running meanwhile."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(MAX_WORKERS, cpus - 1))
-
-
-def _executor(workers: int) -> ProcessPoolExecutor | None:
-    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    try:
-        return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),))
-    except (OSError, ValueError) as exc:  # no processes here (a sandbox, a limit): drawn in the report's process
-        log.debug("subject pictures: no worker processes (%s)", exc)
-        return None
-
-
-def _worker_init(parent: int) -> None:
-    """A worker leaves Ctrl-C to the run (which stops it), dies with the run, and yields the CPU
-    to the run's stages.
-
-    A forked worker holds copies of the run's descriptors, its lock among them, and of its own
-    job queue's writing end, so it would wait forever for jobs after a ``kill -9`` of the run,
-    keeping the run locked: Linux kills it when the run dies (``PR_SET_PDEATHSIG``). At the
-    lowest priority a worker draws on the cores the stages leave idle; at the same priority it
-    cost the stages more than it saved on 2 cores (measured: the rules stage, on 2 PyTorch
-    threads, went from 2.6 to 6.6 s beside one worker).
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
-        if os.getppid() != parent:  # the run died before the line above
-            os._exit(1)
-    try:
-        os.nice(19)
-    except (OSError, AttributeError):
-        pass
+    return max(1, min(MAX_WORKERS, cpu_count() - 1))

@@ -1,5 +1,5 @@
-"""The subject pictures' worker processes: they never outlive the run (tests/test_report.py
-checks what they draw)."""
+"""Worker processes (`xaudit.core.workers`): they never outlive the run (tests/test_report.py
+checks what the subject pictures' workers draw, tests/test_sample.py the sample data's)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 
 RUN = """
 import os, sys, time
-from xaudit.report.subject_pictures import _executor
-pool = _executor(1)
+from xaudit.core.workers import worker_pool
+pool = worker_pool(1, background=True)
 print(pool.submit(os.getpid).result(), flush=True)
 time.sleep(600)
 """
