@@ -37,3 +37,24 @@ def test_picture_workers_die_with_a_killed_run():
         run.kill()
         if worker is not None and psutil.pid_exists(worker):
             psutil.Process(worker).kill()
+
+
+def _touch_then_sleep(path: str) -> None:
+    open(path, "w").close()
+    time.sleep(60)
+
+
+def test_a_pool_stopped_early_kills_its_workers_at_once(tmp_path):
+    from xaudit.core.workers import stop_pool, worker_pool
+
+    pool = worker_pool(1, background=True)
+    worker = pool.submit(os.getpid).result(timeout=60)
+    mark = tmp_path / "started"
+    pool.submit(_touch_then_sleep, str(mark))  # a job that would hold the exit for a minute
+    while not mark.exists():
+        time.sleep(0.01)
+    started = time.monotonic()
+    stop_pool(pool, now=True)
+    while psutil.pid_exists(worker) and psutil.Process(worker).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() - started < 10, "the worker outlived the stopped pool"
+        time.sleep(0.05)

@@ -72,3 +72,16 @@ def _worker_init(parent: int, background: bool, initializer, initargs: tuple) ->
             pass
     if initializer is not None:
         initializer(*initargs)
+
+
+def stop_pool(pool: ProcessPoolExecutor, now: bool = False) -> None:
+    """Shut ``pool`` down without waiting; ``now`` (the run stops early: Ctrl-C, an error) also
+    kills its workers, so that the exit does not wait for the jobs they had queued (seconds at
+    the lowest priority on a busy machine, measured)."""
+    if now:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            try:
+                process.kill()
+            except (OSError, AttributeError):
+                pass
+    pool.shutdown(wait=False, cancel_futures=True)

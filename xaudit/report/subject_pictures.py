@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from xaudit.core.bids import attribution_file
-from xaudit.core.workers import cpu_count, worker_pool
+from xaudit.core.workers import cpu_count, stop_pool, worker_pool
 from xaudit.report.figures_grids import planes_png
 from xaudit.report.figures_maps import PERCENTILE, MapRow
 from xaudit.report.format import fmt_num
@@ -156,9 +156,9 @@ class SubjectPictures:
         return {m: got[m] for m in methods}
 
     def close(self) -> None:
-        """Stop the workers; pictures not drawn yet are dropped."""
+        """Stop the workers; pictures not collected yet are dropped (and their workers killed)."""
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            stop_pool(self._executor, now=bool(self._futures))
             self._executor = None
         self._futures.clear()
 
