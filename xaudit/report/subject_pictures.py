@@ -5,9 +5,10 @@ about 25 ms a picture these are most of the report's time (80 subjects x 4 metho
 the demo's 13 s report), and they need nothing the dataset-level stages compute: only the
 maps on disk and the records. So `finish_run` starts them as soon as the records are read
 (`xaudit.report.subject_pages.start_pictures`), in ``cpu_count - 1`` worker processes (at
-least one, at most four), and the report collects them at the end (`SubjectPictures.pictures`). A picture a
-worker has not started is drawn by the report itself; a worker that fails or dies costs
-nothing but time: its pictures are drawn in the report's process.
+least one, at most four), and the report collects them at the end
+(`SubjectPictures.pictures`). A picture a worker has not started is drawn by the report
+itself; a worker that fails or dies costs nothing but time: its pictures are drawn in the
+report's process.
 
 The workers (`xaudit.core.workers.worker_pool`: forked on Linux, at the lowest priority, dead
 with the run) get jobs of paths and the record's small arrays, and never touch the model,
