@@ -16,6 +16,7 @@ pictures are drawn in worker processes while the dataset-level stages run
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -91,7 +92,7 @@ def build_subject_pages(cohort, config, run_dir, methods: list[str], pictures: S
     shown = subject_page_methods(len(picks), methods)
     drawn = pictures or SubjectPictures(cohort, run_dir, config.output_layout)
     drawn.ahead(picks, shown)  # those not started yet: the workers and this process draw them together
-    with drawn:
+    with drawn if pictures is None else nullcontext(drawn):  # started by the caller: the caller stops it
 
         def page(i: int) -> SubjectPage:
             subject = cohort.subjects[i]

@@ -68,10 +68,10 @@ class Picture:
 def render_pictures(job: PictureJob) -> list[Picture]:
     """Each source's map in three planes through its peak and three MIPs, over the subject's scan."""
     scan = SubjectScan(job.subject, job.dims)
-    return [_picture(scan, source, job.dims) for source in job.sources]
+    return [_picture(scan, source) for source in job.sources]
 
 
-def _picture(scan: SubjectScan, source: MapSource, dims: int) -> Picture:
+def _picture(scan: SubjectScan, source: MapSource) -> Picture:
     native = scan.over(source.volume)
     if native is not None:
         outline = np.any(np.stack(list(native.rois.values())), axis=0).astype(np.float32) if native.rois else None
@@ -83,22 +83,12 @@ def _picture(scan: SubjectScan, source: MapSource, dims: int) -> Picture:
     else:
         return Picture(source.method, None, f"No {source.method} map of this subject could be read.")
     png, vmax = planes_png(row)
-    panels = "the cut" if dims == 2 else ("coronal, sagittal and axial cuts through the peak of |attribution|, then "
+    panels = "the cut" if scan.dims == 2 else ("coronal, sagittal and axial cuts through the peak of |attribution|, then "
                                           "maximum-intensity projections over the whole field of view")
     caption = (f"{source.method}, {where}: {panels}; red for the target class, blue against it, colour limits "
                f"±{fmt_num(vmax)} (the {PERCENTILE:g}th percentile of |attribution|)"
                + ("; ROI masks outlined in green." if row.outline is not None else "."))
     return Picture(source.method, png, caption)
-
-
-def picture_job(cohort, run_dir, layout: str, i: int, methods: list[str]) -> PictureJob:
-    """Subject ``i``'s job for ``methods``, its paths resolved here (in the report's process)."""
-    subject = cohort.subjects[i]
-    affine = cohort.input_affines[i] if len(cohort.input_affines) else None
-    sources = tuple(MapSource(m, Path(attribution_file(run_dir, layout, subject, m)),
-                              (cohort.images_small[i], cohort.maps[m][i], affine) if maps_usable(cohort, m) else None)
-                    for m in methods)
-    return PictureJob(subject, cohort_dims(cohort), sources)
 
 
 def cohort_dims(cohort) -> int:
@@ -121,6 +111,20 @@ class SubjectPictures:
         self.workers = background_workers() if workers is None else workers
         self._futures: dict[int, Future] = {}
         self._executor: ProcessPoolExecutor | None = None
+        self._usable: dict[str, bool] = {}  # method -> its records' maps can be drawn (a scan of every map)
+        self._dims = cohort_dims(cohort) if cohort.n else 0
+
+    def job(self, i: int, methods: list[str]) -> PictureJob:
+        """Subject ``i``'s job for ``methods``, its paths resolved here (in the report's process)."""
+        cohort, subject = self.cohort, self.cohort.subjects[i]
+        affine = cohort.input_affines[i] if len(cohort.input_affines) else None
+        for m in methods:
+            if m not in self._usable:
+                self._usable[m] = maps_usable(cohort, m)
+        sources = tuple(MapSource(m, Path(attribution_file(self.run_dir, self.layout, subject, m)),
+                                  (cohort.images_small[i], cohort.maps[m][i], affine) if self._usable[m] else None)
+                        for m in methods)
+        return PictureJob(subject, self._dims, sources)
 
     def ahead(self, picks, methods: list[str]) -> None:
         """Start drawing ``methods`` of the subjects ``picks`` (those not started yet) in the workers."""
@@ -135,8 +139,7 @@ class SubjectPictures:
             if i in self._futures:
                 continue
             try:
-                job = picture_job(self.cohort, self.run_dir, self.layout, i, list(methods))
-                self._futures[i] = self._executor.submit(render_pictures, job)
+                self._futures[i] = self._executor.submit(render_pictures, self.job(i, list(methods)))
             except Exception as exc:  # noqa: BLE001 - a broken pool: the pictures are drawn here
                 log.debug("subject pictures: no background worker (%s: %s)", type(exc).__name__, exc)
                 self.workers = 0
@@ -153,7 +156,7 @@ class SubjectPictures:
                 log.debug("subject pictures: a worker failed on subject %d (%s: %s)", i, type(exc).__name__, exc)
         missing = [m for m in methods if m not in got]
         if missing:
-            got.update({p.method: p for p in render_pictures(picture_job(self.cohort, self.run_dir, self.layout, i, missing))})
+            got.update({p.method: p for p in render_pictures(self.job(i, missing))})
         return {m: got[m] for m in methods}
 
     def close(self) -> None:

@@ -14,8 +14,9 @@ from xaudit.report import start_pictures, write_report
 
 
 def start_report(cohort: Cohort, config, run_dir: RunDirectory):
-    """The subject pages' pictures, started in the background (None where they wait on the verdict);
-    pass the result to `report_stage`, and close it if the run stops before."""
+    """The subject pages' pictures (`xaudit.report.subject_pictures.SubjectPictures`), started in
+    the background unless they wait on the verdict; pass it to `report_stage`, and close it (a
+    context manager) when the run ends or stops."""
     return start_pictures(cohort, config, run_dir)
 
 
