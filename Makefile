@@ -36,11 +36,16 @@ demo-control: sample
 demo2d: sample
 	$(BIN)/xaudit run configs/demo2d.yaml --resume
 
+# one pytest worker per CPU (pytest-xdist); each test module runs whole on one worker, so its
+# module fixtures (a demo audit, a cohort) are built once
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadscope
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_PARALLEL)
 
 # the whole audit against the Captum script (A B A B), then the growth curve at 100/1k/10k subjects
 bench: sample

@@ -150,3 +150,30 @@ def test_mean_map_accumulator_equals_numpy_mean_and_merges():
     assert merged.counts == {("lesion", "A"): 5, ("healthy", "B"): 5}
     with pytest.raises(DataError, match="must all have shape"):
         whole.add(("lesion", "A"), np.zeros((2, 2)))
+
+
+def test_share_summaries_and_tests_equal_pandas_groupby_on_missing_values():
+    """Means per class and group value skip NaN shares and unknown groups, exactly as pandas does."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    n = 60
+    table = pd.DataFrame({"pos_background": rng.random(n), "abs_border": rng.random(n),
+                          "label": rng.integers(-1, 2, n), "site": rng.choice(["A", "B", "C", ""], n)})
+    table.loc[rng.random(n) < 0.2, "abs_border"] = np.nan
+    result = compare_attribution_shares(table, CLASSES, ["site"], BiasParams(min_group_size=3))
+    summary = result.summary["all"]
+    known = table[(table["label"] >= 0) & (table["site"] != "")]
+    for share in ("pos_background", "abs_border"):
+        assert summary[share]["mean"] == pytest.approx(table[share].mean(), rel=1e-12)
+        assert summary[share]["median"] == pytest.approx(table[share].median(), rel=1e-12)
+        expected = {CLASSES[c]: {v: g2[share].mean() for v, g2 in g.groupby("site")} for c, g in known.groupby("label")}
+        assert list(summary[share]["by_class_site"]) == list(expected)
+        for name, by_site in expected.items():
+            assert summary[share]["by_class_site"][name] == pytest.approx(by_site, rel=1e-12, nan_ok=True)
+    for test in result.tests:
+        cell = known[known["label"] == CLASSES.index(test.class_name)]
+        for site, mean in test.means.items():
+            values = cell.loc[cell["site"] == site, test.share].dropna()
+            assert test.n[site] == len(values) and mean == pytest.approx(values.mean(), rel=1e-12)
+    assert result.tests

@@ -284,6 +284,36 @@ def test_the_split_preprocessing_equals_the_runs(tmp_path):
     assert split_transforms(tcfg.model_copy(update={"intensity": "none"}), 3)[1] is None
 
 
+def test_the_model_sees_each_intervened_image_normalised_as_in_the_run():
+    """The predictor applies the run's intensity normalisation to every image, on plain tensors."""
+    from types import SimpleNamespace
+
+    import torch
+    from monai.data import MetaTensor, get_track_meta
+
+    from xaudit.config import TransformsConfig
+    from xaudit.stages.interventions import _predictor, split_transforms
+
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x)
+            return torch.stack([x.mean(dim=(1, 2, 3, 4)), -x.mean(dim=(1, 2, 3, 4))], 1)
+
+    _, intensity = split_transforms(TransformsConfig(intensity="zscore"), 3)
+    setup = SimpleNamespace(model=SimpleNamespace(module=Recorder()), device=torch.device("cpu"),
+                            config=SimpleNamespace(model=SimpleNamespace(classes=["a", "b"])))
+    rng = np.random.default_rng(0)
+    images = [(3.0 + 2.0 * rng.standard_normal((1, 6, 6, 6))).astype(np.float32) for _ in range(5)]
+    probabilities = _predictor(setup, intensity, batch_size=2)(images)
+    assert probabilities.shape == (5, 2) and get_track_meta()
+    batch = torch.cat(seen)
+    assert not any(isinstance(b, MetaTensor) for b in seen)
+    for image, given in zip(images, batch):
+        torch.testing.assert_close(given, torch.as_tensor((image - image.mean()) / image.std()), rtol=1e-4, atol=1e-4)
+
+
 def test_a_site_effect_is_not_read_as_a_sex_effect():
     """Sex crosses site: moving properties between sexes holds the site fixed (and the other way
     round); a scanner column identical to site cannot be held fixed and is not."""
