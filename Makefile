@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test]"
 	@# an editable install leaves xaudit uncompiled, and with PYTHONDONTWRITEBYTECODE set every
 	@# process compiles it again (measured: 0.5 s of each `xaudit` start, A B A B)
-	@$(BIN)/python -m compileall -q xaudit >/dev/null
+	@$(BIN)/python -m compileall -q xaudit
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -39,9 +39,10 @@ demo-control: sample
 demo2d: sample
 	$(BIN)/xaudit run configs/demo2d.yaml --resume
 
-# one pytest worker per CPU (pytest-xdist); each test module runs whole on one worker, so its
-# module fixtures (a demo audit, a cohort) are built once
-TEST_WORKERS ?= auto
+# one pytest worker per CPU this process may use (nproc: affinity, not the host's cores), at most
+# 8 (each holds torch and MONAI, ~0.5 GB); 0 runs the suite in this process. Each test module
+# runs whole on one worker (pytest-xdist --dist loadscope), so its fixtures are built once.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; echo $$n)
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadscope
 
 test: $(STAMP)

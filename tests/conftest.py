@@ -92,7 +92,8 @@ def config3d(tmp_path, cohort3d) -> Path:
 
 @pytest.fixture(scope="session")
 def full_sample_data(tmp_path_factory) -> tuple[Path, dict]:
-    """The demo cohort at full size, seed 0, generated once per session (about a minute).
+    """The demo cohort at full size, seed 0, generated once per session (under pytest-xdist, once
+    per worker that needs it; 15-25 s).
 
     Returns (folder, summary of `generate_sample_data`).
     """

@@ -153,7 +153,7 @@ def test_mean_map_accumulator_equals_numpy_mean_and_merges():
 
 
 def test_share_summaries_and_tests_equal_pandas_groupby_on_missing_values():
-    """Means per class and group value skip NaN shares and unknown groups, exactly as pandas does."""
+    """Means per class and group value skip missing shares (NaN, None, pd.NA) and unknown groups, as pandas does."""
     import pandas as pd
 
     rng = np.random.default_rng(3)
@@ -161,10 +161,13 @@ def test_share_summaries_and_tests_equal_pandas_groupby_on_missing_values():
     table = pd.DataFrame({"pos_background": rng.random(n), "abs_border": rng.random(n),
                           "label": rng.integers(-1, 2, n), "site": rng.choice(["A", "B", "C", ""], n)})
     table.loc[rng.random(n) < 0.2, "abs_border"] = np.nan
+    table["abs_roi"] = pd.Series(list(rng.random(n)), dtype=object)
+    table.loc[[0, 5, 9], "abs_roi"] = [pd.NA, None, np.nan]
     result = compare_attribution_shares(table, CLASSES, ["site"], BiasParams(min_group_size=3))
     summary = result.summary["all"]
+    table["abs_roi"] = pd.to_numeric(table["abs_roi"])  # the reference: pandas on a numeric column
     known = table[(table["label"] >= 0) & (table["site"] != "")]
-    for share in ("pos_background", "abs_border"):
+    for share in ("pos_background", "abs_border", "abs_roi"):
         assert summary[share]["mean"] == pytest.approx(table[share].mean(), rel=1e-12)
         assert summary[share]["median"] == pytest.approx(table[share].median(), rel=1e-12)
         expected = {CLASSES[c]: {v: g2[share].mean() for v, g2 in g.groupby("site")} for c, g in known.groupby("label")}

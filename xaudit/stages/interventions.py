@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 import torch
-from monai.data import MetaTensor, get_track_meta, set_track_meta
+from monai.data import MetaTensor
 
 from xaudit.analysis.bias.corroboration import corroborate_with_interventions, require_behaviour
 from xaudit.analysis.bias.findings import Finding, findings_at_or_above, max_severity, sort_findings, verdict
@@ -62,7 +62,9 @@ def _predictor(setup, intensity, batch_size: int):
         for start in range(0, len(images), batch_size):
             chunk = [torch.as_tensor(np.ascontiguousarray(i), dtype=torch.float32) for i in images[start:start + batch_size]]
             if intensity is not None:
-                chunk = [_plain(torch.as_tensor(i, dtype=torch.float32)) for i in _untracked(intensity, chunk)]
+                # MONAI's transforms return MetaTensors, and every op on one pays a Python-level
+                # __torch_function__: the model runs on plain tensors (measured: 40 % of this stage)
+                chunk = [_plain(torch.as_tensor(intensity(i), dtype=torch.float32)) for i in chunk]
             batch = torch.stack(chunk)
             with torch.no_grad():
                 logits = model(batch.to(setup.device))
@@ -70,22 +72,6 @@ def _predictor(setup, intensity, batch_size: int):
         return np.concatenate(out) if out else np.zeros((0, len(setup.config.model.classes)))
 
     return predict
-
-
-def _untracked(transform, images: list[torch.Tensor]) -> list:
-    """``transform`` on each image with MONAI's metadata tracking off.
-
-    MONAI's transforms return MetaTensors, and every op on one pays a Python-level
-    ``__torch_function__``: the model runs on plain tensors (measured: 40 % of this stage), and
-    with tracking off the normalisation itself runs 3-4x faster (0.25 ms instead of 0.8-1.0 ms
-    per 40x48x40 image). Nothing here needs the metadata: the images are already on the grid.
-    """
-    tracking = get_track_meta()
-    set_track_meta(False)
-    try:
-        return [transform(i) for i in images]
-    finally:
-        set_track_meta(tracking)
 
 
 def _plain(tensor: torch.Tensor) -> torch.Tensor:

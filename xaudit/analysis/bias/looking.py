@@ -209,9 +209,16 @@ def _frame(table: Any, class_names: list[str], group_columns: list[str], label_c
 
 
 def _mean(values: np.ndarray) -> float:
-    """The mean of the finite values (NaN where there are none), as pandas' ``mean`` skips NaN."""
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else float("nan")
+    """The mean of the non-NaN values (NaN where there are none), summed as pandas' ``mean`` sums:
+    NaNs as zeros, then divided by the count (so the result equals pandas' to the last bit)."""
+    known = ~np.isnan(values)
+    count = int(known.sum())
+    return float(np.where(known, values, 0.0).sum() / count) if count else float("nan")
+
+
+def _floats(column: pd.Series) -> np.ndarray:
+    """A share column as float64, any missing value (None, NaN, pd.NA) as NaN."""
+    return column.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _by_value(values: np.ndarray, keys: np.ndarray) -> dict[str, float]:
@@ -228,7 +235,7 @@ def _summary(rows: pd.DataFrame, shares: list[str], class_names: list[str], colu
     labelled = labels >= 0
     groups = {column: rows[column].to_numpy(str) for column in columns}
     for share in shares:
-        values = rows[share].to_numpy(float)
+        values = _floats(rows[share])
         finite = values[~np.isnan(values)]
         entry = {"mean": _mean(values), "median": float(np.median(finite)) if finite.size else float("nan"),
                  "by_class": {class_names[c]: _mean(values[labels == c]) for c in np.unique(labels[labelled])}}
@@ -246,7 +253,7 @@ def _summary(rows: pd.DataFrame, shares: list[str], class_names: list[str], colu
 def _group_tests(rows, method, shares, class_names, columns, params, notes) -> list[ShareTest]:
     tests: list[ShareTest] = []
     labels = rows["_label"].to_numpy()
-    values = {share: rows[share].to_numpy(float) for share in shares}
+    values = {share: _floats(rows[share]) for share in shares}
     for column in columns:
         keys = rows[column].to_numpy(str)
         for c, name in enumerate(class_names):
