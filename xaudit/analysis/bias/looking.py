@@ -236,16 +236,14 @@ def _summary(rows: pd.DataFrame, shares: list[str], class_names: list[str], colu
     groups = {column: rows[column].to_numpy(str) for column in columns}
     for share in shares:
         values = _floats(rows[share])
-        finite = values[~np.isnan(values)]
-        entry = {"mean": _mean(values), "median": float(np.median(finite)) if finite.size else float("nan"),
+        present = values[~np.isnan(values)]
+        entry = {"mean": _mean(values), "median": float(np.median(present)) if present.size else float("nan"),
                  "by_class": {class_names[c]: _mean(values[labels == c]) for c in np.unique(labels[labelled])}}
         for column, keys in groups.items():
             known = labelled & (keys != "")
             entry[f"by_{column}"] = _by_value(values[known], keys[known])
-            entry[f"by_class_{column}"] = {
-                class_names[c]: _by_value(values[known & (labels == c)], keys[known & (labels == c)])
-                for c in np.unique(labels[known])
-            }
+            cells = {c: known & (labels == c) for c in np.unique(labels[known])}
+            entry[f"by_class_{column}"] = {class_names[c]: _by_value(values[m], keys[m]) for c, m in cells.items()}
         out[share] = entry
     return out
 
@@ -266,9 +264,10 @@ def _group_tests(rows, method, shares, class_names, columns, params, notes) -> l
                     notes.append(f"Shares{where}: {column} within {name} has fewer than two values "
                                  f"with >= {params.min_group_size} subjects; not compared.")
                 continue
+            members = [cell & (keys == v) for v in usable]
             for share in shares:
-                samples = [values[share][cell & (keys == v)] for v in usable]
-                samples = [s[~np.isnan(s)] for s in samples]
+                present = ~np.isnan(values[share])
+                samples = [values[share][m & present] for m in members]
                 if min(len(s) for s in samples) < 2:
                     continue
                 test, stat, p, eta2, rbc = rank_test(samples)
