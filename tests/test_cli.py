@@ -174,3 +174,36 @@ def test_methods_in_a_pipe_are_plain_and_whole():
     assert all(len(line) <= 80 for line in lines) and "…" not in result.stdout and "┃" not in result.stdout
     names = [line.split()[0] for line in lines if line and not line.startswith(" ")]
     assert names == list(REGISTRY)
+
+
+def test_console_script_imports_without_the_cycle_collector_and_collects_once_the_command_runs(monkeypatch):
+    """`main` (the console script, `python -m xaudit`) keeps the collector off while a command imports
+    its modules, freezes what they made, and has it on again from the command's first step."""
+    import gc
+
+    from xaudit import cli
+
+    seen = {}
+
+    def command(prog_name):
+        seen["importing"] = gc.isenabled()
+        cli._guard(lambda: seen.update(running=gc.isenabled(), frozen=gc.get_freeze_count() > 0))
+
+    monkeypatch.setattr(cli, "app", command)
+    gc.unfreeze()
+    try:
+        cli.main()
+    finally:
+        gc.unfreeze()  # this test process's objects back to the collector
+        gc.enable()
+    assert seen == {"importing": False, "running": True, "frozen": True}
+
+
+def test_app_called_from_python_leaves_the_host_process_collector_alone(tmp_path):
+    import gc
+
+    config = make_config(tmp_path, make_cohort(tmp_path / "cohort", n=4))
+    frozen = gc.get_freeze_count()
+    result = runner.invoke(app, ["validate", str(config)])
+    assert result.exit_code == 0, result.output
+    assert gc.isenabled() and gc.get_freeze_count() == frozen

@@ -1,3 +1,3 @@
-from xaudit.cli import app
+from xaudit.cli import main
 
-app(prog_name="xaudit")
+main()

@@ -59,7 +59,7 @@ def preprocessing(transforms: dict[str, Any]):
 
     steps = [mt.LoadImage(image_only=True, ensure_channel_first=True, dtype=np.float32)]
     if transforms.get("orientation"):
-        steps.append(mt.Orientation(axcodes=transforms["orientation"]))
+        steps.append(mt.Orientation(axcodes=transforms["orientation"], labels=None))  # as the audit loads (xaudit.data.loading)
     if transforms.get("spacing"):
         steps.append(mt.Spacing(pixdim=transforms["spacing"], mode="bilinear"))
     if transforms.get("spatial_size"):

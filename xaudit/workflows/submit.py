@@ -28,6 +28,7 @@ forever.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import re
@@ -86,6 +87,9 @@ class ShardJob:
 
     def __call__(self, config_path: str, overrides: list[str], index: int, count: int, output: str,
                  device: str | None) -> dict:
+        # a process of its own, its modules imported: the start-up's objects out of the cycle
+        # collector, as the console script does (`xaudit.cli.main`; 2 s of interpreter shutdown)
+        gc.freeze()
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         config = load_config(config_path, overrides)
         result = run_audit(config, RunOptions(output=Path(output), device=device, shard=(index, count), resume=True))
