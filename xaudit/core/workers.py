@@ -37,6 +37,11 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def forks() -> bool:
+    """Whether workers are forked here (Linux): they inherit the parent's memory, closures included."""
+    return sys.platform.startswith("linux")
+
+
 def worker_pool(workers: int, background: bool = False, initializer=None, initargs: tuple = ()) -> ProcessPoolExecutor | None:
     """A pool of ``workers`` processes, or None where none can be started (the caller then works alone).
 
@@ -47,7 +52,7 @@ def worker_pool(workers: int, background: bool = False, initializer=None, initar
             threads slowed the rules stage from 2.6 to 6.6 s on 2 cores).
         initializer, initargs: called in each worker after the set-up here.
     """
-    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    context = multiprocessing.get_context("fork" if forks() else "spawn")
     try:
         return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
                                    initargs=(os.getpid(), background, initializer, initargs))

@@ -17,6 +17,7 @@ from typing import Any
 from xaudit.core.ids import safe_file_id
 from xaudit.core.outputs import unescape_cell
 from xaudit.report.document import Badge, Document, FindingCard, Paragraph, Section, Table, Verdict
+from xaudit.report.drawing import draw_figures
 from xaudit.report.format import fmt_num, fmt_seconds, fmt_time, fmt_value, humanize
 from xaudit.report.sections_checks import self_checks_section
 from xaudit.report.sections_evidence import evidence_figure, evidence_method
@@ -35,7 +36,7 @@ POINTS_TO_TEXT = {"signature": "a site/scanner signature", "pathology": "patholo
                   "neutral": "neither signature nor pathology (a check of the data or the method)"}
 
 def build_document(audit: dict, cohort, config, run_dir) -> Document:
-    """All sections of the report, numbered, with their figures rendered.
+    """All sections of the report, numbered, with their figures drawn (in workers where there are cores).
 
     Args:
         audit: the ``audit.json`` content.
@@ -63,6 +64,7 @@ def build_document(audit: dict, cohort, config, run_dir) -> Document:
         self_checks_section(audit),
         errors_section(run_dir),
     ]
+    draw_figures(sections)
     finished = (audit.get("run") or {}).get("finished") or ""
     counts = audit.get("counts") or {}
     subtitle = [f"{counts.get('audited', cohort.n)} subjects audited" + (f" · run finished {fmt_time(finished)}" if finished else "")]

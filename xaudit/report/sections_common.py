@@ -1,15 +1,13 @@
-"""Helpers every section builder shares: skipped-check notes, a check's notes, safe figures."""
+"""Helpers every section builder shares: skipped-check notes, a check's notes, figures to draw."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import numpy as np
 
-from xaudit.report.document import Bullets, Figure, Note, Section
-
-log = logging.getLogger("xaudit")
+from xaudit.report.document import Bullets, Note, Section
+from xaudit.report.drawing import PendingFigure
 
 
 def skipped(section: Section, check: dict | None, what: str) -> Section | None:
@@ -29,13 +27,10 @@ def notes(check: dict) -> list[Note | Bullets]:
     return [Note(f"{len(items)} notes from this check:"), Bullets(items)]
 
 
-def safe_figure(name: str, caption: str, draw: Callable[[], bytes]) -> Figure | Note:
-    """A figure, or a note saying why it could not be drawn: one failed plot must not cost the report."""
-    try:
-        return Figure(name, caption, draw())
-    except Exception as exc:  # noqa: BLE001 - any plotting failure; logged with its traceback
-        log.warning("report: figure %s could not be drawn: %s", name, exc, exc_info=True)
-        return Note(f"Figure {name} could not be drawn ({type(exc).__name__}: {exc}).")
+def safe_figure(name: str, caption: str, draw: Callable[[], bytes]) -> PendingFigure:
+    """A figure to draw with the report's others (`xaudit.report.drawing.draw_figures`): it
+    becomes a `Figure`, or a note saying why it could not be drawn."""
+    return PendingFigure(name, caption, draw)
 
 
 def maps_usable(cohort, method: str) -> bool:
