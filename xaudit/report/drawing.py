@@ -9,14 +9,19 @@ Drawing is the report's main cost (5 of its 6 s on the demo cohort, 13 figures, 
 and the figures do not depend on each other. A worker is forked once the figures' data is in
 memory, so it inherits each drawing function with what it closes over (nothing is pickled but
 the PNG bytes coming back), and must not touch torch or the run directory (`xaudit.core.workers`).
-A figure a worker could not return is drawn again here, where its error is logged with its
-traceback; where processes cannot be forked, every figure is drawn here.
+A figure a worker could not return (it failed, its worker died or could not be started, or
+no answer came within `WAIT_S`) is drawn again here, where its error is logged with its
+traceback; where processes cannot be forked, every figure is drawn here. A figure drawn from
+scan-resolution volumes is drawn at once instead (`draw_now`), so that those volumes are freed
+figure by figure rather than held until every figure is drawn.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from xaudit.core.workers import cpu_count, forks, stop_pool, worker_pool
@@ -25,6 +30,7 @@ from xaudit.report.document import Figure, Note, Section
 log = logging.getLogger("xaudit")
 
 MAX_WORKERS = 8  # each a fork of the report's process; more than the figures is pointless anyway
+WAIT_S = 600.0  # for all the workers' figures; a worker stuck past it (a lock inherited at the fork) is killed
 
 
 @dataclass
@@ -55,6 +61,11 @@ def draw_figures(sections: list[Section], workers: int | None = None) -> None:
         section.blocks[k] = _drawn_here(figure) if png is None else Figure(figure.name, figure.caption, png)
 
 
+def draw_now(name: str, caption: str, draw: Callable[[], bytes]) -> Figure | Note:
+    """The figure drawn here and now, or a `Note` if drawing it failed (for figures of large data)."""
+    return _drawn_here(PendingFigure(name, caption, draw))
+
+
 def _draw_all(pending: list[PendingFigure], workers: int | None) -> list[bytes | None]:
     """Each figure's PNG bytes from a worker, or None where it is to be drawn here."""
     workers = min(MAX_WORKERS, cpu_count(), len(pending)) if workers is None else min(workers, len(pending))
@@ -63,17 +74,21 @@ def _draw_all(pending: list[PendingFigure], workers: int | None) -> list[bytes |
         return [None] * len(pending)
     global _DRAWS
     _DRAWS = [figure.draw for figure in pending]  # set before the pool forks its workers (on the first submit)
-    finished = False
+    futures, finished = [], False
     try:
-        futures = [pool.submit(_draw_in_worker, i) for i in range(len(pending))]
-        drawn = [_result(future, figure.name) for future, figure in zip(futures, pending)]
-        finished = True
-        return drawn
+        try:
+            futures = [pool.submit(_draw_in_worker, i) for i in range(len(pending))]
+        except Exception as exc:  # noqa: BLE001 - no worker could be forked, or one died early: drawn here
+            log.debug("report: figures not drawn in workers (%s: %s)", type(exc).__name__, exc)
+        deadline = time.monotonic() + WAIT_S
+        drawn = [_result(future, figure.name, deadline) for future, figure in zip(futures, pending)]
+        finished = len(futures) == len(pending) and all(png is not None for png in drawn)
+        return drawn + [None] * (len(pending) - len(drawn))
     finally:
         _DRAWS = []
         if finished:
             pool.shutdown(wait=True)
-        else:  # Ctrl-C or an error here: the workers' queued figures are not waited for
+        else:  # Ctrl-C, a failed or stuck worker: nothing more is waited for
             stop_pool(pool, now=True)
 
 
@@ -81,10 +96,10 @@ def _draw_in_worker(i: int) -> bytes:
     return _DRAWS[i]()
 
 
-def _result(future, name: str) -> bytes | None:
+def _result(future, name: str, deadline: float) -> bytes | None:
     try:
-        return future.result()
-    except Exception as exc:  # noqa: BLE001 - the figure failed, or its worker died: drawn again here
+        return future.result(timeout=max(0.0, deadline - time.monotonic()))
+    except (Exception, FutureTimeout) as exc:  # noqa: BLE001 - failed, died or stuck: drawn again here
         log.debug("report: figure %s not drawn by a worker (%s: %s)", name, type(exc).__name__, exc)
         return None
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from xaudit.analysis.stats import mean_rows
 from xaudit.report.document import Note
+from xaudit.report.drawing import draw_now
 from xaudit.report.figures_grids import mip_grid_png
 from xaudit.report.figures_maps import PERCENTILE, MapRow
 from xaudit.report.sections_common import maps_usable, safe_figure
@@ -96,7 +97,7 @@ def evidence_figure(audit: dict, cohort, config, run_dir) -> list:
             caption = (f"Does the model look at the lesion? {method} maps of the {len(examples)} subjects most confidently "
                        f"{cohort.classes[target]}, at the resolution of their scans, ROI masks outlined in green; "
                        f"maximum-intensity projections over the whole field of view; {limit}.")
-            return [safe_figure("evidence_verdict", caption, lambda: mip_grid_png(
+            return [draw_now("evidence_verdict", caption, lambda: mip_grid_png(  # scan-resolution volumes
                 [[row] for _, row in examples], [sid for sid, _ in examples], [f"{method}"], None,
                 f"{method}\nattribution"))]
     column, values, grid, row_labels, labels = _site_grid(cohort, method)

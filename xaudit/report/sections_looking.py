@@ -14,6 +14,7 @@ import numpy as np
 
 from xaudit.analysis.stats import evenly_spaced, mean_rows
 from xaudit.report.document import Note, Paragraph, Section, Table
+from xaudit.report.drawing import draw_now
 from xaudit.report.figures_charts import ShareBox, shares_png
 from xaudit.report.figures_maps import PERCENTILE, MapRow, map_grid_png
 from xaudit.report.format import fmt_num, fmt_p, fmt_pct
@@ -196,9 +197,10 @@ def _examples_figure(cohort, config, cells: list[Cell], column: str | None, meth
     caption = ("One typical subject per class" + (f" x {column}" if column else "")
                + f" (the map closest to its cell's mean{searched}), {method}, {where}; colour limits "
                f"±{PERCENTILE:g}th percentile of |attribution|.")
-    return safe_figure(f"examples_{method}", caption, lambda: map_grid_png(
-        native_rows if source else rows, affine, config.report.slices, f"{method}\nattribution",
-        layout="planes" if source else "slices"))
+    shown = native_rows if source else rows
+    figure = draw_now if source else safe_figure  # scan-resolution volumes are freed as soon as they are drawn
+    return figure(f"examples_{method}", caption, lambda: map_grid_png(
+        shown, affine, config.report.slices, f"{method}\nattribution", layout="planes" if source else "slices"))
 
 
 def looking_section(audit: dict, cohort, config, run_dir=None) -> Section:
