@@ -12,15 +12,15 @@ import pytest
 import torch
 import yaml
 
-import xaudit.workflows.audit  # noqa: E402,F401 - every module the audit imports, before the freeze below
+import xaudit.workflows.audit  # noqa: F401 - every module the audit imports, before the freeze below
 
 # tiny tensors: more threads only add contention (measured 20x slower with 2 under load)
 torch.set_num_threads(1)
 
 # The imports above leave about a million objects that live as long as the test process. Each
-# full collection walked them all again: 11 s of every worker's `make test-fast` in 20
-# collections (gc.callbacks). Frozen, they are never walked; what the tests make is collected
-# as usual.
+# full collection walked them all again: 11 s of each of two workers' `make test-fast` went to
+# them (gc.callbacks), 6-9 s with them frozen (what the tests keep alive is still walked).
+# What the tests make is collected as usual.
 gc.freeze()
 
 OBLIQUE_AFFINE = np.array(

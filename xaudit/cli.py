@@ -484,5 +484,4 @@ def main() -> None:  # pragma: no cover - the console script; tests run it as `p
     try:
         app(prog_name="xaudit")
     finally:
-        _imports_done()
         gc.freeze()  # interpreter shutdown need not walk every object once more

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from xaudit.core.workers import cpu_count, forks, stop_pool, worker_pool
@@ -99,7 +98,7 @@ def _draw_in_worker(i: int) -> bytes:
 def _result(future, name: str, deadline: float) -> bytes | None:
     try:
         return future.result(timeout=max(0.0, deadline - time.monotonic()))
-    except (Exception, FutureTimeout) as exc:  # noqa: BLE001 - failed, died or stuck: drawn again here
+    except Exception as exc:  # noqa: BLE001 - failed, died or stuck (TimeoutError): drawn again here
         log.debug("report: figure %s not drawn by a worker (%s: %s)", name, type(exc).__name__, exc)
         return None
 
