@@ -168,6 +168,46 @@ def test_submit_with_the_local_executor_equals_a_single_run(tmp_path, monkeypatc
     assert (tmp_path / "submitted" / "shards" / "1" / "shard-1-of-2.json").is_file()
 
 
+def test_the_queue_is_asked_about_a_tenth_of_the_wait_so_far():
+    from xaudit.workflows.submit import poll_delay
+
+    assert poll_delay(0.0, 30.0) == 1.0  # a short job is seen done within a second
+    assert poll_delay(60.0, 30.0) == 6.0  # then at most 10 % after it ended
+    assert poll_delay(4 * 3600.0, 30.0) == 30.0  # a long wait asks once every poll_s
+
+
+def test_submitting_imports_neither_torch_nor_the_stages():
+    """The shards are queued before the merge's modules load (about 6 s), and --no-wait never loads them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, xaudit.cli, xaudit.workflows.submit; "
+            "print(sorted(m for m in ('torch', 'monai', 'xaudit.workflows.audit') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_one_squeue_call_per_job_array_gives_every_tasks_state(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")
+    from xaudit.workflows import submit
+
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sacct").write_text("#!/bin/sh\nexit 1\n")  # accounting off: states come from squeue
+    (fake / "squeue").write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\nprintf '41_0|RUNNING\\n41_1|COMPLETED\\n'\n")
+    for tool in ("sacct", "squeue"):
+        (fake / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(submit, "_ACCOUNTING", {})
+    jobs = [submitit.SlurmJob(folder=tmp_path / "jobs", job_id=f"41_{k}") for k in range(3)]
+    states = submit._job_states(jobs)
+    assert states == {"41_0": "RUNNING", "41_1": "COMPLETED", "41_2": "GONE"}
+    assert calls.read_text().splitlines() == ["-h -r -t all -j 41 -o %i|%T"]
+    (fake / "squeue").write_text("#!/bin/sh\necho 'slurm_load_jobs error: Socket timed out' >&2\nexit 1\n")
+    assert submit._job_states(jobs[:1]) == {"41_0": "UNKNOWN"}  # squeue failed: still queued, not gone
+
+
 def test_lime_over_an_atlas_writes_region_tables(tmp_path):
     from conftest import OBLIQUE_AFFINE, write_nifti
 

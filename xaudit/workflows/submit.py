@@ -33,6 +33,7 @@ import json
 import logging
 import re
 import subprocess
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,8 +41,6 @@ from pathlib import Path
 from xaudit.config import load_config
 from xaudit.core.outputs import write_json
 from xaudit.errors import ConfigError, OutputError, XauditError
-from xaudit.workflows.audit import RunOptions, run_audit
-from xaudit.workflows.merge import merge_runs
 
 log = logging.getLogger("xaudit")
 
@@ -87,6 +86,8 @@ class ShardJob:
 
     def __call__(self, config_path: str, overrides: list[str], index: int, count: int, output: str,
                  device: str | None) -> dict:
+        from xaudit.workflows.audit import RunOptions, run_audit
+
         # a process of its own, its modules imported: the start-up's objects out of the cycle
         # collector, as the console script does (`xaudit.cli.main`; 2 s of interpreter shutdown)
         gc.freeze()
@@ -184,6 +185,8 @@ def submit_shards(config_path: Path, overrides: list[str], shards: int, output: 
     _write_submission(output, record)
     if not wait:
         return [jobs[i].job_id for i in sorted(jobs)]
+    importing = threading.Thread(target=_import_merge, name="xaudit-import", daemon=True)
+    importing.start()  # the merge's modules (torch, MONAI, the stages) load while the shards run
     failures = _wait(jobs, shards, poll_s, output)
     if failures:
         raise XauditError(
@@ -191,7 +194,22 @@ def submit_shards(config_path: Path, overrides: list[str], shards: int, output: 
             + f"\nFix the cause, then submit only the shards not done: xaudit submit {config_path} --shards {shards}"
               f" -o {output} --resume"
         )
+    from xaudit.workflows.merge import merge_runs  # waits for the import above if it is still running
+
     return merge_runs(shard_dirs, output)
+
+
+def _import_merge() -> None:
+    """Import what the merge needs, in the background of `_wait`.
+
+    Nothing before the jobs are queued needs torch or the stages (about 6 s of imports on 2
+    CPU cores): the shards enter the queue that much sooner, and ``--no-wait`` never pays them.
+    A failure here is raised again by the merge's own import, where it is reported.
+    """
+    try:
+        import xaudit.workflows.merge  # noqa: F401
+    except Exception:  # noqa: BLE001 - the merge's own import raises it again
+        pass
 
 
 def _wait(jobs: dict, shards: int, poll_s: float, output: Path) -> list[str]:
@@ -199,8 +217,9 @@ def _wait(jobs: dict, shards: int, poll_s: float, output: Path) -> list[str]:
     failures: list[str] = []
     pending = dict(jobs)
     ended_once: set[int] = set()
-    delay = 1.0
+    started = time.monotonic()
     while pending:
+        states = _job_states([job for job in pending.values() if not job.paths.result_pickle.exists()])
         for i, job in sorted(pending.items()):
             reason = None
             if job.paths.result_pickle.exists():
@@ -210,7 +229,7 @@ def _wait(jobs: dict, shards: int, poll_s: float, output: Path) -> list[str]:
                     reason = _last_line(exc)
                 del pending[i]
             else:
-                state = _job_state(job)
+                state = states.get(job.job_id, "UNKNOWN")
                 if state in FINAL_STATES or state == "GONE":
                     if i not in ended_once:  # seen ended once: look again for a result written meanwhile
                         ended_once.add(i)
@@ -225,23 +244,47 @@ def _wait(jobs: dict, shards: int, poll_s: float, output: Path) -> list[str]:
                 log.error(line)
                 failures.append(line)
         if pending:
-            time.sleep(delay)
-            delay = min(poll_s, delay * 1.5)
+            time.sleep(poll_delay(time.monotonic() - started, poll_s))
     return failures
 
 
+def poll_delay(waited_s: float, poll_s: float) -> float:
+    """Seconds until the queue is asked again, after ``waited_s`` of waiting: a tenth of the
+    wait so far, between 1 s and ``poll_s``.
+
+    A shard is then seen done at most 10 % (or 1 s) after it ended, while a long wait asks
+    the scheduler once every ``poll_s``; doubling delays overshot a 20 s job by 7 s.
+    """
+    return min(poll_s, max(1.0, waited_s / 10))
+
+
 def _job_state(job) -> str:
-    """The job's SLURM state: sacct's (through submitit) where accounting is on, else squeue's;
-    ``GONE`` if neither knows it; ``LOCAL`` for the local executor (not asked)."""
+    """The job's SLURM state (`_job_states`)."""
+    return _job_states([job])[job.job_id]
+
+
+def _job_states(jobs: list) -> dict[str, str]:
+    """``{job id: state}``: sacct's (through submitit) where accounting is on, else squeue's,
+    asked once per job array; ``GONE`` if neither knows a job; ``LOCAL`` for the local
+    executor (not asked)."""
     import submitit
 
-    if not isinstance(job, submitit.SlurmJob):
-        return "LOCAL" if not job.done() else "COMPLETED"
-    if _accounting_on():
-        state = job.watcher.get_state(job.job_id, mode="standard").split(" ")[0].upper()
-        if state != "UNKNOWN":
-            return state
-    return _squeue_state(job.job_id)
+    states: dict[str, str] = {}
+    arrays: dict[str, list[str]] = {}
+    for job in jobs:
+        if not isinstance(job, submitit.SlurmJob):
+            states[job.job_id] = "LOCAL" if not job.done() else "COMPLETED"
+            continue
+        if _accounting_on():
+            state = job.watcher.get_state(job.job_id, mode="standard").split(" ")[0].upper()
+            if state != "UNKNOWN":
+                states[job.job_id] = state
+                continue
+        arrays.setdefault(job.job_id.split("_")[0], []).append(job.job_id)
+    for array_id, job_ids in arrays.items():
+        listed = _squeue_states(array_id)
+        states.update({j: "UNKNOWN" if listed is None else listed.get(j, "GONE") for j in job_ids})
+    return states
 
 
 _ACCOUNTING: dict[str, bool] = {}
@@ -261,25 +304,23 @@ def _accounting_on() -> bool:
     return _ACCOUNTING["on"]
 
 
-def _squeue_state(job_id: str) -> str:
-    """State of one job (or array task ``A_i``) from ``squeue -t all``; ``GONE`` if not listed."""
-    array_id = job_id.split("_")[0]
+def _squeue_states(array_id: str) -> dict[str, str] | None:
+    """``{job id or array task A_i: state}`` of one job array from ``squeue -t all`` (one call
+    for all its tasks: a 100-shard poll is one command, not 100); ``{}`` once SLURM no longer
+    knows the array, None when squeue fails (the caller takes its jobs as still queued)."""
     try:
         proc = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", array_id, "-o", "%i|%T"],
                               capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("squeue failed (%s); job %s taken as still queued", exc, job_id)
-        return "UNKNOWN"
+        log.warning("squeue failed (%s); the jobs of %s taken as still queued", exc, array_id)
+        return None
     if proc.returncode != 0:
         if "invalid job id" in proc.stderr.lower():
-            return "GONE"
-        log.warning("squeue failed (%s); job %s taken as still queued", proc.stderr.strip()[:200], job_id)
-        return "UNKNOWN"
-    for line in proc.stdout.splitlines():
-        jid, _, state = line.strip().partition("|")
-        if jid == job_id:
-            return state.upper()
-    return "GONE"
+            return {}
+        log.warning("squeue failed (%s); the jobs of %s taken as still queued", proc.stderr.strip()[:200], array_id)
+        return None
+    pairs = (line.strip().partition("|") for line in proc.stdout.splitlines())
+    return {jid: state.upper() for jid, _, state in pairs if jid}
 
 
 def _last_line(exc: BaseException) -> str:
