@@ -101,18 +101,35 @@ def config3d(tmp_path, cohort3d) -> Path:
 
 @pytest.fixture(scope="session")
 def full_sample_data(tmp_path_factory) -> tuple[Path, dict]:
-    """The demo cohort at full size, seed 0, generated once per session (under pytest-xdist, once
-    per worker that needs it; 15-25 s).
+    """The demo cohort at full size, seed 0, generated once per test run (15-25 s): under
+    pytest-xdist the first worker that needs it writes it in the run's shared temporary
+    folder, under a file lock, and the others read it (the tests only read it).
 
     Returns (folder, summary of `generate_sample_data`).
     """
+    import json
+    import os
+
+    from filelock import FileLock
+
     from xaudit.sample import generate_sample_data
 
+    # a worker's basetemp is <run>/popen-gwN: its parent is this run's, shared by its workers
+    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
+    if shared is None:
+        return _generate_full(tmp_path_factory.mktemp("sample_full"), generate_sample_data)
+    folder, done = shared / "sample_full", shared / "sample_full.summary.json"
+    with FileLock(str(shared / "sample_full.lock")):
+        if not done.is_file():
+            summary = _generate_full(folder, generate_sample_data)[1]
+            done.write_text(json.dumps(summary))  # written last: a worker killed midway leaves none
+    return folder, json.loads(done.read_text())
+
+
+def _generate_full(folder: Path, generate) -> tuple[Path, dict]:
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        folder = tmp_path_factory.mktemp("sample_full")
-        summary = generate_sample_data(folder, seed=0)
+        return folder, generate(folder, seed=0)
     finally:
         torch.set_num_threads(threads)
-    return folder, summary
