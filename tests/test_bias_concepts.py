@@ -121,15 +121,20 @@ def test_too_few_null_sets_for_the_bonferroni_factor_is_noted():
     assert any("raise bias.tcav_null_sets to at least 160" in n for n in result.notes), result.notes
 
 
-def test_batched_cavs_equal_one_sklearn_fit_each():
+@pytest.mark.parametrize("channels", [12, 128])  # 128: a wide layer, solved in each set's row space
+def test_batched_cavs_equal_one_sklearn_fit_each(channels, monkeypatch):
+    import xaudit.analysis.bias.concepts as concepts
+
     rng = np.random.default_rng(3)
-    activations = rng.normal(size=(60, 12)) * rng.uniform(0.1, 5.0, 12) + rng.normal(size=12)
+    activations = rng.normal(size=(60, channels)) * rng.uniform(0.1, 5.0, channels) + rng.normal(size=channels)
     activations[:, 5] = 2.0  # a constant channel
     pairs = []
     for _ in range(7):
         order = rng.permutation(60)
         pairs.append((order[:15], order[15:32]))
-    batched = concept_activation_vectors(activations, pairs)
+    with monkeypatch.context() as patched:  # batched, not one sklearn fit each
+        patched.setattr(concepts, "concept_activation_vector", None)
+        batched = concept_activation_vectors(activations, pairs)
     for (positive, negative), cav in zip(pairs, batched):
         one = concept_activation_vector(activations, positive, negative)
         assert float(cav @ one) > 0.9999

@@ -85,19 +85,39 @@ def test_class_with_one_site_is_skipped_with_a_note():
     assert result.get("site", "class=lesion") is not None
 
 
-def test_batched_logistic_matches_sklearn():
+@pytest.mark.parametrize("features", [5, 200])  # 200 > the 28 training rows: the wide path (row space)
+def test_batched_logistic_matches_sklearn(features):
     from sklearn.linear_model import LogisticRegression
 
     from xaudit.analysis.bias.logistic import balanced_weights, fit_logistic
 
     rng = np.random.default_rng(4)
-    x = rng.normal(size=(40, 5))
+    x = rng.normal(size=(40, features))
     y = (x[:, 0] + rng.normal(size=40) > 0.5).astype(int)
     train = rng.random(40) < 0.7
     coef = fit_logistic(x, y[None], balanced_weights(y[None], train[None]))[0]
     ref = LogisticRegression(class_weight="balanced", tol=1e-10, max_iter=10000).fit(x[train], y[train])
     np.testing.assert_allclose(coef[:-1], ref.coef_[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(coef[-1], ref.intercept_[0], rtol=1e-5, atol=1e-6)
+
+
+def test_wide_problems_with_their_own_penalties_match_sklearn_on_rescaled_features():
+    """A per-problem penalty sum p_j w_j^2 is sklearn's fit on x / sqrt(p), its weights rescaled."""
+    from sklearn.linear_model import LogisticRegression
+
+    from xaudit.analysis.bias.logistic import fit_logistic
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(50, 90)) @ np.diag(rng.uniform(0.2, 3.0, 90))
+    y = (rng.random((3, 50)) < 0.5).astype(float)
+    weights = (rng.random((3, 50)) < 0.6).astype(float)
+    penalty = rng.uniform(0.3, 4.0, (3, 90))
+    coef = fit_logistic(x, y, weights, penalty=penalty)
+    for b in range(3):
+        rows, root = weights[b] > 0, np.sqrt(penalty[b])
+        ref = LogisticRegression(tol=1e-10, max_iter=10000).fit(x[rows] / root, y[b, rows])
+        np.testing.assert_allclose(coef[b, :-1], ref.coef_[0] / root, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(coef[b, -1], ref.intercept_[0], rtol=1e-4, atol=1e-6)
 
 
 def test_batched_and_sklearn_probes_agree():

@@ -103,12 +103,14 @@ def concept_activation_vectors(activations: np.ndarray, pairs: list[tuple[np.nda
 
     The same fits (each on activations standardised over its own subjects), solved at once
     by `fit_logistic` with each problem's scales as penalty weights: measured 20 ms per
-    sklearn fit, about 220 fits per run, against one batched Newton solve. Beyond
-    `MAX_FEATURES` activations, one sklearn fit each.
+    sklearn fit, about 220 fits per run, against one batched Newton solve. A wide layer
+    (more than `MAX_FEATURES` channels) is solved in each set's row space when the sets have
+    at most `MAX_FEATURES` subjects: 128 channels, 420 sets of 32 subjects, 0.2 s against
+    sklearn's 5.9 s. Beyond that, one sklearn fit each.
     """
     if not pairs:
         return []
-    if activations.shape[1] > MAX_FEATURES:
+    if min(activations.shape[1], max(len(p) + len(n) for p, n in pairs)) > MAX_FEATURES:
         return [concept_activation_vector(activations, p, n) for p, n in pairs]
     centre, spread = activations.mean(axis=0), activations.std(axis=0)
     spread[spread == 0] = 1.0

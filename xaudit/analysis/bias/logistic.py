@@ -10,8 +10,12 @@ sklearn minimises:
     C * sum_i s_i * (log(1 + exp(z_i)) - y_i z_i) + ||w||^2 / 2,   z = X w + b,
 
 with per-row weights ``s`` (zero leaves a row out: that is how folds are expressed) and an
-unpenalised intercept ``b``. Intended for few features (the Hessian is ``(d+1)^2`` per
-problem); `xaudit.analysis.bias.probes` falls back to sklearn beyond `MAX_FEATURES`.
+unpenalised intercept ``b``. The Hessian is ``(k+1)^2`` per problem, ``k`` the smaller of the
+features and the rows: with more than `MAX_FEATURES` features and fewer rows (a wide
+layer's channels over a few dozen subjects) the same fits are solved in each problem's row
+space (`_fit_wide`), since the L2 optimum lies in the span of the rows (the representer
+theorem; Hastie, Tibshirani & Friedman 2009, sec. 18.3.5). Callers use sklearn when both
+the features and the rows exceed `MAX_FEATURES`.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ def fit_logistic(
     Returns:
         ``(B, d + 1)`` coefficients; the last column is the intercept.
     """
+    rows_used = int((np.asarray(weights) > 0).sum(axis=1).max(initial=0))
+    if x.shape[1] > max(rows_used, MAX_FEATURES):  # wide: solved in each problem's row space
+        return _fit_wide(x, y, weights, c, max_iter, tol, penalty)
     design = np.c_[x, np.ones(len(x))]
     chunk = max(1, MAX_ELEMENTS // max(design.size, 1))
     weights_of_w = np.ones((len(y), x.shape[1])) if penalty is None else np.asarray(penalty, dtype=float)
@@ -71,25 +78,62 @@ def fit_logistic(
     ])
 
 
+def _fit_wide(x, y, weights, c, max_iter, tol, penalty) -> np.ndarray:
+    """`fit_logistic` when the problems have more features ``d`` than rows in use ``m``.
+
+    Each problem keeps only its own rows (weight > 0), padded to ``m`` with rows of weight 0.
+    With those rows ``X = U S V^T`` (thin SVD), ``w = V^T beta`` plus a part orthogonal to
+    the rows, which changes no ``z`` and only adds to the penalty: the optimum has none, and
+    ``beta`` solves the same problem on the ``m`` features ``U S`` with the same penalty
+    ``||beta||^2``. A per-problem penalty ``sum p_j w_j^2`` is the isotropic one on
+    ``u = sqrt(p) w`` over the features ``x / sqrt(p)``. Tested equal to sklearn's fits.
+    """
+    n, d = x.shape
+    shrink = 1.0 / np.sqrt(np.ones((len(y), d)) if penalty is None else np.asarray(penalty, dtype=float))
+    rows = [np.flatnonzero(row > 0) for row in np.asarray(weights)]
+    m = max(len(r) for r in rows)
+    chunk = max(1, MAX_ELEMENTS // (m * d))
+    out = []
+    for s in range(0, len(y), chunk):
+        part = range(s, min(s + chunk, len(y)))
+        xs, ys, ws = np.zeros((len(part), m, d)), np.zeros((len(part), m)), np.zeros((len(part), m))
+        for j, b in enumerate(part):
+            k = len(rows[b])
+            xs[j, :k], ys[j, :k], ws[j, :k] = x[rows[b]] * shrink[b], y[b, rows[b]], weights[b, rows[b]]
+        u, sv, vt = np.linalg.svd(xs, full_matrices=False)  # (b, m, r), (b, r), (b, r, d); r = min(m, d)
+        design = np.concatenate([u * sv[:, None, :], (ws > 0)[..., None].astype(float)], axis=2)
+        beta = _newton(design, ys, c * ws, max_iter, tol, np.ones(sv.shape))
+        w = np.einsum("br,brd->bd", beta[:, :-1], vt) * shrink[s:s + len(part)]
+        out.append(np.c_[w, beta[:, -1]])
+    return np.concatenate(out)
+
+
 def decision_function(x: np.ndarray, coef: np.ndarray) -> np.ndarray:
     """``(B, n)`` decision values z = X w + b of each problem's coefficients."""
     return coef[:, :-1] @ x.T + coef[:, -1:]
 
 
+def _z(design: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``(B, n)``: each problem's ``design @ w``; ``design`` is shared ``(n, k)`` or per problem ``(B, n, k)``."""
+    return w @ design.T if design.ndim == 2 else np.einsum("bnk,bk->bn", design, w)
+
+
 def _loss(design, y, s, w, penalty) -> np.ndarray:
-    z = w @ design.T
+    z = _z(design, w)
     return (s * (np.logaddexp(0.0, z) - y * z)).sum(axis=1) + 0.5 * (penalty * w ** 2).sum(axis=1)
 
 
 def _newton(design: np.ndarray, y: np.ndarray, s: np.ndarray, max_iter: int, tol: float,
             feature_penalty: np.ndarray) -> np.ndarray:
-    b, d = len(y), design.shape[1]
+    """``(B, k)`` coefficients; ``design`` ``(n, k)`` shared by the problems or ``(B, n, k)`` each its own."""
+    b, d = len(y), design.shape[-1]
     penalty = np.c_[feature_penalty, np.zeros(b)]  # the intercept is not penalised, as in sklearn
     w = np.zeros((b, d))
     loss = _loss(design, y, s, w, penalty)
     for _ in range(max_iter):
-        p = expit(w @ design.T)
-        grad = (s * (p - y)) @ design + penalty * w
+        p = expit(_z(design, w))
+        residual = s * (p - y)
+        grad = (residual @ design if design.ndim == 2 else np.einsum("bn,bnk->bk", residual, design)) + penalty * w
         curvature = s * p * (1 - p)
         hess = (curvature[:, :, None] * design).transpose(0, 2, 1) @ design  # batched X^T diag(c) X
         hess[:, np.arange(d), np.arange(d)] += penalty + 1e-12  # 1e-12: an unused intercept stays solvable
