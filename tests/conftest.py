@@ -100,7 +100,7 @@ def config3d(tmp_path, cohort3d) -> Path:
 
 
 @pytest.fixture(scope="session")
-def full_sample_data(tmp_path_factory) -> tuple[Path, dict]:
+def full_sample_data(tmp_path_factory, request) -> tuple[Path, dict]:
     """The demo cohort at full size, seed 0, generated once per test run (15-25 s): under
     pytest-xdist the first worker that needs it writes it in the run's shared temporary
     folder, under a file lock, and the others read it (the tests only read it).
@@ -115,14 +115,16 @@ def full_sample_data(tmp_path_factory) -> tuple[Path, dict]:
     from xaudit.sample import generate_sample_data
 
     # a worker's basetemp is <run>/popen-gwN: its parent is this run's, shared by its workers
-    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
-    if shared is None:
+    if not hasattr(request.config, "workerinput"):  # no xdist worker: this process alone
         return _generate_full(tmp_path_factory.mktemp("sample_full"), generate_sample_data)
+    shared = tmp_path_factory.getbasetemp().parent
     folder, done = shared / "sample_full", shared / "sample_full.summary.json"
-    with FileLock(str(shared / "sample_full.lock")):
+    with FileLock(str(shared / "sample_full.lock"), timeout=900):  # a worker stuck generating fails the others
         if not done.is_file():
             summary = _generate_full(folder, generate_sample_data)[1]
-            done.write_text(json.dumps(summary))  # written last: a worker killed midway leaves none
+            partial = done.with_suffix(".partial")
+            partial.write_text(json.dumps(summary))
+            os.replace(partial, done)  # last, and whole: a worker killed midway leaves none
     return folder, json.loads(done.read_text())
 
 

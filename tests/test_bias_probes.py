@@ -120,6 +120,20 @@ def test_wide_problems_with_their_own_penalties_match_sklearn_on_rescaled_featur
         np.testing.assert_allclose(coef[b, -1], ref.intercept_[0], rtol=1e-4, atol=1e-6)
 
 
+def test_a_wide_problem_without_rows_is_zero_and_an_unpenalised_wide_feature_is_refused():
+    from xaudit.analysis.bias.logistic import fit_logistic
+
+    x = np.random.default_rng(7).normal(size=(40, 100))
+    weights = np.zeros((2, 40))
+    weights[1, :10] = 1.0
+    coef = fit_logistic(x, (np.arange(40) % 2 == 0)[None].repeat(2, 0).astype(float), weights)
+    assert np.all(coef[0] == 0) and np.abs(coef[1]).max() > 0  # the row-less problem next to one with rows
+    penalty = np.ones((2, 100))
+    penalty[1, 3] = 0.0
+    with pytest.raises(ValueError, match="must be positive"):
+        fit_logistic(x, np.zeros((2, 40)), weights, penalty=penalty)
+
+
 def test_batched_and_sklearn_probes_agree():
     features, labels, site = _cohort(signal=1.0)
     batched = linear_probe(features, site, folds=3, permutations=9, seed=2, solver="batched")

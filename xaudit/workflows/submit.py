@@ -45,6 +45,7 @@ from xaudit.errors import ConfigError, OutputError, XauditError
 log = logging.getLogger("xaudit")
 
 SUBMISSION = "submit.json"
+IMPORT_WAIT_S = 120.0  # the longest a finished wait waits for the background import of the merge
 
 #: SLURM job states after which a job will not run again (without a requeue by hand)
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
@@ -187,7 +188,10 @@ def submit_shards(config_path: Path, overrides: list[str], shards: int, output: 
         return [jobs[i].job_id for i in sorted(jobs)]
     importing = threading.Thread(target=_import_merge, name="xaudit-import", daemon=True)
     importing.start()  # the merge's modules (torch, MONAI, the stages) load while the shards run
-    failures = _wait(jobs, shards, poll_s, output)
+    try:
+        failures = _wait(jobs, shards, poll_s, output)
+    finally:  # not out (a failed shard, Ctrl-C) with torch half imported: shutdown could block on it
+        importing.join(timeout=IMPORT_WAIT_S)
     if failures:
         raise XauditError(
             f"{len(failures)} of {shards} shard(s) failed:\n  " + "\n  ".join(failures)
