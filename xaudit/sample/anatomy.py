@@ -76,17 +76,21 @@ def grid_affine(shape: tuple[int, ...], voxel_mm: float, z_mm: float | None = No
 def _load_template_images() -> dict[str, object]:
     """The four ICBM152 images bundled with nilearn (2 mm); no network access.
 
-    Cached: the 3D and the 2D cohort both start from them, and loading costs seconds.
+    Cached: the 3D and the 2D cohort both start from them, and loading costs seconds. Loaded
+    in four threads (nilearn resamples each from 1 mm, partly outside the GIL): 2.8-3.1 s
+    against 3.3-4.0 s one after the other, in a fresh process on 2 cores (alternated x3); the
+    written cohort is byte for byte the same.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from nilearn import datasets  # heavy import, only when the cohort is generated
 
+    loaders = {"t1": datasets.load_mni152_template, "gm": datasets.load_mni152_gm_template,
+               "wm": datasets.load_mni152_wm_template, "brain": datasets.load_mni152_brain_mask}
     try:
-        return {
-            "t1": datasets.load_mni152_template(resolution=2),
-            "gm": datasets.load_mni152_gm_template(resolution=2),
-            "wm": datasets.load_mni152_wm_template(resolution=2),
-            "brain": datasets.load_mni152_brain_mask(resolution=2),
-        }
+        with ThreadPoolExecutor(max_workers=len(loaders), thread_name_prefix="xaudit-template") as pool:
+            futures = {name: pool.submit(load, resolution=2) for name, load in loaders.items()}
+            return {name: future.result() for name, future in futures.items()}
     except Exception as exc:  # nilearn raises plain OSError/ValueError for broken installs
         raise DataError(
             f"Cannot load the MNI152 template bundled with nilearn: {exc}. "
