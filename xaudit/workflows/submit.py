@@ -156,12 +156,11 @@ def submit_shards(config_path: Path, overrides: list[str], shards: int, output: 
     record["cluster"] = asdict(options)
     shard_dirs = [output / "shards" / str(i) for i in range(shards)]
     jobs: dict[int, object] = {}
-    for i in range(shards):
-        previous = record["jobs"].get(str(i))
-        if shard_done(output, i, shards) or not previous or options.cluster != "slurm":
-            continue
-        job = submitit.SlurmJob(folder=folder, job_id=previous["job_id"])
-        state = _job_state(job)
+    earlier = {i: submitit.SlurmJob(folder=folder, job_id=record["jobs"][str(i)]["job_id"]) for i in range(shards)
+               if options.cluster == "slurm" and str(i) in record["jobs"] and not shard_done(output, i, shards)}
+    states = _job_states(list(earlier.values()))  # one squeue per array, as while waiting
+    for i, job in earlier.items():
+        state = states[job.job_id]
         if state not in FINAL_STATES and state != "GONE" and not job.paths.result_pickle.exists():
             log.info("shard %d/%d: job %s is still %s; waiting for it", i, shards, job.job_id, state.lower())
             jobs[i] = job
@@ -223,6 +222,7 @@ def _wait(jobs: dict, shards: int, poll_s: float, output: Path) -> list[str]:
     ended_once: set[int] = set()
     started = time.monotonic()
     while pending:
+        # asked first, the result looked for after: a job that ends in between is taken by its result
         states = _job_states([job for job in pending.values() if not job.paths.result_pickle.exists()])
         for i, job in sorted(pending.items()):
             reason = None
@@ -260,11 +260,6 @@ def poll_delay(waited_s: float, poll_s: float) -> float:
     the scheduler once every ``poll_s``; doubling delays overshot a 20 s job by 7 s.
     """
     return min(poll_s, max(1.0, waited_s / 10))
-
-
-def _job_state(job) -> str:
-    """The job's SLURM state (`_job_states`)."""
-    return _job_states([job])[job.job_id]
 
 
 def _job_states(jobs: list) -> dict[str, str]:
