@@ -84,3 +84,40 @@ def test_nearest_resampling_keeps_masks_binary(tmp_path):
     out = resample_between_grids(mask, aff, np.diag([1.0, 1.0, 1.0, 1.0]), (20, 20, 20), mode="nearest")
     assert set(torch.unique(out).tolist()) <= {0.0, 1.0}
     assert float(out.sum()) == pytest.approx(float(mask.sum()) * 8, rel=0.2)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_save_image_writes_what_nibabel_writes(tmp_path, suffix, monkeypatch):
+    # the map writer compresses with ISA-L (or zlib where python-isal is absent): whichever
+    # deflate wrote it, the file decodes to exactly nib.save's bytes, and the same image gives
+    # the same file (a zero gzip mtime, as nibabel's)
+    import gzip
+
+    import xaudit.data.native as native
+
+    data = smooth_volume((9, 11, 7))
+    reference = nib.Nifti1Image(data, OBLIQUE_AFFINE)
+    nib.save(reference, tmp_path / f"nib{suffix}")
+    expected = (tmp_path / f"nib{suffix}").read_bytes()
+    for name, module in [("isal", native._gzip), ("zlib", gzip)]:
+        monkeypatch.setattr(native, "_gzip", module)
+        first = native.save_image(reference, tmp_path / f"{name}{suffix}").read_bytes()
+        again = native.save_image(reference, tmp_path / f"{name}-again{suffix}").read_bytes()
+        assert first == again
+        if suffix == ".nii.gz":
+            assert gzip.decompress(first) == gzip.decompress(expected)
+            assert first[4:8] == b"\0\0\0\0"  # gzip mtime
+        else:
+            assert first == expected
+        loaded = nib.load(tmp_path / f"{name}{suffix}")
+        np.testing.assert_array_equal(loaded.get_fdata(dtype=np.float32), data)
+        np.testing.assert_allclose(loaded.affine, reference.affine)
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left
+
+
+def test_written_maps_use_the_fast_deflate_when_installed():
+    # python-isal is a dependency on the platforms it has wheels for: there the writer must use it
+    pytest.importorskip("isal")
+    import xaudit.data.native as native
+
+    assert native._gzip.__name__ == "isal.igzip"

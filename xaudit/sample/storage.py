@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from xaudit.data.native import nifti_bytes
+
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` on a temporary sibling of `path` (same suffixes), then rename it."""
@@ -48,7 +50,8 @@ def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
     image.set_qform(affine, code=1)  # 1 = scanner anatomical: plain RAS millimetres
     image.set_sform(affine, code=4)  # 4 = MNI152, which the grid is
     image.header.set_xyzt_units("mm")
-    _atomic(path, lambda tmp: nib.save(image, tmp))
+    encoded = nifti_bytes(image, path)
+    _atomic(path, lambda tmp: tmp.write_bytes(encoded))
 
 
 def save_csv(path: Path, table: pd.DataFrame) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 from xaudit.analysis.compare.load import SKIPPED_SHARE_PREFIX
 from xaudit.core.ids import safe_file_id
 from xaudit.analysis.compare.params import CompareParams
-from xaudit.core.outputs import atomic_path
+from xaudit.data.native import save_image
 
 
 def compare_shares(ref, other, methods: list[str], params: CompareParams, key: str) -> dict:
@@ -137,9 +137,7 @@ def write_difference(data: np.ndarray, reference: nib.Nifti1Image, path: Path) -
     header.set_data_dtype(np.float32)
     image = nib.Nifti1Image(data.astype(np.float32), reference.affine, header=header)
     image.header.set_slope_inter(1.0, 0.0)
-    with atomic_path(path) as tmp:
-        nib.save(image, str(tmp))
-    return path
+    return save_image(image, path)
 
 
 def map_statistics(a: np.ndarray, b: np.ndarray) -> dict:
