@@ -159,6 +159,23 @@ def _tilt(image):
     return image[0, :8].mean() - image[0, 8:].mean()
 
 
+def test_the_bias_field_fit_is_the_least_squares_fit_also_when_rank_deficient():
+    """The normal equations where they are well conditioned, lstsq's minimum-norm answer where a
+    flat foreground makes monomials collinear: the same coefficients as lstsq either way."""
+    from xaudit.analysis.interventions.operations import _least_squares, _monomials
+
+    rng = np.random.default_rng(4)
+    full = np.zeros((12, 14, 10), bool)
+    full[2:10, 3:12, 2:9] = True
+    flat = np.zeros((12, 14, 10), bool)
+    flat[2:10, 3:12, 5] = True  # one axial plane: z, z^2, xz... are collinear with the rest
+    for fg in (full, flat):
+        design = np.c_[np.ones(int(fg.sum())), _monomials(fg, 2)]
+        values = rng.standard_normal(len(design))
+        expected = np.linalg.lstsq(design, values, rcond=None)[0]
+        np.testing.assert_allclose(_least_squares(design, values), expected, atol=1e-9)
+
+
 def test_a_model_on_a_bias_field_flips_when_the_field_is_swapped():
     samples = _samples(16, field_b=0.3)
     tilts = [_tilt(s.image) for s in samples]
@@ -263,8 +280,9 @@ def test_a_marker_outside_the_head_is_found_by_the_background_transplant(tmp_pat
                for f in audit["findings"])
 
 
-def test_the_split_preprocessing_equals_the_runs(tmp_path):
-    """Spatial transforms, then the intensity normalisation alone, give the model's input exactly."""
+@pytest.mark.parametrize("kind", ["zscore", "zscore_nonzero", "minmax"])
+def test_the_split_preprocessing_equals_the_runs(tmp_path, kind):
+    """Spatial transforms, then the intensity normalisation alone (of a batch), give the model's input."""
     import torch
 
     from conftest import make_cohort
@@ -274,13 +292,13 @@ def test_the_split_preprocessing_equals_the_runs(tmp_path):
     from xaudit.stages.interventions import split_transforms
 
     manifest = make_cohort(tmp_path / "c", n=2)
-    tcfg = TransformsConfig(orientation="RAS", spatial_size=[12, 12, 12], intensity="zscore")
+    tcfg = TransformsConfig(orientation="RAS", spatial_size=[12, 12, 12], intensity=kind)
     subject = load_manifest(DataConfig(manifest=manifest), ["healthy", "lesion"])[0]
     full = load_subject(subject, build_transforms(tcfg, 3), 3).tensor
     spatial, intensity = split_transforms(tcfg, 3)
     raw = load_subject(subject, spatial, 3).tensor
     assert not torch.allclose(raw, full)
-    torch.testing.assert_close(torch.as_tensor(intensity(raw)), full)
+    torch.testing.assert_close(intensity(torch.stack([raw, raw + 1.0]))[0], torch.as_tensor(full), rtol=1e-5, atol=1e-5)
     assert split_transforms(tcfg.model_copy(update={"intensity": "none"}), 3)[1] is None
 
 
@@ -312,6 +330,29 @@ def test_the_model_sees_each_intervened_image_normalised_as_in_the_run():
     assert not any(isinstance(b, MetaTensor) for b in seen)
     for image, given in zip(images, batch):
         torch.testing.assert_close(given, torch.as_tensor((image - image.mean()) / image.std()), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("nonzero", [False, True])
+@pytest.mark.parametrize("shape", [(3, 2, 9, 8, 7), (4, 1, 12, 10)])
+def test_the_batch_zscore_is_monais_normalisation(nonzero, shape):
+    """`zscore_batch` gives what MONAI's NormalizeIntensity(channel_wise=True) gives each image,
+    also for a constant channel (sd 0), an all-zero channel and padding zeros (nonzero)."""
+    import torch
+    from monai.transforms import NormalizeIntensity
+
+    from xaudit.data.loading import zscore_batch
+
+    rng = np.random.default_rng(3)
+    batch = (5.0 + 3.0 * rng.standard_normal(shape)).astype(np.float32)
+    batch[..., :2] = 0.0  # padding
+    batch[0, 0] = 7.5  # a constant channel
+    batch[-1, -1] = 0.0  # nothing non-zero
+    x = torch.from_numpy(batch)
+    got = zscore_batch(x, nonzero=nonzero)
+    assert got.dtype == torch.float32 and torch.equal(x, torch.from_numpy(batch))  # the input is untouched
+    monai = NormalizeIntensity(nonzero=nonzero, channel_wise=True)
+    for image, out in zip(x, got):
+        torch.testing.assert_close(out, torch.as_tensor(monai(image.clone())).as_tensor(), rtol=1e-5, atol=1e-5)
 
 
 def test_a_site_effect_is_not_read_as_a_sex_effect():

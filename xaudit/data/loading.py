@@ -79,6 +79,34 @@ def build_transforms(tcfg, spatial_dims: int):
     return Compose(steps)
 
 
+def zscore_batch(images: torch.Tensor, nonzero: bool = False) -> torch.Tensor:
+    """``data.transforms.intensity: zscore`` (or ``zscore_nonzero``) of a whole batch at once.
+
+    What MONAI's ``NormalizeIntensity(channel_wise=True[, nonzero=True])`` gives one image at a
+    time (its population sd, a zero sd taken as 1; with ``nonzero``, statistics over the
+    non-zero voxels and only those changed, a channel without any left as it is), to float32
+    rounding (tested). MONAI's costs 0.8-1.0 ms an image at 40x48x40, its MetaTensor mostly:
+    1.3 s of the demo's interventions stage, which normalises some 700 intervened images.
+
+    Args:
+        images: ``(B, C, *spatial)``.
+
+    Returns:
+        float32 ``(B, C, *spatial)``, a new tensor.
+    """
+    x = images.float()
+    dims = tuple(range(2, x.ndim))
+    if not nonzero:
+        mean = x.mean(dim=dims, keepdim=True)
+        sd = x.std(dim=dims, keepdim=True, unbiased=False)
+        return (x - mean) / torch.where(sd == 0, torch.ones_like(sd), sd)
+    inside = x != 0
+    count = inside.sum(dim=dims, keepdim=True).clamp_min(1)
+    mean = torch.where(inside, x, 0.0).sum(dim=dims, keepdim=True) / count
+    sd = torch.where(inside, (x - mean) ** 2, 0.0).sum(dim=dims, keepdim=True).div(count).sqrt()
+    return torch.where(inside, (x - mean) / torch.where(sd == 0, torch.ones_like(sd), sd), x)
+
+
 def _check_len(values, spatial_dims: int, key: str) -> None:
     if len(values) != spatial_dims:
         raise ConfigError(f"`{key}` needs {spatial_dims} values for {spatial_dims}D images. Got {list(values)} instead.")
