@@ -41,9 +41,10 @@ demo2d: sample
 
 # one pytest worker per CPU this process may use (nproc: affinity, not the host's cores), at most
 # 8 (each holds torch and MONAI, ~0.5 GB); 0 runs the suite in this process. Each test module
-# runs whole on one worker (pytest-xdist --dist loadscope), so its fixtures are built once.
+# runs whole on one worker (pytest-xdist --dist loadscope), so its fixtures are built once, in
+# the order tests/conftest.py gives (the longest modules first), not xdist's most-tests-first.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 8 ] && n=8; echo $$n)
-PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadscope
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
