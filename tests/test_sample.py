@@ -300,3 +300,24 @@ def test_subjects_written_by_workers_equal_those_written_alone(tmp_path, monkeyp
             b = np.asanyarray(nib.load(tmp_path / "workers" / path).dataobj)
             np.testing.assert_array_equal(a, b)
     assert not list((tmp_path / "workers").rglob(".*"))  # no temporary file left behind
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] in ("blas", "openmp")]
+
+
+def test_the_synthesis_workers_run_blas_on_one_thread_each():
+    """One worker per core: a multithreaded BLAS in each would oversubscribe the cores."""
+    from xaudit.core.workers import worker_pool
+    from xaudit.sample.generate import _start_worker
+
+    pool = worker_pool(1, initializer=_start_worker, initargs=(None,))
+    if pool is None:
+        pytest.skip("no worker processes here")
+    try:
+        threads = pool.submit(_blas_threads).result(timeout=120)
+    finally:
+        pool.shutdown()
+    assert threads and set(threads) == {1}
