@@ -121,3 +121,12 @@ def test_written_maps_use_the_fast_deflate_when_installed():
     import xaudit.data.native as native
 
     assert native._gzip.__name__ == "isal.igzip"
+
+
+def test_save_image_compresses_an_uppercase_gz_name_as_nibabel_does(tmp_path):
+    import xaudit.data.native as native
+
+    image = nib.Nifti1Image(smooth_volume((6, 5, 4)), OBLIQUE_AFFINE)
+    path = native.save_image(image, tmp_path / "MAP.NII.GZ")
+    assert path.read_bytes()[:2] == b"\x1f\x8b"  # gzip, as nib.save writes it
+    np.testing.assert_array_equal(nib.load(path).get_fdata(dtype=np.float32), image.get_fdata(dtype=np.float32))

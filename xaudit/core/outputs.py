@@ -114,7 +114,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     `OutputError` naming the file; the temporary file is removed.
     """
     path = Path(path)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    suffix = "".join(path.suffixes[-2:]) if path.name.lower().endswith(".nii.gz") else path.suffix
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.{WRITER}.", suffix=f".tmp{suffix}", dir=path.parent)

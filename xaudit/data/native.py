@@ -143,13 +143,13 @@ def nifti_bytes(image: nib.Nifti1Image, path: Path | str) -> bytes:
     CPU with the attribution methods.
     """
     raw = image.to_bytes()
-    return _gzip.compress(raw, compresslevel=1, mtime=0) if str(path).endswith(".gz") else raw
+    return _gzip.compress(raw, compresslevel=1, mtime=0) if str(path).lower().endswith(".gz") else raw
 
 
 def save_image(image: nib.Nifti1Image, path: Path | str) -> Path:
     """``nib.save(image, path)`` for a ``.nii`` or ``.nii.gz`` path, atomically (`nifti_bytes`)."""
     name = str(path)
-    if name.endswith((".nii", ".nii.gz")):
+    if name.lower().endswith((".nii", ".nii.gz")):
         return write_bytes(path, nifti_bytes(image, name))
     with atomic_path(path) as tmp:
         nib.save(image, str(tmp))
