@@ -85,8 +85,9 @@ def zscore_batch(images: torch.Tensor, nonzero: bool = False) -> torch.Tensor:
     What MONAI's ``NormalizeIntensity(channel_wise=True[, nonzero=True])`` gives one image at a
     time (its population sd, a zero sd taken as 1; with ``nonzero``, statistics over the
     non-zero voxels and only those changed, a channel without any left as it is), to float32
-    rounding (tested); a constant channel maps to 0 (`_divisor`). MONAI's costs 0.8-1.0 ms an image at 40x48x40, its MetaTensor mostly:
-    1.3 s of the demo's interventions stage, which normalises some 700 intervened images.
+    rounding (tested); a constant channel maps to 0 (`_divisor`). MONAI's costs 0.8-1.0 ms an
+    image at 40x48x40, its MetaTensor mostly: 1.3 s of the demo's interventions stage, which
+    normalises some 700 intervened images.
 
     Args:
         images: ``(B, C, *spatial)``.

@@ -99,8 +99,7 @@ def write_volume(data: np.ndarray, affine: np.ndarray, path: Path) -> Path:
     image = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
     image.set_sform(affine, 2)
     image.set_qform(affine, 2)
-    save_image(image, path)
-    return path
+    return save_image(image, path)
 
 
 def downsample_affine(affine: np.ndarray, src_shape: tuple[int, ...], dst_shape: tuple[int, ...]) -> np.ndarray:
