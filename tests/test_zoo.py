@@ -7,7 +7,7 @@ non-trivial BatchNorm statistics (fixed seeds), through every method in
 
 - works: finite float32 maps of the input's shape; a batch of two gives each sample's
   single-sample map (batch invariance, float32 precision: `BATCH_RTOL` of the map's
-  largest magnitude); each sample is explained for its own target (the other target gives
+  largest magnitude; LRP's in float64, see `LRP_BATCH_RTOL_FLOAT64`); each sample is explained for its own target (the other target gives
   another map); integrated gradients' completeness error below `IG_TOLERANCE` (slow: 64
   steps); LRP's conservation error below `LRP_TOLERANCE` for every composite (slow, but
   for DenseNet-3D);
@@ -20,6 +20,8 @@ for it with the same parts (conv patch embedding, attention, LayerNorm, GELU).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import functools
 
 import pytest
@@ -34,15 +36,19 @@ from xaudit.errors import ConfigError, ModelError
 
 #: relative to the largest magnitude of the map: float32 rounding differs between batch sizes
 BATCH_RTOL = 1e-4
-#: z+ and alpha-beta divide by the sum of positive contributions, which can be small beside the
-#: unit's relevance: rounding is amplified (measured 1.2e-4 on one voxel of densenet-3d)
-BATCH_RTOL_POSITIVE_RULES = 5e-4
 #: plus this times the largest logit: maps that are differences of logits (occlusion) carry their rounding
 LOGIT_ROUNDING = 1e-6
 #: integrated gradients: |sum - (f(x) - f(0))| / (|f(x)| + |f(0)|) at 64 steps
 IG_TOLERANCE = 0.05
 #: LRP: |sum(R) + absorbed - logit| / |logit| (float32; measured <= 2e-5 on this zoo)
 LRP_TOLERANCE = 1e-3
+#: LRP's batch invariance is checked in float64, to this share of the map's largest magnitude.
+#: In float32 its z+ rule amplifies the forward's rounding: a unit driven almost wholly by its
+#: bias shares its relevance by the ratios of near-zero activations, and PyTorch's batch-1 and
+#: batch-2 convolutions round those differently. Measured on DenseNet-3D's sample 0 on an AMD
+#: Zen 5 CPU: 2e-2 of the map's largest value (1.2e-4 on the CPU these tests were written on;
+#: <= 4e-5 on every other model of the zoo); in float64, 0 after the cast to float32.
+LRP_BATCH_RTOL_FLOAT64 = 1e-6
 
 SMALL_PARAMS: dict[str, dict] = {
     "integrated_gradients": {"steps": 8},
@@ -134,9 +140,26 @@ def one_thread():
 
 
 def single(ctx: AttributionContext, i: int) -> AttributionContext:
-    import dataclasses
-
     return dataclasses.replace(ctx, sample_seeds=ctx.sample_seeds[i : i + 1], baseline_mean=ctx.baseline_mean)
+
+
+@functools.lru_cache(maxsize=None)
+def zoo_case_float64(family: str, dims: int):
+    """`zoo_case` in float64: a copy of its model, its inputs and a context on the copy's layer."""
+    model, inputs, ctx, _ = zoo_case(family, dims)
+    model64 = copy.deepcopy(model).double()
+    ctx64 = dataclasses.replace(ctx, layer=model64.get_submodule(ctx.layer_name), baseline_mean=ctx.baseline_mean.double())
+    return model64, inputs.double(), ctx64
+
+
+def assert_lrp_batch_invariant(method, family: str, dims: int, targets: torch.Tensor) -> None:
+    """Each sample's LRP map in a batch of two is its map alone (in float64: `LRP_BATCH_RTOL_FLOAT64`)."""
+    model, inputs, ctx = zoo_case_float64(family, dims)
+    maps = method.attribute(model, inputs, targets, ctx).maps
+    for i in range(2):
+        alone = method.attribute(model, inputs[i : i + 1], targets[i : i + 1], single(ctx, i)).maps[0]
+        atol = LRP_BATCH_RTOL_FLOAT64 * float(maps[i].abs().max())
+        torch.testing.assert_close(alone, maps[i], rtol=0, atol=atol, msg=lambda m: f"sample {i} alone vs in the batch: {m}")
 
 
 def _assert_refused(method, model, inputs, targets, ctx, reason: str) -> None:
@@ -158,10 +181,13 @@ def test_zoo_method_works_or_refuses(family, dims, method_name):
     maps = result.maps
     assert maps.shape == inputs.shape and maps.dtype == torch.float32
     assert torch.isfinite(maps).all(), "non-finite map"
-    for i in range(2):
-        alone = method.attribute(model, inputs[i : i + 1], targets[i : i + 1], single(ctx, i)).maps[0]
-        atol = BATCH_RTOL * float(maps[i].abs().max()) + LOGIT_ROUNDING * logit_scale
-        torch.testing.assert_close(alone, maps[i], rtol=0, atol=atol, msg=lambda m: f"sample {i} alone vs in the batch: {m}")
+    if method_name == "lrp":
+        assert_lrp_batch_invariant(method, family, dims, targets)
+    else:
+        for i in range(2):
+            alone = method.attribute(model, inputs[i : i + 1], targets[i : i + 1], single(ctx, i)).maps[0]
+            atol = BATCH_RTOL * float(maps[i].abs().max()) + LOGIT_ROUNDING * logit_scale
+            torch.testing.assert_close(alone, maps[i], rtol=0, atol=atol, msg=lambda m: f"sample {i} alone vs in the batch: {m}")
     flipped = method.attribute(model, inputs[:1], torch.tensor([1]), single(ctx, 0)).maps[0]
     scale = float(maps[0].abs().max()) or 1.0
     assert not torch.allclose(flipped, maps[0], rtol=0, atol=1e-3 * scale), "target 0 and 1 give the same map"
@@ -188,10 +214,7 @@ def test_zoo_lrp_conserves_relevance_for_every_composite(family, dims, composite
     result = method.attribute(model, inputs, targets, ctx)
     assert torch.isfinite(result.maps).all()
     assert (result.stats["conservation_error"] < LRP_TOLERANCE).all(), result.stats
-    alone = method.attribute(model, inputs[1:], targets[1:], single(ctx, 1)).maps[0]
-    rtol = BATCH_RTOL if composite in ("epsilon", "epsilon_plus_flat", "epsilon_plus_wsquare") else BATCH_RTOL_POSITIVE_RULES
-    atol = rtol * float(result.maps[1].abs().max()) + LOGIT_ROUNDING * logit_scale
-    torch.testing.assert_close(alone, result.maps[1], rtol=0, atol=atol)
+    assert_lrp_batch_invariant(method, family, dims, targets)
 
 
 @pytest.mark.slow
