@@ -58,3 +58,25 @@ def test_a_pool_stopped_early_kills_its_workers_at_once(tmp_path):
     while psutil.pid_exists(worker) and psutil.Process(worker).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() - started < 10, "the worker outlived the stopped pool"
         time.sleep(0.05)
+
+
+def test_stopping_a_pool_uses_the_public_kill_where_python_has_one():
+    """Python 3.14's `ProcessPoolExecutor.kill_workers` is preferred to the private `_processes`."""
+    from xaudit.core.workers import stop_pool
+
+    calls = []
+
+    class Pool:  # the two methods stop_pool may call, as 3.14's executor has them
+        _processes = {}
+
+        def kill_workers(self):
+            calls.append("kill_workers")
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            calls.append(("shutdown", wait, cancel_futures))
+
+    stop_pool(Pool(), now=True)
+    assert calls == ["kill_workers", ("shutdown", False, True)]
+    calls.clear()
+    stop_pool(Pool())
+    assert calls == [("shutdown", False, True)]

@@ -83,7 +83,9 @@ def stop_pool(pool: ProcessPoolExecutor, now: bool = False) -> None:
     """Shut ``pool`` down without waiting; ``now`` (the run stops early: Ctrl-C, an error) also
     kills its workers, so that the exit does not wait for the jobs they had queued (seconds at
     the lowest priority on a busy machine, measured)."""
-    if now:
+    if now and hasattr(pool, "kill_workers"):  # Python 3.14's public way
+        pool.kill_workers()
+    elif now:  # before 3.14 the executor's worker processes are reachable only as `_processes`
         for process in list((getattr(pool, "_processes", None) or {}).values()):
             try:
                 process.kill()
