@@ -89,6 +89,17 @@ def test_model_needs_exactly_one_source(tmp_path):
         config_from_dict(raw, base_dir=tmp_path)
 
 
+@pytest.mark.parametrize("classes", [["lesion"], ["a", "b", "a"]])
+def test_classes_too_few_or_repeated_are_named_by_their_key_alone(tmp_path, classes):
+    """The error names `model.classes` and its value, not the whole model section."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(minimal()))
+    with pytest.raises(ConfigError) as err:
+        load_config(path, [f"model.classes={classes}"])
+    assert f"`model.classes`: must be two or more distinct names, in the order of the model's outputs. Got {classes}" in str(err.value)
+    assert "tiny_nets" not in str(err.value)
+
+
 def test_layer_method_without_layer_is_rejected(tmp_path):
     raw = minimal(attribution={"methods": {"gradcam": {}}})
     del raw["model"]["layer"]

@@ -60,6 +60,29 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_a_run_at_once_with_one_line_and_resume_finishes_it(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n=12)
+    config = make_config(tmp_path, manifest, data__batch_size=1)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(xaudit_cmd("run", str(config), "-o", str(out)), stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, as a terminal's job
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((out / "subjects").glob("*.npz"))) < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: to the whole group, workers included
+    sent = time.monotonic()
+    _, stderr = proc.communicate(timeout=120)
+    assert time.monotonic() - sent < 30
+    assert proc.returncode == 130, stderr
+    assert "interrupted: the finished subjects are kept" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr, stderr
+    assert not (out / "audit.json").exists()
+    resumed = subprocess.run(xaudit_cmd("run", str(config), "-q", "--resume", "-o", str(out)), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "report.html").exists() and "already done" in (out / "run.log").read_text()
+
+
 def test_a_second_run_on_a_locked_directory_is_refused(tmp_path):
     config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4))
     out = tmp_path / "run"

@@ -120,3 +120,20 @@ def test_arbitrary_manifest_text_gives_data_errors_only(tmp_path_factory, rows):
         load_manifest(data_cfg(tmp, buf.getvalue()), CLASSES, check_files=False)
     except DataError:
         pass
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_a_semicolon_or_tab_separated_manifest_is_read_as_such(tmp_path, delimiter):
+    """A spreadsheet's CSV in many locales uses semicolons, and a TSV tabs; with a BOM, as Excel writes."""
+    touch(tmp_path, "a.nii.gz", "b,1.nii.gz")
+    rows = [["subject_id", "image", "label", "site"], ["s1", "a.nii.gz", "lesion", "X"], ["s2", "b,1.nii.gz", "healthy", "Y"]]
+    cfg = data_cfg(tmp_path, "\ufeff" + "".join(delimiter.join(r) + "\n" for r in rows), group_columns=["site"])
+    subjects = load_manifest(cfg, CLASSES)
+    assert [s.subject_id for s in subjects] == ["s1", "s2"] and [s.label for s in subjects] == [1, 0]
+    assert subjects[1].images[0] == tmp_path / "b,1.nii.gz" and subjects[1].groups == {"site": "Y"}
+
+
+def test_a_row_with_more_fields_than_the_header_names_its_delimiter(tmp_path):
+    cfg = data_cfg(tmp_path, "subject_id;image;label\ns1;a.nii;healthy;extra\n")
+    with pytest.raises(DataError, match="line 2: 4 fields, the header has 3; quote values that contain semicolons"):
+        load_manifest(cfg, CLASSES)

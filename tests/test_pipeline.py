@@ -87,6 +87,26 @@ def test_a_corrupt_image_is_skipped_and_recorded(tmp_path):
     assert audit["counts"]["failed"] == 1
 
 
+def test_a_4d_image_is_refused_with_what_to_do_instead(tmp_path):
+    """A 4D image (two volumes) is not a 2D/3D one with a wrong setting: the error says to split
+    it into channels, not to set `data.spatial_dims` (which only led to the next error)."""
+    from xaudit.errors import DataError
+
+    manifest = make_cohort(tmp_path / "c", n=4)
+    first = tmp_path / "c" / "images" / "sub-000.nii.gz"
+    src = nib.load(str(first))
+    volume = src.get_fdata().astype(np.float32)
+    nib.save(nib.Nifti1Image(np.stack([volume, volume], axis=-1), src.affine), str(first))
+    with pytest.raises(DataError) as err:
+        run_audit(load_config(make_config(tmp_path, manifest)))
+    message = str(err.value)
+    assert str(first) in message and "2 3D volumes" in message and "data.image_column: [" in message
+    assert "spatial_dims" not in message
+    failed = run_audit(load_config(make_config(tmp_path, manifest, data__spatial_dims=3)))  # the subject fails alone
+    reason = pd.read_csv(failed.run_dir / "errors.csv").set_index("subject_id").loc["sub-000"].to_dict()
+    assert any("2 3D volumes" in str(v) and "data.image_column: [" in str(v) for v in reason.values()), reason
+
+
 def test_on_error_fail_stops_with_the_subject_named(tmp_path):
     manifest = make_cohort(tmp_path / "c", n=4)
     bad = tmp_path / "c" / "images" / "sub-002.nii.gz"

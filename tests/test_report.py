@@ -16,6 +16,7 @@ import io
 import json
 import re
 import shutil
+import time
 from html import escape
 from pathlib import Path
 
@@ -437,6 +438,30 @@ def test_pictures_drawn_ahead_in_workers_equal_those_drawn_in_the_report(run3d):
         mine = here.pictures(i, methods)
         assert list(drawn[i]) == list(mine) == methods
         assert all(p.png and p.png == mine[m].png and p.text == mine[m].text for m, p in drawn[i].items())
+
+
+def _wedged(job):
+    time.sleep(600)  # a worker that never answers (stuck on a lock inherited at the fork, or starved)
+
+
+def test_a_wedged_picture_worker_costs_at_most_its_wait(run3d, monkeypatch):
+    import xaudit.report.subject_pictures as subject_pictures
+
+    methods, n = list(run3d.config.attribution.methods), run3d.cohort.n
+    real = subject_pictures.render_pictures
+    monkeypatch.setattr(subject_pictures, "render_pictures", _wedged)  # what the forked worker runs
+    monkeypatch.setattr(subject_pictures, "WAIT_S", 1.0)
+    with subject_pictures.SubjectPictures(run3d.cohort, RunDirectory(run3d.root), "xaudit", workers=1) as pictures:
+        pictures.ahead(range(n), methods)
+        worker = next(iter(pictures._executor._processes.values()))
+        monkeypatch.setattr(subject_pictures, "render_pictures", real)  # the report's own drawing works
+        started = time.monotonic()
+        got = [pictures.pictures(i, methods) for i in range(n)]
+        waited = time.monotonic() - started
+    assert waited < 30, f"the report waited {waited:.0f} s on a wedged worker"
+    assert all(p.png for g in got for p in g.values())
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the wedged worker outlived the report"
 
 
 def test_a_dead_picture_worker_costs_only_time(run3d):

@@ -32,6 +32,8 @@ class _GuardedGroup(TyperGroup):
             return super().invoke(ctx)
         except (TyperException, typer.Exit, typer.Abort):  # usage errors and exits: the parser's own
             raise
+        except KeyboardInterrupt:  # Typer would exit 130 without a word
+            _interrupted(ctx.invoked_subcommand)
         except Exception as exc:  # noqa: BLE001 - the one place unexpected errors are reported
             _crash(exc, ctx.meta.get(CRASH_DIR))
 
@@ -91,6 +93,14 @@ def _crash(exc: Exception, folder) -> None:
     if context is not None and context.params.get("as_json"):
         typer.echo(json.dumps({"error": message, "type": type(exc).__name__, "exit_code": 3}))
     raise typer.Exit(3)
+
+
+def _interrupted(command: str | None) -> None:
+    """Exit 130 (the shell's code for Ctrl-C) with one line saying what is kept and how to go on."""
+    then = ("the finished subjects are kept: the same command with --resume continues from them"
+            if command == "run" else "nothing half-written is left behind; run the command again")
+    _console().print(f"[bold yellow]interrupted:[/] {then}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
 
 
 def _crash_dir(folder) -> None:

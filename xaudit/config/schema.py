@@ -99,13 +99,18 @@ class ModelConfig(Section):
     classes: list[str]
     layer: str | None = Field(None, description="module path for Grad-CAM, TCAV and spatial features")
 
+    @field_validator("classes")
+    @classmethod
+    def _distinct_classes(cls, classes: list[str]) -> list[str]:
+        if len(classes) < 2 or len(set(classes)) != len(classes):
+            raise ValueError(f"must be two or more distinct names, in the order of the model's outputs. Got {classes} instead.")
+        return classes
+
     @model_validator(mode="after")
     def _exactly_one_source(self):
         given = [k for k in ("monai", "factory", "torchscript") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"name exactly one of monai, factory, torchscript; got {given or 'none'}")
-        if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"classes must be two or more distinct names, got {self.classes}")
         return self
 
     @property

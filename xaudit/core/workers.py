@@ -12,6 +12,12 @@ Two hazards of forked workers are handled here, both found by tests:
   run's lock among them). Linux kills it when the parent dies (``PR_SET_PDEATHSIG``).
 - Ctrl-C reaches the whole process group; a worker ignores it and leaves it to the parent,
   which stops the pool (no traceback per worker).
+- A Ctrl-C that lands while a worker is being forked would be lost: Python runs its
+  after-fork callbacks (logging's among them) in the parent and ignores what they raise, so the
+  KeyboardInterrupt raised inside one is swallowed and the run went on; in the new child it
+  broke the threading module's reset, and a report waited on that child forever (a new
+  user's trial). So the pool forks its workers with Ctrl-C held back (`interrupts_held`),
+  and raises it once the fork is over.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 log = logging.getLogger("xaudit")
 
@@ -54,11 +62,40 @@ def worker_pool(workers: int, background: bool = False, initializer=None, initar
     """
     context = multiprocessing.get_context("fork" if forks() else "spawn")
     try:
-        return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+        return _Pool(workers, mp_context=context, initializer=_worker_init,
                                    initargs=(os.getpid(), background, initializer, initargs))
     except (OSError, ValueError) as exc:  # no processes here (a sandbox, a limit)
         log.debug("no worker processes (%s)", exc)
         return None
+
+
+class _Pool(ProcessPoolExecutor):
+    """A process pool whose workers are forked with Ctrl-C held back (they are forked by ``submit``)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        with interrupts_held():
+            return super().submit(fn, *args, **kwargs)
+
+
+@contextmanager
+def interrupts_held():
+    """Hold a Ctrl-C (SIGINT) back while the body runs, then raise it (as `KeyboardInterrupt`).
+
+    Only the main thread can change a signal's handler; elsewhere the body runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+        elif caught and previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
 
 
 def _worker_init(parent: int, background: bool, initializer, initargs: tuple) -> None:

@@ -194,7 +194,8 @@ def read_channel(path, spatial_dims: int, max_bytes: int = DEFAULT_MAX_IMAGE_BYT
     while img.ndim - 1 > spatial_dims and img.shape[-1] == 1:
         img = img[..., 0]
     if img.ndim - 1 != spatial_dims:
-        raise DataError(f"{name}: image has shape {tuple(img.shape[1:])}, expected a {spatial_dims}D image")
+        raise DataError(f"{name}: image has shape {tuple(img.shape[1:])}, expected a {spatial_dims}D image"
+                        + shape_hint(tuple(img.shape[1:]), spatial_dims))
     if any(s < 2 for s in img.shape[1:]):
         raise DataError(f"{name}: image shape {tuple(img.shape[1:])} is too small to audit")
     return img
@@ -265,5 +266,18 @@ def infer_spatial_dims(data_cfg, model_cfg, first_image) -> int:
     while len(shape) > 2 and shape[-1] == 1:
         shape.pop()
     if len(shape) not in (2, 3):
-        raise DataError(f"{first_image}: image has shape {tuple(shape)}; xaudit audits 2D or 3D images (set `data.spatial_dims`)")
+        raise DataError(f"{first_image}: image has shape {tuple(shape)}; xaudit audits 2D or 3D images"
+                        + (shape_hint(tuple(shape), 3) if len(shape) > 3 else ""))
     return len(shape)
+
+
+def shape_hint(shape: tuple[int, ...], spatial_dims: int) -> str:
+    """What to do with an image whose dimensions are not the audit's ``spatial_dims`` (a clause to append)."""
+    if len(shape) > 3:
+        volumes = int(np.prod(shape[3:]))
+        return (f": it holds {volumes} 3D volumes (a time series or stacked channels). Write each volume"
+                " to its own file and list them as input channels (`data.image_column: [first, second]`),"
+                " or give one volume per manifest row")
+    if len(shape) != spatial_dims:
+        return f"; a {spatial_dims}D model needs {spatial_dims}D images"
+    return ""

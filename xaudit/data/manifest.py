@@ -117,13 +117,16 @@ def read_manifest_csv(path: Path) -> pd.DataFrame:
     """Read the CSV with every column as text; the index holds each row's first line in the file.
 
     Line numbers are counted by the CSV reader itself, so a quoted value holding a newline
-    does not shift them; blank lines are skipped.
+    does not shift them; blank lines are skipped. A header without a comma but with semicolons
+    (a spreadsheet's CSV in many locales) or tabs (TSV) sets the delimiter to that one.
     """
     if not path.is_file():
         raise DataError(f"manifest {str(path)!r} does not exist or is not a regular file (set `data.manifest`)")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.reader(fh, skipinitialspace=True)
+            delimiter = _delimiter(fh.readline())
+            fh.seek(0)  # the decoder starts again, and drops a BOM again
+            reader = csv.reader(fh, delimiter=delimiter, skipinitialspace=True)
             header = next(reader, None)
             lines, records, start = [], [], reader.line_num + 1
             for record in reader:
@@ -139,9 +142,17 @@ def read_manifest_csv(path: Path) -> pd.DataFrame:
     for line, record in zip(lines, records):
         if len(record) > len(columns):
             raise DataError(f"manifest {str(path)!r} line {line}: {len(record)} fields, the header has {len(columns)};"
-                            " quote values that contain commas")
+                            f" quote values that contain {DELIMITERS[delimiter]}s")
     rows = [record + [""] * (len(columns) - len(record)) for record in records]
     return pd.DataFrame(rows, columns=columns, index=np.asarray(lines, dtype=int), dtype=str)
+
+
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+
+def _delimiter(header: str) -> str:
+    """The manifest's field delimiter, from its header line: a comma unless the header has none."""
+    return "," if "," in header else next((d for d in (";", "\t") if d in header), ",")
 
 
 def _unique_names(columns: list[str]) -> list[str]:

@@ -8,7 +8,7 @@ maps on disk and the records. So `finish_run` starts them as soon as the records
 least one, at most four), and the report collects them at the end
 (`SubjectPictures.pictures`). A picture a worker has not started is drawn by the report
 itself; a worker that fails or dies costs nothing but time: its pictures are drawn in the
-report's process.
+report's process, and so are all the rest once a worker leaves a subject unanswered for `WAIT_S`.
 
 The workers (`xaudit.core.workers.worker_pool`: forked on Linux, at the lowest priority, dead
 with the run) get jobs of paths and the record's small arrays, and never touch the model,
@@ -36,6 +36,7 @@ from xaudit.report.volumes import SubjectScan
 log = logging.getLogger("xaudit")
 
 MAX_WORKERS = 4
+WAIT_S = 60.0  # for one subject's pictures (~0.1 s of work); a worker past it is stuck or starved: the report draws the rest
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,11 @@ class SubjectPictures:
         future = self._futures.pop(i, None)
         if future is not None and not future.cancel():  # a job not started yet is drawn below, here
             try:
-                got = {p.method: p for p in future.result()}
+                got = {p.method: p for p in future.result(timeout=WAIT_S)}
+            except TimeoutError:
+                log.debug("subject pictures: no answer from the workers in %.0f s; the rest are drawn here", WAIT_S)
+                self.close()
+                self.workers = 0
             except Exception as exc:  # noqa: BLE001 - a worker died or failed: drawn here instead
                 log.debug("subject pictures: a worker failed on subject %d (%s: %s)", i, type(exc).__name__, exc)
         missing = [m for m in methods if m not in got]

@@ -18,7 +18,7 @@ from xaudit.attribution.engine import MethodRun, build_methods
 from xaudit.attribution.guards import preflight
 from xaudit.core.bids import check_labels
 from xaudit.data import build_transforms, infer_spatial_dims, load_manifest, load_subject
-from xaudit.data.loading import NIFTI_SUFFIXES, check_file, check_header, check_voxels
+from xaudit.data.loading import NIFTI_SUFFIXES, check_file, check_header, check_voxels, shape_hint
 from xaudit.data.manifest import Subject, rows_message
 from xaudit.errors import DataError, XauditError, first_line
 from xaudit.models.features import FeatureSpec, feature_spec
@@ -151,7 +151,7 @@ def header_problem(s: Subject, spatial_dims: int) -> dict | None:
             shape.pop()
         if len(shape) != spatial_dims:
             return _problem(s, "validate", f"{path}: image has shape {tuple(shape)}, expected {spatial_dims}D"
-                            " (a 4D series needs one volume per row; a 2D model needs 2D images)")
+                            + shape_hint(tuple(shape), spatial_dims))
         if any(n < 2 for n in shape):
             return _problem(s, "validate", f"{path}: image shape {tuple(shape)} is too small to audit")
     return None
