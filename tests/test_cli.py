@@ -207,3 +207,21 @@ def test_app_called_from_python_leaves_the_host_process_collector_alone(tmp_path
     result = runner.invoke(app, ["validate", str(config)])
     assert result.exit_code == 0, result.output
     assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+def test_log_records_are_one_line_each_when_stderr_is_no_terminal(capsys):
+    """Cron mails and SLURM logs are read with grep: Rich would wrap a record at 80 columns."""
+    import logging
+
+    from xaudit.cli import _setup_logging
+
+    logger = logging.getLogger("xaudit")
+    handlers = list(logger.handlers)
+    try:
+        _setup_logging(quiet=True, verbose=False)
+        logger.info("progress that -q drops")
+        logger.warning("a warning " + "that is long " * 20 + "ends here")
+    finally:
+        logger.handlers = handlers
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["WARNING  a warning " + "that is long " * 20 + "ends here"]

@@ -56,13 +56,27 @@ def _console():
     return Console(stderr=True)
 
 
+class _LineHandler(logging.StreamHandler):
+    """Log records on a stderr that is no terminal (cron's mail, a SLURM log): one line each, as
+    grep and log collectors expect, where Rich would wrap them at 80 columns."""
+
+    def __init__(self, level: int):
+        super().__init__(sys.stderr)
+        self.setLevel(level)
+        self.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
+
+
 def _setup_logging(quiet: bool, verbose: bool) -> None:
     from rich.logging import RichHandler
 
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logger = logging.getLogger("xaudit")
-    logger.handlers = [h for h in logger.handlers if not isinstance(h, RichHandler)]
-    handler = RichHandler(console=_console(), show_path=False, show_time=False, level=level)
+    logger.handlers = [h for h in logger.handlers if not isinstance(h, (RichHandler, _LineHandler))]
+    console = _console()
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_path=False, show_time=False, level=level)
+    else:
+        handler = _LineHandler(level)
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
