@@ -298,8 +298,10 @@ def test_single_logit_models_run_with_layer_methods_and_torchscript(tmp_path):
     scripted.save(str(tmp_path / "model.pt"))
     ts = make_config(tmp_path / "ts", manifest, methods={"saliency": {}, "integrated_gradients": {"steps": 4}},
                      model={"torchscript": str(tmp_path / "model.pt"), "classes": ["healthy", "lesion"]})
-    result = run_audit(load_config(ts, ["quality.subjects=0"]), RunOptions(device="cpu"))
+    result = run_audit(load_config(ts), RunOptions(device="cpu"))  # the default stages (a new user's trial: quality crashed)
     assert result.failed == 0 and result.audit["counts"]["audited"] == 4
+    saliency = result.audit["attribution"]["quality"]["methods"]["saliency"]
+    assert saliency["deletion_auc"] is not None and "no forward hooks" in saliency["randomisation_skipped"]
 
 
 def test_resume_refuses_a_config_that_changes_the_subject_results(tmp_path):

@@ -87,7 +87,8 @@ def quality_stage(setup, cohort, qcfg, max_batch: int, budget_s: float | None = 
                      run.name, predicted, budget_s)
             continue
         try:
-            scored[run.name], timing = _score_method(model, x, targets, run, ctx, qcfg, max_batch, shared)
+            scored[run.name], timing = _score_method(model, x, targets, run, ctx, qcfg, max_batch, shared,
+                                                     randomise=qcfg.randomisation and not setup.model.scripted)
             reference = reference or (run.name, timing)
         except XauditError as exc:
             log.warning("quality check of %s skipped: %s", run.name, exc)
@@ -106,10 +107,12 @@ def _predicted_seconds(name: str, reference, costs: dict[str, float] | None) -> 
     return timing["maps"] * (costs[name] / costs[ref_name] if costs else 1.0) + timing["curves"]
 
 
-def _score_method(model, x, targets, run, ctx, qcfg, max_batch: int, shared: dict) -> tuple[dict, dict]:
+def _score_method(model, x, targets, run, ctx, qcfg, max_batch: int, shared: dict,
+                  randomise: bool) -> tuple[dict, dict]:
     """One method's scores, and its seconds spent on maps (its own and the randomisation's) and on
     curves; ``shared`` carries the random-order curves from one method to the next (they do not
-    depend on the map), so they are evaluated once per run."""
+    depend on the map), so they are evaluated once per run. ``randomise``: run the randomisation
+    test too (not on a TorchScript model: it finds the layers' order with forward hooks)."""
     t0 = time.perf_counter()
     maps = run.method.attribute(model, x, targets, ctx).maps
     t_maps = time.perf_counter() - t0
@@ -126,7 +129,9 @@ def _score_method(model, x, targets, run, ctx, qcfg, max_batch: int, shared: dic
         "x": curves["x"], "deletion_curve": _mean_curve(curves["deletion"]),
         "insertion_curve": _mean_curve(curves["insertion"]), "random_deletion_curve": _mean_curve(curves["random_deletion"]),
     }
-    if qcfg.randomisation:
+    if qcfg.randomisation and not randomise:
+        result["randomisation_skipped"] = "a TorchScript model has no forward hooks to order its layers by"
+    if randomise:
         sanity = randomisation_sanity(model, x, targets, run.method, ctx, seed=ctx.seed, max_steps=qcfg.randomisation_steps,
                                       reference_maps=maps, check_determinism=False)
         result["randomisation"] = [
