@@ -129,3 +129,27 @@ def test_monai_builder_functions_are_accepted(tmp_path):
     loaded = load_model(model_cfg(tmp_path, monai={"network": "resnet10", "args": {
         "spatial_dims": 3, "n_input_channels": 1, "num_classes": 2}}), CPU)
     assert loaded.module(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 2)
+
+
+def test_checkpoint_errors_say_what_the_file_is_and_what_to_do(tmp_path, recwarn):
+    """A new user's trial: a whole pickled model, a text file and a TorchScript file as a
+    factory's checkpoint, and a state_dict as `model.torchscript`."""
+    net = tiny_nets.build()
+    torch.save(net, tmp_path / "whole.pth")
+    (tmp_path / "notes.pth").write_text("epoch 3, loss 0.1\n")
+    torch.jit.script(net).save(str(tmp_path / "scripted.pt"))
+    torch.save(net.state_dict(), tmp_path / "weights.pth")
+
+    def error(**model) -> str:
+        with pytest.raises(ModelError) as err:
+            load_model(model_cfg(tmp_path, **model), CPU)
+        message = str(err.value)
+        assert "\x1b[" not in message and "\n" not in message
+        return message
+
+    factory = lambda checkpoint: {"factory": {"function": "tiny_nets:build", "checkpoint": checkpoint}}  # noqa: E731
+    assert "pickled Python objects (a whole model?)" in error(**factory("whole.pth"))
+    assert "(not a file torch.save writes, or a damaged one); save it with torch.save(model.state_dict(), path)" in error(**factory("notes.pth"))
+    assert "is a TorchScript model, not a state_dict: give it as `model.torchscript`" in error(**factory("scripted.pt"))
+    assert "looks like a state_dict checkpoint" in error(torchscript="weights.pth")
+    assert not [w for w in recwarn if "TorchScript" in str(w.message)]

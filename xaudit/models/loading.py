@@ -10,6 +10,9 @@
 from __future__ import annotations
 
 import inspect
+import re
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +106,26 @@ def _load_torchscript(path: Path, device: torch.device) -> nn.Module:
     try:
         return torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # noqa: BLE001 - any failure means "not a usable TorchScript file"
-        raise ModelError(f"`model.torchscript`: {path} is not a loadable TorchScript file ({first_line(exc, 200)})") from None
+        hint = ""
+        if _file_kind(path) == "checkpoint":
+            hint = ("; it looks like a state_dict checkpoint: name the network (`model.monai` or"
+                    f" `model.factory`) and give the file as its `checkpoint`")
+        raise ModelError(f"`model.torchscript`: {path} is not a loadable TorchScript file ({_plain(first_line(exc, 200))}){hint}") from None
+
+
+def _file_kind(path: Path) -> str:
+    """"torchscript" (a zip archive with code), "checkpoint" (another ``torch.save`` zip) or "other"."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return "other"
+    return "torchscript" if any("/code/" in n or n.endswith("constants.pkl") for n in names) else "checkpoint"
+
+
+def _plain(text: str) -> str:
+    """``text`` without terminal colour codes (some of PyTorch's messages carry them)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
 def _load_monai(cfg) -> nn.Module:
@@ -146,13 +168,22 @@ def load_checkpoint(module: nn.Module, path: Path, key: str) -> None:
     """Load a state_dict (plain, or wrapped under a usual key) safely."""
     if not path.is_file():
         raise ModelError(f"`{key}`: file {str(path)!r} does not exist")
+    kind = _file_kind(path)
+    if kind == "torchscript":
+        raise ModelError(f"`{key}`: {path} is a TorchScript model, not a state_dict: give it as"
+                         " `model.torchscript` instead (input-gradient methods only)")
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns before it fails on some files
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - corrupt, pickled objects, not a checkpoint
-        raise ModelError(
-            f"`{key}`: {path} is not a loadable state_dict ({first_line(exc, 200)});"
-            " save it with torch.save(model.state_dict(), path)"
-        ) from None
+        reason = _plain(first_line(exc, 200))
+        if "Weights only load failed" in str(exc):
+            reason = "it holds pickled Python objects (a whole model?), which xaudit does not unpickle: that could run code"
+        elif kind == "other":
+            reason = "not a file torch.save writes, or a damaged one"  # torch's own reason reads as noise here
+        raise ModelError(f"`{key}`: {path} is not a loadable state_dict ({reason});"
+                         " save it with torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict):
         for wrapper in CHECKPOINT_KEYS:
             if wrapper in state and isinstance(state[wrapper], dict):
