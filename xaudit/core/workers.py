@@ -63,7 +63,7 @@ def worker_pool(workers: int, background: bool = False, initializer=None, initar
     context = multiprocessing.get_context("fork" if forks() else "spawn")
     try:
         return _Pool(workers, mp_context=context, initializer=_worker_init,
-                                   initargs=(os.getpid(), background, initializer, initargs))
+                     initargs=(os.getpid(), background, initializer, initargs))
     except (OSError, ValueError) as exc:  # no processes here (a sandbox, a limit)
         log.debug("no worker processes (%s)", exc)
         return None

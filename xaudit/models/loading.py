@@ -109,7 +109,7 @@ def _load_torchscript(path: Path, device: torch.device) -> nn.Module:
         hint = ""
         if _file_kind(path) == "checkpoint":
             hint = ("; it looks like a state_dict checkpoint: name the network (`model.monai` or"
-                    f" `model.factory`) and give the file as its `checkpoint`")
+                    " `model.factory`) and give the file as its `checkpoint`")
         raise ModelError(f"`model.torchscript`: {path} is not a loadable TorchScript file ({_plain(first_line(exc, 200))}){hint}") from None
 
 
