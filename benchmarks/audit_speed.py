@@ -18,7 +18,9 @@ a burst of load hits one repeat, not one system:
 - **xaudit whole run**: ``xaudit run config.yaml -q`` with every default stage (metrics,
   attribution summaries, rules, bias, interventions, quality, report), process time.
 - **limit**: forward+backward and forward samples/s at the best batch size (swept once
-  here, in this process) times the passes the four methods need; nothing can be faster.
+  here, in this process) times the passes the four methods need: with PyTorch's own
+  gradients (what the script runs), and with xaudit's input gradient of the strided
+  convolutions (`xaudit.models.strided_conv`, what xaudit runs).
 
 Targets, each printed with MET or MISSED: the whole run at least 0.9 of the script's speed
 (script process seconds / xaudit process seconds, fastest repeat of each), and the pass at
@@ -46,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import MODES, build_model, limit_seconds, sweep_limit  # noqa: E402
+from xaudit.models.strided_conv import choose_layers, faster_input_gradients  # noqa: E402
 
 MODE = MODES["audit"]
 SHAPE = (40, 48, 40)  # the demo cohort's stored grid
@@ -157,10 +160,19 @@ def benchmark(work: Path, sample_dir: Path | None, repeats: int, log=print, devi
     images = test_images(manifest)
     checkpoint = manifest.parent / "model_confounded.pth"
     mode = dataclasses.replace(MODE, size=SHAPE, batch_sizes=MODE.batch_sizes + ((32, 64) if device == "cuda" else ()))
-    sweep = sweep_limit(build_model(**MODE.model_args, checkpoint=str(checkpoint)).to(device), mode)
+    model = build_model(**MODE.model_args, checkpoint=str(checkpoint)).to(device).requires_grad_(False)
+    sweep = sweep_limit(model, mode)
     fb, fwd = sweep["fb_samples_per_s"][sweep["best_batch_fb"]], sweep["fwd_samples_per_s"][sweep["best_batch_fwd"]]
     limit = len(images) * limit_seconds(MODE.methods, SHAPE, fb, fwd)
     log(f"limit: {limit:.1f} s ({fb:.1f} f+b samples/s at batch {sweep['best_batch_fb']})")
+    # the same sweep with xaudit's input gradient of the strided convolutions (`xaudit.models.strided_conv`)
+    strided = choose_layers(model, torch.randn(4, 1, *SHAPE, generator=torch.Generator().manual_seed(0)).to(device))
+    with faster_input_gradients(model, strided):
+        fast_sweep = sweep_limit(model, mode)
+    fast_fb = fast_sweep["fb_samples_per_s"][fast_sweep["best_batch_fb"]]
+    fast_limit = len(images) * limit_seconds(MODE.methods, SHAPE, fast_fb,
+                                             fast_sweep["fwd_samples_per_s"][fast_sweep["best_batch_fwd"]])
+    log(f"limit with xaudit's strided-convolution gradient: {fast_limit:.1f} s ({fast_fb:.1f} f+b samples/s)")
     rounds = []
     for k in range(repeats):  # A B A B
         script = run_script(images, checkpoint, work / "script_out", sweep["best_batch_fb"], device)
@@ -178,7 +190,8 @@ def benchmark(work: Path, sample_dir: Path | None, repeats: int, log=print, devi
     return {"workload": {"volumes": len(images), "shape": SHAPE, "model": MODE.model_args, "methods": MODE.methods},
             "machine": {"cpu_count": os.cpu_count(), "load_end": os.getloadavg(), "threads": THREADS.get("OMP_NUM_THREADS"),
                         "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch": torch.__version__},
-            "limit": {"seconds": limit, "sweep": sweep}, "rounds": rounds, "targets": check(rounds),
+            "limit": {"seconds": limit, "sweep": sweep, "strided_seconds": fast_limit, "strided_sweep": fast_sweep,
+                      "strided_layers": strided}, "rounds": rounds, "targets": check(rounds),
             "wall_s": time.perf_counter() - t_start}
 
 
@@ -210,6 +223,9 @@ def table(result: dict) -> str:
         return f"{name:28}" + "".join(f"{v:>9.1f}s" for v in values) + f"{best:>8.1f}s{reference / best:>16.2f}x"
 
     lines.append(f"{'limit (passes at best rate)':28}" + " " * 10 * len(rounds) + f"{limit:>8.1f}s{loop_best / limit:>16.2f}x")
+    if "strided_seconds" in result["limit"]:
+        fast = result["limit"]["strided_seconds"]
+        lines.append(f"{'limit, strided-conv gradient':28}" + " " * 10 * len(rounds) + f"{fast:>8.1f}s{loop_best / fast:>16.2f}x")
     lines.append(row("script, process", [r["script"]["process_s"] for r in rounds], script_best))
     lines.append(row("script, loop", [r["script"]["loop_s"] for r in rounds], loop_best))
     lines.append(row("xaudit, per-subject pass", [r["xaudit"]["pass_s"] for r in rounds], loop_best))

@@ -15,6 +15,7 @@ from conftest import make_cohort, make_config
 from xaudit.config import load_config
 from xaudit.core.outputs import RunDirectory
 from xaudit.data.cohort import feature_names_of, load_cohort
+from xaudit.data import cache
 from xaudit.data.loading import load_subject
 from xaudit.stages import rules as rules_stage
 from xaudit.stages.validate import validate_setup
@@ -33,7 +34,7 @@ def test_batched_rule_maps_equal_one_subject_at_a_time(tmp_path, monkeypatch):
     other = {"id": "r2", "conditions": [{"feature": features[0]}], "covered_subjects": cohort.subject_ids[6:]}
     monkeypatch.setattr(rules_stage, "RULE_MAP_BATCH", 4)  # 11 subjects: batches of 4, 4 and 3
     loads = []
-    monkeypatch.setattr(rules_stage, "load_subject", lambda s, *a: loads.append(s.subject_id) or load_subject(s, *a))
+    monkeypatch.setattr(cache, "load_subject", lambda s, *a: loads.append(s.subject_id) or load_subject(s, *a))
     written = rules_stage.write_rule_maps(setup, cohort, [rule, other], run_dir)
     assert len(written) == 3 and written[2].startswith("maps/rules/r2__")
     assert sorted(loads[1:]) == sorted(cohort.subject_ids)  # each subject once (after the probe of the first)

@@ -98,3 +98,22 @@ def build_inplace(spatial_dims: int = 3) -> nn.Module:
     """Factory for `InPlaceAfterReLU` (``model.factory: tiny_nets:build_inplace``)."""
     torch.manual_seed(0)
     return InPlaceAfterReLU(spatial_dims).eval()
+
+
+class StridedStem(nn.Module):
+    """A MONAI-DenseNet-like stem (7^k, stride 2, one input channel) before TinyCNN's layers."""
+
+    def __init__(self, spatial_dims: int = 3, classes: int = 2):
+        super().__init__()
+        conv = nn.Conv3d if spatial_dims == 3 else nn.Conv2d
+        self.stem = conv(1, 4, 7, stride=2, padding=3, bias=False)
+        self.act = nn.ReLU(inplace=True)
+        self.net = TinyCNN(spatial_dims, in_channels=4, classes=classes)
+
+    def forward(self, x):
+        return self.net(self.act(self.stem(x)))
+
+
+def build_strided(spatial_dims: int = 3, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return StridedStem(spatial_dims).eval()

@@ -85,6 +85,7 @@ class RunFacts:
     max_batch: int
     batch_rates: dict[int, float] | None = None
     shard: tuple[int, int] | None = None
+    strided_gradients: dict[str, dict] | None = None  # `xaudit.models.strided_conv.choose_layers`
 
 
 def package_versions() -> dict[str, str]:
@@ -106,6 +107,7 @@ def write_resolved_config(run_dir: RunDirectory, config: Config, facts: RunFacts
         **package_versions(), "platform": platform.platform(),
         "device": facts.device, "max_batch": facts.max_batch,
         "batch_rates": {int(b): round(r, 4) for b, r in facts.batch_rates.items()} if facts.batch_rates else None,
+        "strided_gradients": facts.strided_gradients or None,
         "spatial_dims": facts.spatial_dims,
         "seeds": {"run": config.seed, "attribution": config.attribution.seed, "rules": config.rules.seed, "bias": config.bias.seed},
         "shard": list(facts.shard) if facts.shard else None, "config_hash": config.digest(),

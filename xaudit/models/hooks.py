@@ -15,7 +15,7 @@ Hook = Callable[[str, nn.Module, tuple, Any], Any]
 
 @contextmanager
 def forward_hooks(modules: Mapping[str, nn.Module] | Iterable[tuple[str, nn.Module]], hook: Hook,
-                  pre: bool = False) -> Iterator[None]:
+                  pre: bool = False, first: bool = False) -> Iterator[None]:
     """Call ``hook`` after (or with ``pre``, before) each named module's forward, while inside.
 
     Args:
@@ -24,15 +24,18 @@ def forward_hooks(modules: Mapping[str, nn.Module] | Iterable[tuple[str, nn.Modu
             return value, when not None, replaces the output (forward hooks) or the
             arguments (pre-hooks), as in PyTorch.
         pre: register forward pre-hooks instead.
+        first: run before the hooks already on each module (PyTorch's ``prepend``).
     """
     items = modules.items() if isinstance(modules, Mapping) else modules
     handles = []
     try:
         for name, module in items:
             if pre:
-                handles.append(module.register_forward_pre_hook(lambda m, args, name=name: hook(name, m, args, None)))
+                handles.append(module.register_forward_pre_hook(lambda m, args, name=name: hook(name, m, args, None),
+                                                                prepend=first))
             else:
-                handles.append(module.register_forward_hook(lambda m, args, out, name=name: hook(name, m, args, out)))
+                handles.append(module.register_forward_hook(lambda m, args, out, name=name: hook(name, m, args, out),
+                                                            prepend=first))
         yield
     finally:
         for handle in handles:

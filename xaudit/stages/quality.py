@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import torch
 
 from xaudit.attribution.engine import choose_targets, make_context
-from xaudit.data.loading import load_subject
 from xaudit.errors import XauditError
 from xaudit.analysis.quality import deletion_insertion, randomisation_sanity
 
@@ -58,7 +57,7 @@ def quality_stage(setup, cohort, qcfg, max_batch: int, budget_s: float | None = 
     images = []
     for s in chosen:
         try:
-            images.append(load_subject(s, setup.transforms, setup.spatial_dims).tensor)
+            images.append(setup.inputs.load(s, setup.transforms, setup.spatial_dims).tensor)
         except XauditError:
             continue
     if not images or len({tuple(i.shape) for i in images}) != 1:

@@ -24,7 +24,6 @@ from torch import nn
 from xaudit.analysis.rules import RulesResult, extract_rules
 from xaudit.data.cohort import Cohort
 from xaudit.core.outputs import write_json, write_text
-from xaudit.data.loading import load_subject
 from xaudit.data.native import write_volume
 from xaudit.errors import XauditError
 from xaudit.models.hooks import forward_hooks, leaf_modules
@@ -90,7 +89,7 @@ def _mean_feature_maps(setup, model, wanted: dict[str, tuple[list[str], list]]) 
     order = list({s.subject_id: s for _, subjects in wanted.values() for s in subjects}.values())
     if not order or not any(parsed.values()):
         return {}
-    first = load_subject(order[0], setup.transforms, setup.spatial_dims).tensor[None].to(setup.device)
+    first = setup.inputs.load(order[0], setup.transforms, setup.spatial_dims).tensor[None].to(setup.device)
     where: dict[str, tuple[nn.Module, int]] = {}
     for feature, match in parsed.items():
         if match is None:
@@ -110,7 +109,7 @@ def _mean_feature_maps(setup, model, wanted: dict[str, tuple[list[str], list]]) 
             loaded = []
             for subject in order[start:start + RULE_MAP_BATCH]:
                 try:
-                    loaded.append((subject.subject_id, load_subject(subject, setup.transforms, setup.spatial_dims).tensor))
+                    loaded.append((subject.subject_id, setup.inputs.load(subject, setup.transforms, setup.spatial_dims).tensor))
                 except XauditError as exc:
                     log.warning("rule maps: %s left out (%s)", subject.subject_id, exc)
             for shape in {tuple(t.shape) for _, t in loaded}:  # one batch per input shape

@@ -24,11 +24,13 @@ from xaudit.core.prefetch import prefetched
 from xaudit.core.progress import ProgressFactory, log_progress
 from xaudit.attribution.dataset_mean import dataset_mean_input, needs_dataset_mean
 from xaudit.attribution.engine import MethodRun, choose_targets, estimate_max_batch, make_context, tune_max_batch
-from xaudit.data.loading import load_subject
+from xaudit.data.cache import InputCache
+from xaudit.data.loading import LoadedImage, load_subject
 from xaudit.data.manifest import Subject
 from xaudit.data.native import downsample_volumes
 from xaudit.errors import OutputError, XauditError, reason_of
 from xaudit.models.features import FeatureSpec, capture
+from xaudit.models.strided_conv import choose_layers
 from xaudit.data.foreground import atlas_on_grid, preprocessed_foreground
 from xaudit.stages.subject_outputs import SubjectOutputs, write_subject
 
@@ -124,7 +126,7 @@ def subject_pass_stage(setup, subjects: list[Subject], outputs: SubjectOutputs, 
         settings.baseline_mean = None if mean is None else mean.to(setup.device)
     with progress("subjects", len(subjects)) as step:
         return run_subject_pass(subjects, setup.transforms, setup.model.module, setup.device, outputs, settings,
-                                step.advance)
+                                step.advance, inputs=setup.inputs)
 
 
 def choose_max_batch(setup, tune: bool) -> tuple[int, dict[int, float] | None]:
@@ -141,6 +143,24 @@ def choose_max_batch(setup, tune: bool) -> tuple[int, dict[int, float] | None]:
     if not tune or config.attribution.max_batch is not None:
         return cap, None
     return tune_batch(setup, cap, config.attribution.amp)
+
+
+def choose_strided_gradients(setup, batch: int = 4) -> dict[str, dict]:
+    """Strided convolutions whose input gradient runs faster as a stride-1 one
+    (`xaudit.models.strided_conv.choose_layers`, timed on ``batch`` random inputs), logged;
+    none for TorchScript, which refuses the hooks."""
+    if setup.model.scripted:
+        return {}
+    sample = torch.randn((batch, *setup.input_shape), generator=torch.Generator().manual_seed(0)).to(setup.device)
+    try:
+        choice = choose_layers(setup.model.module, sample)
+    except (RuntimeError, ValueError, TypeError) as exc:  # the subjects' own passes will say what is wrong
+        log.warning("strided convolutions not timed (%s: %s); PyTorch's gradients used", type(exc).__name__, exc)
+        return {}
+    for name, entry in choice.items():
+        log.info("%s: input gradient %.1f ms (PyTorch) vs %.1f ms (space-to-depth): %s", name, entry["pytorch_ms"],
+                 entry["space_to_depth_ms"], "space-to-depth used" if entry["used"] else "PyTorch's kept")
+    return choice
 
 
 def tune_batch(setup, cap: int, amp: str) -> tuple[int, dict[int, float]]:
@@ -165,8 +185,11 @@ def run_subject_pass(
     outputs: SubjectOutputs,
     settings: PassSettings,
     advance: Callable[[int], None] = lambda n: None,
+    inputs: InputCache | None = None,
 ) -> PassResult:
     """Run predictions, features and attributions for every subject; write per-subject artifacts.
+
+    ``inputs``: offered every audited subject's preprocessed input, for the dataset-level stages.
 
     Returns:
         The ids done and the failures (``subject_id``, ``row``, ``stage``, ``reason``).
@@ -203,11 +226,13 @@ def run_subject_pass(
                         _fail(result, s, "attribution", reason_of(exc), settings)
                     advance(len(batch_subjects))
                     continue
-                for subject, record in zip(batch_subjects, records):
+                for item, subject, record in zip(group, batch_subjects, records):
                     if "method_failure" in record:
                         _fail(result, subject, "attribution", record["method_failure"], settings)
                         advance(1)
                         continue
+                    if inputs is not None:
+                        inputs.offer(subject.subject_id, LoadedImage(tensor=item["image"], affine=item["affine"]))
                     pending.append((subject, writer.submit(write_subject, outputs, subject, record, settings.spatial_dims)))
                 pending = _drain(pending, result, settings, advance, keep=2 * settings.batch_size)
         _drain(pending, result, settings, advance, keep=0)

@@ -17,6 +17,7 @@ import torch
 from xaudit.attribution.engine import MethodRun, build_methods
 from xaudit.attribution.guards import preflight
 from xaudit.core.bids import check_labels
+from xaudit.data.cache import InputCache
 from xaudit.data import build_transforms, infer_spatial_dims, load_manifest, load_subject
 from xaudit.data.loading import NIFTI_SUFFIXES, check_file, check_header, check_voxels, shape_hint
 from xaudit.data.manifest import Subject, rows_message
@@ -45,6 +46,8 @@ class Setup:
     all_subjects: list[Subject] = field(default_factory=list)
     #: manifest rows that are no subject (empty id or path, unknown label, repeated id)
     manifest_problems: list[dict] = field(default_factory=list)
+    #: the pass's preprocessed inputs, for the dataset-level stages that run the model again
+    inputs: InputCache = field(default_factory=InputCache)
 
 
 def validate_setup(config, device_name: str | None = None, deep: bool = False) -> Setup:

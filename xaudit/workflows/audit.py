@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from xaudit.core.outputs import RunDirectory, remove_orphaned_temp_files, write_
 from xaudit.core.provenance import RunFacts, check_same_subject_config, check_shard_target, write_resolved_config
 from xaudit.core.runlog import log_to_file
 from xaudit.models.features import feature_names
+from xaudit.models.strided_conv import faster_input_gradients
 from xaudit.stages.subject_outputs import SubjectOutputs
-from xaudit.stages.subject_pass import choose_max_batch, subject_pass_stage
+from xaudit.stages.subject_pass import choose_max_batch, choose_strided_gradients, subject_pass_stage
 from xaudit.stages.validate import validate_setup
 from xaudit.workflows.finish import finish_run
 
@@ -88,6 +90,7 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress: Prog
         removed = remove_orphaned_temp_files(run_dir.root)
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted run", removed)
+    gradients = ExitStack()  # the faster strided-convolution gradients, for the pass and the dataset stages
     try:
         check_same_subject_config(run_dir, config)
         todo_all = shard_subjects(setup.all_subjects, options.shard)
@@ -95,11 +98,13 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress: Prog
         rejected_ids = {p["subject_id"] for p in setup.rejected}
         todo = [s for s in todo_all if s.safe_id not in done and s.subject_id not in rejected_ids]
         t0 = time.perf_counter()
+        strided = choose_strided_gradients(setup)
+        gradients.enter_context(faster_input_gradients(setup.model.module, strided))
         max_batch, rates = choose_max_batch(setup, tune=bool(todo))
         if rates is not None:
-            timings["batch_tuning"] = time.perf_counter() - t0
+            timings["batch_tuning"] = time.perf_counter() - t0  # the strided convolutions' timing included
         facts = RunFacts(device=str(setup.device), spatial_dims=setup.spatial_dims, max_batch=max_batch,
-                         batch_rates=rates, shard=options.shard)
+                         batch_rates=rates, shard=options.shard, strided_gradients=strided)
         write_resolved_config(run_dir, config, facts)
         log.info("%d subjects to audit (%d already done), max batch %d on %s", len(todo), len(todo_all) - len(todo), max_batch, setup.device)
         t0 = time.perf_counter()
@@ -122,6 +127,7 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress: Prog
                            setup=setup, progress=progress)
         return RunResult(run_dir.root, audit, failed=audit["counts"]["failed"], timings=timings)
     finally:
+        gradients.close()
         logging.getLogger("xaudit").removeHandler(handler)
         handler.close()
         lock.release()
