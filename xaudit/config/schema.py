@@ -163,7 +163,7 @@ class QualityConfig(Section):
     randomisation: bool = Field(True, description="run the cascading parameter-randomisation test")
     randomisation_steps: int = Field(4, ge=1, description="layer groups randomised, top first")
     budget: float = Field(0.1, gt=0, description="time budget as a fraction of the subject pass's time (at"
-                          " least 5 s); methods run cheapest first, and one predicted to end past it is skipped with a note")
+                          " least 2.5 s); methods run cheapest first, and one predicted to end past it is skipped with a note")
 
 
 class ReportConfig(Section):

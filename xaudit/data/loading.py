@@ -42,10 +42,24 @@ class LoadedImage:
     Attributes:
         tensor: float32 ``(C, *spatial)``.
         affine: ``(D+1, D+1)`` voxel-to-world affine of the preprocessed grid.
+        before_intensity: the same voxels before the intensity normalisation (what the
+            interventions work on), when asked for and the preprocessing is xaudit's own.
     """
 
     tensor: torch.Tensor
     affine: np.ndarray
+    before_intensity: torch.Tensor | None = None
+
+
+class Preprocess:
+    """xaudit's preprocessing: the spatial steps (orientation, spacing, size), then the intensity one."""
+
+    def __init__(self, spatial: list, intensity: list):
+        self.spatial, self.intensity = Compose(spatial), (Compose(intensity) if intensity else None)
+
+    def __call__(self, image):
+        out = self.spatial(image)
+        return self.intensity(out) if self.intensity is not None else out
 
 
 def build_transforms(tcfg, spatial_dims: int):
@@ -56,11 +70,12 @@ def build_transforms(tcfg, spatial_dims: int):
         spatial_dims: 2 or 3.
 
     Returns:
-        A callable (MONAI ``Compose``, or the user's own transform).
+        A callable: a `Preprocess` (MONAI ``Compose`` of the spatial steps, then of the
+        intensity step), or the user's own transform.
     """
     if tcfg.python:
         return import_object(tcfg.python, "data.transforms.python")()
-    steps = []
+    steps, intensity = [], []
     if tcfg.orientation:
         steps.append(Orientation(axcodes=tcfg.orientation[:spatial_dims], labels=None))
     if tcfg.spacing:
@@ -71,12 +86,12 @@ def build_transforms(tcfg, spatial_dims: int):
         size = list(tcfg.spatial_size)
         steps.append(ResizeWithPadOrCrop(size) if tcfg.size_mode == "pad_crop" else Resize(size, mode="trilinear" if spatial_dims == 3 else "bilinear"))
     if tcfg.intensity == "zscore":
-        steps.append(NormalizeIntensity(channel_wise=True))
+        intensity.append(NormalizeIntensity(channel_wise=True))
     elif tcfg.intensity == "zscore_nonzero":
-        steps.append(NormalizeIntensity(nonzero=True, channel_wise=True))
+        intensity.append(NormalizeIntensity(nonzero=True, channel_wise=True))
     elif tcfg.intensity == "minmax":
-        steps.append(ScaleIntensity(channel_wise=True))
-    return Compose(steps)
+        intensity.append(ScaleIntensity(channel_wise=True))
+    return Preprocess(steps, intensity)
 
 
 def zscore_batch(images: torch.Tensor, nonzero: bool = False) -> torch.Tensor:
@@ -210,8 +225,10 @@ def check_voxels(path, array: torch.Tensor) -> None:
         raise DataError(f"{path}: image is constant ({float(array.max())}); nothing to audit")
 
 
-def load_subject(subject: Subject, transforms, spatial_dims: int) -> LoadedImage:
+def load_subject(subject: Subject, transforms, spatial_dims: int, before_intensity: bool = False) -> LoadedImage:
     """Read every channel of a subject, stack them, preprocess.
+
+    ``before_intensity``: also keep the image before the intensity step (a `Preprocess` only).
 
     Raises:
         DataError: naming the file and what is wrong.
@@ -224,14 +241,27 @@ def load_subject(subject: Subject, transforms, spatial_dims: int) -> LoadedImage
     for path, ch in zip(subject.images, channels):
         check_voxels(path, ch)
     image = first if len(channels) == 1 else MetaTensor(torch.cat([c.as_tensor() for c in channels]), meta=first.meta)
+    before = None
     try:
-        out = transforms(image)
+        if before_intensity and isinstance(transforms, Preprocess):
+            out = transforms.spatial(image)
+            if transforms.intensity is not None:
+                before = _plain_float(out).clone()  # MONAI's NormalizeIntensity works in place
+                out = transforms.intensity(out)
+        else:
+            out = transforms(image)
     except Exception as exc:  # noqa: BLE001 - MONAI names the failing transform in its message
         raise DataError(f"{subject.images[0]}: preprocessing failed: {first_line(exc, 300)}") from None
     affine = out.affine if isinstance(out, MetaTensor) else image.affine
     affine = to_affine_nd(spatial_dims, np.asarray(affine, dtype=np.float64))
-    tensor = torch.as_tensor(out.as_tensor() if isinstance(out, MetaTensor) else out, dtype=torch.float32)
-    return LoadedImage(tensor=tensor.contiguous(), affine=affine)
+    tensor = _plain_float(out)
+    if before_intensity and isinstance(transforms, Preprocess) and transforms.intensity is None:
+        before = tensor  # no intensity step: the same voxels
+    return LoadedImage(tensor=tensor, affine=affine, before_intensity=before)
+
+
+def _plain_float(image) -> torch.Tensor:
+    return torch.as_tensor(image.as_tensor() if isinstance(image, MetaTensor) else image, dtype=torch.float32).contiguous()
 
 
 def native_grid(path, spatial_dims: int) -> tuple[np.ndarray, tuple[int, ...], nib.Nifti1Image]:

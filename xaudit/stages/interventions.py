@@ -24,8 +24,7 @@ from xaudit.analysis.bias.findings import Finding, findings_at_or_above, max_sev
 from xaudit.analysis.interventions import InterventionsResult, Sample, run_interventions
 from xaudit.config.schema import TransformsConfig
 from xaudit.config.user_code import import_object
-from xaudit.data.foreground import preprocessed_foreground
-from xaudit.data.loading import build_transforms, load_subject, zscore_batch
+from xaudit.data.loading import build_transforms, zscore_batch
 from xaudit.errors import XauditError
 from xaudit.stages.bias import BiasStageResult
 from xaudit.stages.quality import sample_subjects
@@ -87,8 +86,8 @@ def _load(setup, subjects, spatial, classes) -> tuple[list[Sample], list[str]]:
     samples, notes = [], []
     for s in subjects:
         try:
-            loaded = load_subject(s, spatial, setup.spatial_dims)
-            fg = preprocessed_foreground(s, loaded, setup.spatial_dims).numpy().astype(bool)
+            loaded, fg = setup.inputs.before_intensity(s, spatial, setup.spatial_dims)
+            fg = fg.numpy().astype(bool)
         except XauditError as exc:
             notes.append(f"{s.subject_id}: left out of the interventions ({exc})")
             continue

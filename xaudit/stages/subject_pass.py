@@ -70,7 +70,9 @@ class PassResult:
 class SubjectDataset(Dataset):
     """Loads and preprocesses one subject per item; failures become items, not crashes."""
 
-    def __init__(self, subjects: list[Subject], transforms, spatial_dims: int, atlas=None):
+    def __init__(self, subjects: list[Subject], transforms, spatial_dims: int, atlas=None,
+                 keep_before_intensity: bool = False):
+        self.keep_before_intensity = keep_before_intensity  # for the interventions (`xaudit.data.cache`)
         self.subjects = subjects
         self.transforms = transforms
         self.spatial_dims = spatial_dims
@@ -82,9 +84,10 @@ class SubjectDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         subject = self.subjects[index]
         try:
-            loaded = load_subject(subject, self.transforms, self.spatial_dims)
+            loaded = load_subject(subject, self.transforms, self.spatial_dims, before_intensity=self.keep_before_intensity)
             foreground = preprocessed_foreground(subject, loaded, self.spatial_dims)
-            item = {"index": index, "image": loaded.tensor, "affine": loaded.affine, "foreground": foreground}
+            item = {"index": index, "image": loaded.tensor, "affine": loaded.affine, "foreground": foreground,
+                    "before_intensity": loaded.before_intensity}
             if self.atlas is not None:
                 item["regions"] = atlas_on_grid(self.atlas, loaded, self.spatial_dims)
             return item
@@ -147,12 +150,15 @@ def choose_max_batch(setup, tune: bool) -> tuple[int, dict[int, float] | None]:
 
 def choose_strided_gradients(setup, batch: int = 4) -> dict[str, dict]:
     """Strided convolutions whose input gradient runs faster as a stride-1 one
-    (`xaudit.models.strided_conv.choose_layers`, timed on ``batch`` random inputs), logged;
-    none for TorchScript, which refuses the hooks."""
+    (`xaudit.models.strided_conv.choose_layers`, timed on ``batch`` random inputs, fewer if
+    the memory budget allows fewer), logged; none for TorchScript, which refuses the hooks."""
     if setup.model.scripted:
         return {}
-    sample = torch.randn((batch, *setup.input_shape), generator=torch.Generator().manual_seed(0)).to(setup.device)
     try:
+        one = torch.zeros((1, *setup.input_shape), device=setup.device)
+        batch = min(batch, estimate_max_batch(setup.model.module, one, setup.device,
+                                              setup.config.attribution.memory_fraction, setup.config.attribution.max_batch))
+        sample = torch.randn((batch, *setup.input_shape), generator=torch.Generator().manual_seed(0)).to(setup.device)
         choice = choose_layers(setup.model.module, sample)
     except (RuntimeError, ValueError, TypeError) as exc:  # the subjects' own passes will say what is wrong
         log.warning("strided convolutions not timed (%s: %s); PyTorch's gradients used", type(exc).__name__, exc)
@@ -200,7 +206,7 @@ def run_subject_pass(
     """
     result = PassResult()
     loader = DataLoader(
-        SubjectDataset(subjects, transforms, settings.spatial_dims, settings.atlas),
+        SubjectDataset(subjects, transforms, settings.spatial_dims, settings.atlas, keep_before_intensity=inputs is not None),
         batch_size=settings.batch_size,
         num_workers=settings.num_workers,
         collate_fn=_as_list,
@@ -232,7 +238,8 @@ def run_subject_pass(
                         advance(1)
                         continue
                     if inputs is not None:
-                        inputs.offer(subject.subject_id, LoadedImage(tensor=item["image"], affine=item["affine"]))
+                        inputs.offer(subject.subject_id, LoadedImage(item["image"], item["affine"], item["before_intensity"]),
+                                     item["foreground"])
                     pending.append((subject, writer.submit(write_subject, outputs, subject, record, settings.spatial_dims)))
                 pending = _drain(pending, result, settings, advance, keep=2 * settings.batch_size)
         _drain(pending, result, settings, advance, keep=0)
@@ -393,8 +400,8 @@ def _masked_probs(model, x, fg) -> dict:
     with torch.no_grad():
         mask = fg.unsqueeze(1).to(x.dtype)
         fill = x.amin(dim=tuple(range(1, x.ndim)), keepdim=True)  # the darkest value: "nothing here"
-        no_fg = model(x * (1 - mask) + fill * mask)
-        no_bg = model(x * mask + fill * (1 - mask))
+        both = model(torch.cat([x * (1 - mask) + fill * mask, x * mask + fill * (1 - mask)]))  # one forward
+        no_fg, no_bg = both[: len(x)], both[len(x):]
     return {
         "probs_fg_blanked": torch.softmax(no_fg.float(), 1).cpu().numpy(),
         "probs_bg_blanked": torch.softmax(no_bg.float(), 1).cpu().numpy(),

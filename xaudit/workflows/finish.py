@@ -35,7 +35,7 @@ from xaudit.workflows.interrogate import interrogation_stage, merge_into_audit
 
 log = logging.getLogger("xaudit")
 
-QUALITY_MIN_BUDGET_S = 5.0  # the quality stage's budget on a short pass (its first method always runs)
+QUALITY_MIN_BUDGET_S = 2.5  # the quality stage's budget on a short pass (its first method always runs)
 
 
 def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = None, started: float | None = None,
