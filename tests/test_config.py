@@ -185,3 +185,24 @@ def test_orientation_codes_are_checked_in_the_config(tmp_path, bad):
     with pytest.raises(ConfigError, match=r"data.transforms.orientation"):
         load_config(make_config(tmp_path, manifest), [f"data.transforms.orientation={bad}"])
     assert load_config(make_config(tmp_path, manifest), ["data.transforms.orientation=lps"]).data.transforms.orientation == "LPS"
+
+
+def test_every_seed_is_a_non_negative_int(tmp_path):
+    """One rule for every seed (numpy's generators refuse negative seeds); a helper-found inconsistency."""
+    import yaml as _yaml
+
+    from conftest import make_cohort, make_config
+    from xaudit.errors import ConfigError
+
+    manifest = make_cohort(tmp_path / "cohort", n=4)
+    base = _yaml.safe_load(make_config(tmp_path, manifest).read_text())
+    for path in (["seed"], ["attribution", "seed"], ["rules", "seed"], ["bias", "seed"], ["interventions", "seed"]):
+        raw = _yaml.safe_load(_yaml.safe_dump(base))
+        node = raw
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = -1
+        target = tmp_path / "bad.yaml"
+        target.write_text(_yaml.safe_dump(raw))
+        with pytest.raises(ConfigError, match=r"`" + ".".join(path) + r"`.*greater than or equal to 0"):
+            load_config(target)

@@ -123,7 +123,7 @@ class ModelConfig(Section):
 class AttributionConfig(Section):
     target: str = Field("predicted", description="predicted, label, or a class name")
     methods: dict[str, dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_METHODS))
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="Seed of the methods' noise and baselines (per subject, from this).")
     max_batch: int | None = Field(
         None, ge=1, description="samples per forward+backward (capped by memory); unset: the fastest size that fits, "
         "measured at the start of a run (bigger is not always faster on a CPU)")
@@ -190,7 +190,8 @@ class Config(Section):
         "BIDS derivative dataset, sub-<label>/[ses-<label>/]anat/sub-<label>[_ses-<label>]_desc-<method>_attribution"
         ".nii.gz with a JSON sidecar, and dataset_description.json")
     device: str = "auto"
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="The run's seed, recorded in the provenance and the report; each stage "
+                      "draws from its own (attribution.seed, rules.seed, bias.seed, interventions.seed).")
     provenance: dict[str, Any] | None = Field(None, description="written by xaudit into config.resolved.yaml; ignored")
 
     def to_dict(self) -> dict[str, Any]:
