@@ -225,3 +225,18 @@ def test_log_records_are_one_line_each_when_stderr_is_no_terminal(capsys):
         logger.handlers = handlers
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["WARNING  a warning " + "that is long " * 20 + "ends here"]
+
+
+def test_json_errors_list_each_problem(tmp_path):
+    """Scripts get the problems as a list, not one string with newlines (a new user's trial)."""
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4))
+    result = runner.invoke(app, ["validate", str(config), "--set", "seed=-1", "--set", "data.batch_size=0", "--json"])
+    assert result.exit_code == 2
+    error = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(error["problems"]) == 2 and all("\n" not in p for p in error["problems"])
+    assert any(p.startswith("`seed`") for p in error["problems"])
+    assert any(p.startswith("`data.batch_size`") for p in error["problems"])
+    missing = runner.invoke(app, ["validate", str(config), "--set", "model.layer=nowhere", "--json"])
+    assert missing.exit_code == 2
+    single = json.loads(missing.stdout.strip().splitlines()[-1])
+    assert single["problems"] == [single["error"]]

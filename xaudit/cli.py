@@ -90,8 +90,16 @@ def _fail(exc: Exception) -> None:
     _console().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
     context = typer.main.get_current_context(silent=True)
     if context is not None and context.params.get("as_json"):  # scripts read stdout: say it there too
-        typer.echo(json.dumps({"error": str(exc), "type": type(exc).__name__, "exit_code": code}))
+        typer.echo(json.dumps({"error": str(exc), "problems": problems_of(exc), "type": type(exc).__name__,
+                               "exit_code": code}))
     raise typer.Exit(code)
+
+
+def problems_of(exc: Exception) -> list[str]:
+    """An error's problems one per item: the lines under a headline such as ``invalid config:``, else the message."""
+    lines = [line.strip() for line in str(exc).splitlines()]
+    listed = [line for line in lines[1:] if line]
+    return listed if len(lines) > 1 and lines[0].endswith(":") and listed else [str(exc)]
 
 
 def _crash(exc: Exception, folder) -> None:
