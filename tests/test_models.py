@@ -97,6 +97,8 @@ def test_wrong_layer_lists_valid_names():
     with pytest.raises(ConfigError) as err:
         find_layer(net, "features.33")
     assert "features.3" in str(err.value) and "Did you mean" in str(err.value)
+    with pytest.raises(ConfigError, match=r"Did you mean 'features.3'\?"):  # a listed layer, not the ReLU 'features.4'
+        find_layer(net, "features.99")
     shown = str(err.value).split(": [", 1)[1]
     n_shown = shown.count("'") // 2
     assert f"Valid names include its {n_shown} convolution, linear and sequential modules (" in str(err.value)

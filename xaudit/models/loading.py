@@ -228,8 +228,9 @@ def find_layer(module: nn.Module, name: str, scripted: bool = False, key: str = 
     if name in modules and name != "":
         return modules[name]
     valid = [n for n in modules if n]
-    hint = did_you_mean(name, valid)
     interesting = [n for n, m in modules.items() if n and isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Sequential, nn.Linear))]
+    # a suggestion among the layers listed first (a ReLU next to a typo is rarely the layer meant)
+    hint = did_you_mean(name, interesting) or did_you_mean(name, valid)
     if interesting:
         shown = interesting[-25:]
         which = (f"the last {len(shown)} of its " if len(shown) < len(interesting) else "its ") + \
