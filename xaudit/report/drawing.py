@@ -29,7 +29,7 @@ from xaudit.report.document import Figure, Note, Section
 log = logging.getLogger("xaudit")
 
 MAX_WORKERS = 8  # each a fork of the report's process; more than the figures is pointless anyway
-WAIT_S = 600.0  # for all the workers' figures; a worker stuck past it (a lock inherited at the fork) is killed
+WAIT_S = 120.0  # for all the workers' figures (~0.3 s each); a worker stuck past it is killed, its figures drawn here
 
 
 @dataclass
