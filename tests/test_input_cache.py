@@ -31,6 +31,8 @@ def test_first_come_first_kept_within_the_budget():
     assert len(inputs) == 3 and inputs.held_bytes == 120
     assert not inputs.offer("s0", image(1), FG)  # an id already held is not replaced
     assert not InputCache(max_bytes=0).offer("s", image(1), FG)
+    counted = InputCache(max_bytes=10**6, max_subjects=2)
+    assert [counted.offer(f"s{k}", image(1), FG) for k in range(3)] == [True, True, False]
     both = InputCache(max_bytes=1000)
     both.offer("a", image(10, before=True), torch.ones(10, dtype=torch.bool))
     assert both.held_bytes == 40 + 40 + 10  # input, the image before intensity, foreground

@@ -43,6 +43,18 @@ def test_shards_merged_equal_a_single_run(tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert merged.audit["metrics"] == single.audit["metrics"]
     assert merged.audit["counts"] == single.audit["counts"]
+    assert "report written" in (merged.run_dir / "run.log").read_text()  # the merge's own log, as a run's
+
+
+def test_merge_of_shards_cut_differently_warns_and_matches_by_id(tmp_path, caplog):
+    manifest = make_cohort(tmp_path / "c", n=6, sites=("A",))
+    config = load_config(make_config(tmp_path, manifest, methods={"saliency": {}}))
+    halves = [run_audit(config, RunOptions(output=tmp_path / "half0", shard=(0, 2))).run_dir]
+    thirds = [run_audit(config, RunOptions(output=tmp_path / f"third{i}", shard=(i, 3))).run_dir for i in range(3)]
+    with caplog.at_level("WARNING", logger="xaudit"):
+        merged = merge_runs([halves[0], *thirds], tmp_path / "merged")  # 0/2: 0, 2, 4; the thirds all six again
+    assert "different shard counts" in caplog.text
+    assert merged.audit["counts"]["audited"] == 6
 
 
 def test_shard_partition_is_deterministic_and_complete():
@@ -59,8 +71,9 @@ def test_merge_refuses_shards_of_different_configs(tmp_path):
     b = run_audit(load_config(other), RunOptions(output=tmp_path / "b", shard=(1, 2)))
     from xaudit.errors import OutputError
 
-    with pytest.raises(OutputError, match="different configs"):
+    with pytest.raises(OutputError, match="different configs") as err:
         merge_runs([a.run_dir, b.run_dir], tmp_path / "m")
+    assert "PosixPath" not in str(err.value) and f"{a.run_dir}: " in str(err.value)
 
 
 def test_2d_cohort_end_to_end(tmp_path):

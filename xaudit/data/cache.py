@@ -5,9 +5,11 @@ subjects the pass just loaded and preprocessed; reading and resampling them anew
 2 s of the demo's 30 s run. The pass offers each subject's input here (with the image before
 its intensity step, which the interventions work on, and its foreground), and `InputCache.load`
 / `InputCache.before_intensity` give them back, or load them when they were not kept. Memory
-stays bounded: entries are kept first come, first kept, until `MAX_BYTES` (or a tenth of the
-memory available, if less) is held, so a 10,000-subject run keeps its first few hundred and
-the stages load the rest as before.
+stays bounded: entries are kept first come, first kept, until `MAX_SUBJECTS` are or
+`MAX_BYTES` (or a tenth of the memory available, if less) is held. A big cohort gains little
+from it anyway (the stages sample a bounded number of subjects spread over the cohort, and the
+first few hundred kept are rarely among them), so its memory must not grow with the cohort: a
+10,000-subject run keeps the same 256 as a 1,000-subject one and loads the rest as before.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from xaudit.data.loading import LoadedImage, load_subject
 from xaudit.data.manifest import Subject
 
 MAX_BYTES = 64 * 2**20
+MAX_SUBJECTS = 256
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,9 @@ def _bytes(*tensors: torch.Tensor | None) -> int:
 class InputCache:
     """Preprocessed inputs by subject id, up to a byte budget (first come, first kept)."""
 
-    def __init__(self, max_bytes: int | None = None):
+    def __init__(self, max_bytes: int | None = None, max_subjects: int = MAX_SUBJECTS):
         self.max_bytes = min(MAX_BYTES, psutil.virtual_memory().available // 10) if max_bytes is None else max_bytes
+        self.max_subjects = max_subjects
         self._items: dict[str, _Kept] = {}
         self.held_bytes = 0
         self.hits = 0
@@ -50,7 +54,8 @@ class InputCache:
     def offer(self, subject_id: str, loaded: LoadedImage, foreground: torch.Tensor) -> bool:
         """Keep ``loaded`` and its foreground (on the CPU) if the budget allows; True when kept."""
         size = _bytes(loaded.tensor, loaded.before_intensity, foreground)
-        if subject_id in self._items or self.held_bytes + size > self.max_bytes:
+        full = self.held_bytes + size > self.max_bytes or len(self._items) >= self.max_subjects
+        if subject_id in self._items or full:
             return False
         cpu = loaded.tensor.detach().cpu()
         before = loaded.before_intensity

@@ -12,11 +12,14 @@ from pathlib import Path
 from xaudit.core.ids import safe_file_id
 from xaudit.core.outputs import RunDirectory, unescape_cell, write_csv, write_text
 from xaudit.core.provenance import load_run_config, run_provenance
+from xaudit.core.runlog import log_to_file
 from xaudit.data import load_manifest
 from xaudit.errors import OutputError, XauditError
 from xaudit.stages.validate import validate_setup
 from xaudit.workflows.audit import RunResult
 from xaudit.workflows.finish import finish_run
+
+log = logging.getLogger("xaudit")
 
 
 def merge_runs(shard_dirs: list[Path], output: Path, allow_partial: bool = False):
@@ -35,12 +38,18 @@ def merge_runs(shard_dirs: list[Path], output: Path, allow_partial: bool = False
     for d in shard_dirs:
         hashes[d] = run_provenance(d).get("config_hash")
     if len(set(hashes.values())) != 1:
-        raise OutputError(f"shards come from different configs (config hashes {hashes}); merge shards of one run only")
+        listed = ", ".join(f"{d}: {h}" for d, h in hashes.items())
+        raise OutputError(f"shards come from different configs (config hashes {listed}); merge shards of one run only")
     out = RunDirectory(output)
     # `xaudit submit` puts the shards inside the merged run's folder (OUT/shards/i)
     out.claim(allow_foreign=any(out.root.resolve() in d.resolve().parents for d in shard_dirs))
     lock = out.lock()
+    handler = log_to_file(out.root / "run.log")
     try:
+        counts = {d: (run_provenance(d).get("shard") or [None, None])[1] for d in shard_dirs}
+        if len({c for c in counts.values() if c}) > 1:  # a re-sharded run: subjects are matched by id, so it still merges
+            log.warning("the shards were cut for different shard counts (%s); subjects are matched by id",
+                        ", ".join(f"{d}: of {c}" for d, c in counts.items()))
         for d in shard_dirs:
             if Path(d).resolve() != out.root.resolve():
                 _link_tree(Path(d) / "subjects", out.subjects_dir)
@@ -60,14 +69,16 @@ def merge_runs(shard_dirs: list[Path], output: Path, allow_partial: bool = False
         audit = finish_run(out, config, subjects, device=run_provenance(first).get("device", ""), setup=setup)
         shards = {tuple(run_provenance(d).get("shard") or ()) for d in shard_dirs}
         if len(shards) < len(shard_dirs):
-            logging.getLogger("xaudit").warning("the same shard was given more than once: %s", [str(d) for d in shard_dirs])
+            log.warning("the same shard was given more than once: %s", [str(d) for d in shard_dirs])
         if audit["counts"]["missing"]:
-            logging.getLogger("xaudit").warning(
+            log.warning(
                 "%d of %d subjects are in no shard given (neither finished nor failed): merge every shard, or "
                 "finish the missing ones with `xaudit run ... --shard i/N --resume`", audit["counts"]["missing"],
                 audit["counts"]["subjects"])
         return RunResult(out.root, audit, failed=audit["counts"]["failed"])
     finally:
+        logging.getLogger("xaudit").removeHandler(handler)
+        handler.close()
         lock.release()
 
 
@@ -76,7 +87,7 @@ def _model_setup(config):
     try:
         return validate_setup(config)
     except XauditError as exc:
-        logging.getLogger("xaudit").warning("model not loadable for merge (%s): rule feature maps skipped", exc)
+        log.warning("model not loadable for merge (%s): rule feature maps skipped", exc)
         return None
 
 
