@@ -240,3 +240,14 @@ def test_json_errors_list_each_problem(tmp_path):
     assert missing.exit_code == 2
     single = json.loads(missing.stdout.strip().splitlines()[-1])
     assert single["problems"] == [single["error"]]
+
+
+def test_an_output_that_is_a_file_is_named_as_such(tmp_path):
+    config = make_config(tmp_path, make_cohort(tmp_path / "c", n=4))
+    afile = tmp_path / "afile.txt"
+    afile.write_text("mine")
+    for target in (afile, afile / "run"):
+        result = runner.invoke(app, ["run", str(config), "-q", "-o", str(target)])
+        assert result.exit_code == 2, result.output
+        assert "is a file, not a folder" in result.output and "File exists" not in result.output
+    assert afile.read_text() == "mine"  # the user's file untouched

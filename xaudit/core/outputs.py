@@ -310,6 +310,12 @@ class RunDirectory:
         Raises:
             OutputError: the folder holds files xaudit did not write, or cannot be written.
         """
+        if self.root.exists() and not self.root.is_dir():
+            raise OutputError(f"{self.root} is a file, not a folder: the output (-o, or `output:`) is a directory xaudit "
+                              "creates; name a new or empty folder")
+        for parent in self.root.parents:  # a file where a folder on the way should be
+            if parent.exists() and not parent.is_dir():
+                raise OutputError(f"{self.root}: {parent} is a file, not a folder; name an output directory elsewhere")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
