@@ -189,6 +189,22 @@ def test_json_on_stdout(runs, tmp_path):
     jsonschema.validate(json.loads(out.getvalue()), _schema())
 
 
+def test_the_cli_pairing_option_resamples_each_run_on_its_own(runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from xaudit.cli import app
+
+    done = CliRunner().invoke(app, ["compare", str(runs["good"]), str(runs["good"]), "-o", str(tmp_path / "p"),
+                                    "--pairing", "independent", "--json", "-q"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert result["params"]["pairing"] == "independent"
+    assert result["comparisons"][0]["metrics"]["pairing"] == "independent"
+    bad = CliRunner().invoke(app, ["compare", str(runs["good"]), str(runs["good"]), "-o", str(tmp_path / "q"),
+                                   "--pairing", "paired"])
+    assert bad.exit_code == 2 and "pairing" in bad.output
+
+
 @pytest.mark.slow
 def test_reports_escape_text_from_the_runs(runs, tmp_path):
     from xaudit.report.compare import render_html, render_markdown
@@ -408,3 +424,43 @@ def test_a_2d_run_against_a_3d_run_is_refused_naming_the_dimensions(runs, tmp_pa
     (flat / "config.resolved.yaml").write_text(yaml.safe_dump(resolved))
     with pytest.raises(IncompatibleRunsError, match=r"input dimensionality differs: \S+ is 3D, flat-run is 2D"):
         compare_runs([runs["good"], flat], tmp_path / "x", FAST)
+
+
+def test_two_cohorts_numbered_alike_are_not_paired_by_their_shared_ids(tmp_path):
+    from xaudit.analysis.compare.compat import resolve_scope
+    from xaudit.workflows.compare import _compare_pair
+
+    ref = _run_data("sub-", 100, ["A"], 0.9, 0)
+    other = _run_data("sub-", 100, ["B"], 0.6, 1)  # the same ids sub-0..sub-99, another site's subjects
+    other.name = "b"
+    scope = resolve_scope([ref, other], allow_partial=False)
+    assert scope.unpaired == ["b"]
+    assert any("100 of 100 subject ids" in n and "site differs" in n and "independent" in n for n in scope.notes)
+    comp = _compare_pair(ref, other, scope, CompareParams(bootstrap=200), tmp_path, 1)
+    assert comp["metrics"]["pairing"] == "independent"
+    assert comp["predictions"]["changes"] is None  # no per-subject changes between different subjects
+
+    same = _run_data("sub-", 100, ["A"], 0.9, 0)
+    same.name = "c"
+    scope = resolve_scope([ref, same], allow_partial=False)
+    assert scope.unpaired == [] and not scope.notes
+    comp = _compare_pair(ref, same, scope, CompareParams(bootstrap=200), tmp_path, 1)
+    assert comp["metrics"]["pairing"] == "paired" and comp["predictions"]["changes"]["n_common"] == 100
+
+
+def test_a_shared_id_with_another_label_unpairs_and_different_manifests_are_named():
+    from xaudit.analysis.compare.compat import resolve_scope
+
+    ref = _run_data("sub-", 40, ["A"], 0.9, 0)
+    other = _run_data("sub-", 40, ["A"], 0.9, 0)
+    other.name = "b"
+    other.labels = other.labels.copy()
+    other.labels[7] = 1 - other.labels[7]
+    scope = resolve_scope([ref, other], allow_partial=False)
+    assert scope.unpaired == ["b"] and any("1 of 40" in n and "sub-7: the label differs" in n for n in scope.notes)
+
+    again = _run_data("sub-", 40, ["A"], 0.9, 0)
+    again.name = "c"
+    ref.config, again.config = {"data": {"manifest": "/x/site1.csv"}}, {"data": {"manifest": "/x/site2.csv"}}
+    scope = resolve_scope([ref, again], allow_partial=False)
+    assert scope.unpaired == [] and any("different manifests" in n and "--pairing independent" in n for n in scope.notes)

@@ -337,12 +337,17 @@ def compare(
         None, "--fail-on-regression",
         help="e.g. 'accuracy:0.05,roc_auc:0.05' or 'findings'; exit 1 on a larger drop or a new critical finding"),
     allow_partial: bool = typer.Option(False, "--allow-partial", help="compare the common part of runs with different classes, methods or preprocessing"),
+    pairing: str = typer.Option(
+        "auto", "--pairing",
+        help="auto: runs on the same subjects (same ids, labels and groups) are resampled together; "
+             "independent: each run on its own (cohorts that share ids but not subjects)"),
     quiet: bool = typer.Option(False, "-q", "--quiet"),
 ) -> None:
     """Compare finished runs with the first: metric differences with intervals, findings, rules, attribution."""
     from xaudit.workflows.compare_command import compare_command_impl
 
-    raise typer.Exit(_guard(compare_command_impl, run_dirs, output, as_json, fail_on_regression, allow_partial, quiet))
+    raise typer.Exit(_guard(compare_command_impl, run_dirs, output, as_json, fail_on_regression, allow_partial, quiet,
+                            pairing=pairing))
 
 
 @app.command()

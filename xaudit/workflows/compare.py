@@ -146,8 +146,10 @@ def _compare_pair(ref: RunData, other: RunData, scope: Scope, params: ComparePar
     key = f"{index}:{other.name}"
     comp: dict = {"reference": ref.name, "other": other.name}
     if scope.metrics:
-        comp["metrics"] = compare_metrics(ref, other, scope.classes, params, key)
-        comp["predictions"] = prediction_shift(ref, other, scope.classes)
+        paired = other.name not in scope.unpaired  # its shared ids name other subjects: never paired
+        comp["metrics"] = compare_metrics(ref, other, scope.classes,
+                                          params if paired else params.model_copy(update={"pairing": "independent"}), key)
+        comp["predictions"] = prediction_shift(ref, other, scope.classes, paired=paired)
     else:
         comp["metrics"] = comp["predictions"] = None
     comp["findings"] = compare_findings(ref.findings, other.findings)

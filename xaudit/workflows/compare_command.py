@@ -22,6 +22,7 @@ def compare_command_impl(
     quiet: bool = False,
     stdout: TextIO | None = None,
     console=None,
+    pairing: str = "auto",
 ) -> int:
     """Compare runs, write compare.json/.md/.html, print, and return the exit code.
 
@@ -32,6 +33,7 @@ def compare_command_impl(
         fail_on_regression: ``"accuracy:0.05,roc_auc:0.05"`` or ``"findings"``; exit 1 when
             a metric drops by more than its threshold or a finding becomes critical.
         allow_partial: compare the common part of incompatible runs.
+        pairing: ``auto`` (runs on the same subjects are resampled together) or ``independent``.
         quiet: no summary table on stderr (regressions that fail the command are still shown).
         stdout, console: where results and the human summary go (default: sys.stdout and a
             rich console on stderr).
@@ -45,7 +47,7 @@ def compare_command_impl(
 
     stdout = stdout or sys.stdout
     thresholds = parse_thresholds(fail_on_regression) if fail_on_regression is not None else {}
-    result = compare_runs(list(run_dirs), output, make_params(allow_partial=allow_partial, thresholds=thresholds))
+    result = compare_runs(list(run_dirs), output, make_params(allow_partial=allow_partial, thresholds=thresholds, pairing=pairing))
     if console is None:
         from rich.console import Console
 

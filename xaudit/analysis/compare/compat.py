@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from xaudit.analysis.compare.load import RunData
 from xaudit.errors import DataError
 
@@ -33,7 +35,9 @@ class Scope:
         maps: whether mean-map differences are computed (same preprocessing everywhere).
         differences: one sentence per difference found.
         left_out: ``{"part", "runs", "reason"}`` for each part not compared.
-        notes: differences that do not prevent a comparison (class order, layer).
+        notes: differences that do not prevent a comparison (class order, layer, shared ids).
+        unpaired: runs whose subject ids, though shared with the reference, name other
+            subjects (a label or group value differs): never paired with the reference's.
     """
 
     classes: list[str]
@@ -43,6 +47,7 @@ class Scope:
     differences: list[str] = field(default_factory=list)
     left_out: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unpaired: list[str] = field(default_factory=list)  # runs whose shared ids name other subjects
 
     def to_dict(self) -> dict:
         return {"classes": self.classes, "metrics": self.metrics, "methods": self.methods, "maps": self.maps,
@@ -64,6 +69,7 @@ def resolve_scope(runs: list[RunData], allow_partial: bool) -> Scope:
         _compare_preprocessing(ref, other, scope)
         _compare_dimensions(ref, other, scope)
         _compare_layer(ref, other, scope)
+        _compare_subjects(ref, other, scope)
     if scope.differences and not allow_partial:
         listed = "\n  - ".join(scope.differences)
         raise IncompatibleRunsError(
@@ -140,6 +146,46 @@ def _compare_layer(ref: RunData, other: RunData, scope: Scope) -> None:
             f"model.layer differs ({layer_ref!r} in {ref.name}, {layer_other!r} in {other.name}): layer-based maps"
             " (Grad-CAM) and the features behind rules and roles come from different layers"
         )
+
+
+def _compare_subjects(ref: RunData, other: RunData, scope: Scope) -> None:
+    """Whether the subject ids both runs hold name the same subjects.
+
+    Runs are paired by subject id (a paired bootstrap, the prediction changes). Two cohorts
+    numbered alike (``sub-01``... at two sites) share ids and nothing else: a shared id whose
+    label or group value differs between the runs shows it, and the runs are then not paired.
+    """
+    position = {sid: i for i, sid in enumerate(other.subject_ids)}
+    pairs = [(i, position[sid]) for i, sid in enumerate(ref.subject_ids) if sid in position]
+    if not pairs:
+        return
+    ri, oi = (np.array(x) for x in zip(*pairs))
+    known = (ref.labels[ri] >= 0) & (other.labels[oi] >= 0)
+    differs = known & (np.asarray(ref.classes, dtype=object)[np.maximum(ref.labels[ri], 0)]
+                       != np.asarray(other.classes, dtype=object)[np.maximum(other.labels[oi], 0)])
+    what = {}
+    for column in sorted(set(ref.groups) & set(other.groups)):
+        a, b = ref.groups[column][ri].astype(str), other.groups[column][oi].astype(str)
+        mismatch = (a != b) & (a != "") & (b != "")
+        if mismatch.any():
+            what.setdefault(int(np.flatnonzero(mismatch)[0]), column)
+        differs |= mismatch
+    if differs.any():
+        first = int(np.flatnonzero(differs)[0])
+        sid = ref.subject_ids[ri[first]]
+        why = f"{what[first]} differs" if first in what else "the label differs"
+        scope.unpaired.append(other.name)
+        scope.notes.append(
+            f"{int(differs.sum())} of {len(pairs)} subject ids in both {ref.name} and {other.name} have a different "
+            f"label or group value (e.g. {sid}: {why}): the ids name different subjects, so the runs are compared as "
+            "independent cohorts (no paired bootstrap, no per-subject prediction changes)")
+        return
+    manifests = [str((run.config.get("data") or {}).get("manifest") or "") for run in (ref, other)]
+    if all(manifests) and manifests[0] != manifests[1]:
+        scope.notes.append(
+            f"{ref.name} and {other.name} read different manifests ({manifests[0]}; {manifests[1]}) that share "
+            f"{len(pairs)} subject ids with the same labels and groups; they are taken to be the same subjects "
+            "(paired). If they are not, compare with --pairing independent")
 
 
 def describe_changes(a: dict, b: dict, name_a: str, name_b: str, limit: int = 6) -> str:

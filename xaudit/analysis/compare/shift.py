@@ -14,8 +14,11 @@ from scipy import stats
 from xaudit.analysis.compare.metrics_diff import aligned
 
 
-def prediction_shift(ref, other, classes: list[str]) -> dict:
+def prediction_shift(ref, other, classes: list[str], paired: bool = True) -> dict:
     """KS tests per class probability, chi-square on predicted classes, and prediction changes.
+
+    ``paired`` False: the shared subject ids name different subjects (`compat._compare_subjects`),
+    so there are no per-subject changes.
 
     Returns:
         ``{"probability": [{"class", "mean_reference", "mean_other", "ks_statistic",
@@ -35,7 +38,7 @@ def prediction_shift(ref, other, classes: list[str]) -> dict:
             "ks_statistic": float(test.statistic) if test else None, "p_value": float(test.pvalue) if test else None,
         })
     return {"probability": probability, "predicted_counts": _count_test(ref_probs, oth_probs, classes),
-            "changes": _changes(ref, other, ref_probs, oth_probs, classes)}
+            "changes": _changes(ref, other, ref_probs, oth_probs, classes) if paired else None}
 
 
 def _count_test(ref_probs: np.ndarray, oth_probs: np.ndarray, classes: list[str]) -> dict:
