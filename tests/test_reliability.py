@@ -383,3 +383,5 @@ def test_validate_names_missing_files_before_decoding_any_image(tmp_path, monkey
     result = runner.invoke(app, ["validate", str(make_config(tmp_path, manifest))])
     assert result.exit_code == 2 and "file not found" in result.output, result.output
     assert decoded == []
+    # and it says what it has not checked yet, so a second validate is expected, not a surprise
+    assert "voxels of the other 5 subject(s) were not read yet" in " ".join(result.output.split())

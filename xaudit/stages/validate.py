@@ -80,7 +80,11 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
     spatial_dims = infer_spatial_dims(config.data, config.model, readable[0].images[0])
     problems += [p for s in readable if (p := header_problem(s, spatial_dims))]
     if deep and (problems or rows):  # name missing files and bad headers before decoding every image
-        _raise_or_keep(problems, subjects, True, rows)
+        flagged = {p["subject_id"] for p in problems}
+        unread = sum(s.subject_id not in flagged for s in readable)
+        _raise_or_keep(problems, subjects, True, rows,
+                       after=f"The voxels of the other {unread} subject(s) were not read yet (NaN/Inf, constant, "
+                             "corrupt data): fix these, then run validate again to check them." if unread else "")
     if deep:  # one problem per subject: a file whose header failed is not read again
         flagged = {p["subject_id"] for p in problems}
         problems += [p for s in readable if s.subject_id not in flagged and (p := voxel_problem(s, spatial_dims))]
@@ -109,15 +113,16 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
                  problems, all_subjects, rows)
 
 
-def _raise_or_keep(problems: list[dict], subjects: list[Subject], strict: bool, rows: list[dict]) -> None:
+def _raise_or_keep(problems: list[dict], subjects: list[Subject], strict: bool, rows: list[dict],
+                   after: str = "") -> None:
     """Strict (validate, ``on_error: fail``): every problem, with the manifest's problem
-    ``rows``, in one error. Otherwise the subjects concerned are left out and listed in
-    ``errors.csv``, unless none is left."""
+    ``rows``, in one error (and ``after``, what was not checked yet). Otherwise the subjects
+    concerned are left out and listed in ``errors.csv``, unless none is left."""
     everything = sorted([*rows, *problems], key=lambda p: p["row"])
     if not everything:
         return
     if strict or len({p["subject_id"] for p in problems}) == len(subjects):
-        raise DataError(rows_message(everything))
+        raise DataError(rows_message(everything) + (f"\n{after}" if after else ""))
     for p in everything:
         log.warning("skipping manifest line %s (%s): %s", p["row"], p["subject_id"], p["reason"])
 
