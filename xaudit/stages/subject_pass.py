@@ -132,32 +132,36 @@ def subject_pass_stage(setup, subjects: list[Subject], outputs: SubjectOutputs, 
                                 step.advance, inputs=setup.inputs)
 
 
-def choose_max_batch(setup, tune: bool) -> tuple[int, dict[int, float] | None]:
-    """Samples per forward+backward: ``attribution.max_batch`` if set, else the memory cap,
-    tuned for throughput when ``tune`` (there is work to do).
+def memory_cap(setup) -> int:
+    """Input-sized samples one forward+backward may hold (`estimate_max_batch`; ``attribution.max_batch`` caps it)."""
+    config = setup.config
+    sample = torch.zeros((1, *setup.input_shape), device=setup.device)
+    return estimate_max_batch(setup.model.module, sample, setup.device, config.attribution.memory_fraction,
+                              config.attribution.max_batch)
+
+
+def choose_max_batch(setup, tune: bool, cap: int | None = None) -> tuple[int, dict[int, float] | None]:
+    """Samples per forward+backward: ``attribution.max_batch`` if set, else the memory cap
+    (``cap``, or `memory_cap`), tuned for throughput when ``tune`` (there is work to do).
 
     Returns:
         (batch size, samples/s by batch size tried, or None when not tuned).
     """
-    config = setup.config
-    sample = torch.zeros((1, *setup.input_shape), device=setup.device)
-    cap = estimate_max_batch(setup.model.module, sample, setup.device, config.attribution.memory_fraction,
-                             config.attribution.max_batch)
-    if not tune or config.attribution.max_batch is not None:
+    cap = memory_cap(setup) if cap is None else cap
+    if not tune or setup.config.attribution.max_batch is not None:
         return cap, None
-    return tune_batch(setup, cap, config.attribution.amp)
+    return tune_batch(setup, cap, setup.config.attribution.amp)
 
 
-def choose_strided_gradients(setup, batch: int = 4) -> dict[str, dict]:
+def choose_strided_gradients(setup, cap: int | None = None, batch: int = 4) -> dict[str, dict]:
     """Strided convolutions whose input gradient runs faster as a stride-1 one
     (`xaudit.models.strided_conv.choose_layers`, timed on ``batch`` random inputs, fewer if
-    the memory budget allows fewer), logged; none for TorchScript, which refuses the hooks."""
+    the memory cap, ``cap`` or `memory_cap`, allows fewer), logged; none for TorchScript,
+    which refuses the hooks."""
     if setup.model.scripted:
         return {}
     try:
-        one = torch.zeros((1, *setup.input_shape), device=setup.device)
-        batch = min(batch, estimate_max_batch(setup.model.module, one, setup.device,
-                                              setup.config.attribution.memory_fraction, setup.config.attribution.max_batch))
+        batch = min(batch, memory_cap(setup) if cap is None else cap)
         sample = torch.randn((batch, *setup.input_shape), generator=torch.Generator().manual_seed(0)).to(setup.device)
         choice = choose_layers(setup.model.module, sample)
     except (RuntimeError, ValueError, TypeError) as exc:  # the subjects' own passes will say what is wrong

@@ -27,7 +27,7 @@ from xaudit.core.runlog import log_to_file
 from xaudit.models.features import feature_names
 from xaudit.models.strided_conv import faster_input_gradients
 from xaudit.stages.subject_outputs import SubjectOutputs
-from xaudit.stages.subject_pass import choose_max_batch, choose_strided_gradients, subject_pass_stage
+from xaudit.stages.subject_pass import choose_max_batch, choose_strided_gradients, memory_cap, subject_pass_stage
 from xaudit.stages.validate import validate_setup
 from xaudit.workflows.finish import finish_run
 
@@ -98,9 +98,10 @@ def run_audit(config: Config, options: RunOptions = RunOptions(), progress: Prog
         rejected_ids = {p["subject_id"] for p in setup.rejected}
         todo = [s for s in todo_all if s.safe_id not in done and s.subject_id not in rejected_ids]
         t0 = time.perf_counter()
-        strided = choose_strided_gradients(setup)
+        cap = memory_cap(setup)  # one probe forward for both choices
+        strided = choose_strided_gradients(setup, cap)
         gradients.enter_context(faster_input_gradients(setup.model.module, strided))
-        max_batch, rates = choose_max_batch(setup, tune=bool(todo))
+        max_batch, rates = choose_max_batch(setup, tune=bool(todo), cap=cap)
         if rates is not None:
             timings["batch_tuning"] = time.perf_counter() - t0  # the strided convolutions' timing included
         facts = RunFacts(device=str(setup.device), spatial_dims=setup.spatial_dims, max_batch=max_batch,
