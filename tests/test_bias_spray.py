@@ -81,3 +81,28 @@ def test_a_class_at_or_below_spray_max_maps_is_clustered_whole_and_its_result_is
     whole = spray(maps, labels, labels, {"site": site}, CLASSES, BiasParams(), subject_ids=ids)
     assert [c.to_dict() for c in capped.classes] == [c.to_dict() for c in whole.classes]
     assert all("n_class" not in c.to_dict() for c in capped.classes) and not capped.notes
+
+
+def test_the_affinity_is_sparse_symmetric_and_the_knn_graph_joined_either_way():
+    from scipy import sparse
+    from sklearn.neighbors import kneighbors_graph
+
+    from xaudit.analysis.bias.spray import knn_affinity
+
+    unit = np.random.default_rng(1).normal(size=(40, 6))
+    affinity = knn_affinity(unit, 5)
+    dense = kneighbors_graph(unit, n_neighbors=5, include_self=False).toarray()
+    assert sparse.issparse(affinity)  # a dense (n, n) affinity and its copies were most of SpRAy's memory
+    np.testing.assert_array_equal(affinity.toarray(), np.maximum(dense, dense.T))
+
+
+def test_clustering_leaves_the_callers_maps_as_they_were_and_means_the_raw_maps():
+    maps, labels, site, ids = _maps()
+    maps = maps.astype(np.float32)
+    before = maps.copy()
+    result = spray(maps, labels, labels, {"site": site}, CLASSES, BiasParams(), subject_ids=ids)
+    np.testing.assert_array_equal(maps, before)  # the rows are normalised in a copy, never in place
+    lesion = next(c for c in result.classes if c.class_name == "lesion")
+    for j in range(lesion.n_clusters):
+        inside = lesion.members[lesion.assignments == j]
+        np.testing.assert_allclose(lesion.mean_maps[j], maps[inside].astype(float).mean(axis=0), rtol=1e-6)

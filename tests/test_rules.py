@@ -191,6 +191,29 @@ def test_rule_importance_ranks_driving_rule_first():
     assert notes == []
 
 
+def test_the_ranking_fit_from_sparse_indicators_is_the_fit_from_dense_ones():
+    from xaudit.analysis.rules.rank import indicator_matrix, l1_logistic
+
+    rng = np.random.default_rng(3)
+    covered = rng.random((2500, 12)) < 0.3
+    predicted = (covered[:, 2] ^ (rng.random(2500) < 0.1)).astype(int)
+    sparse_x = indicator_matrix(covered, rows=1000)  # three blocks, the last one short
+    np.testing.assert_array_equal(sparse_x.toarray(), covered.astype(float))
+    dense = l1_logistic(FAST, 2).fit(covered.astype(float), predicted).coef_
+    np.testing.assert_array_equal(l1_logistic(FAST, 2).fit(sparse_x, predicted).coef_, dense)
+
+
+def test_class_counts_in_blocks_of_rules_are_exact_counts(monkeypatch):
+    import xaudit.analysis.rules.coverage as coverage
+
+    rng = np.random.default_rng(4)
+    covered = rng.random((300, 50)) < 0.5
+    classes = rng.integers(-1, 3, 300)  # -1: unknown, not counted
+    expected = np.array([[np.sum(covered[:, r] & (classes == c)) for c in range(3)] for r in range(50)])
+    monkeypatch.setattr(coverage, "COUNT_ELEMENTS", 300 * 7)  # blocks of 7 rules, the last one short
+    np.testing.assert_array_equal(coverage.class_counts(covered, classes, 3), expected)
+
+
 def test_rank_order_breaks_ties_by_confidence_then_support():
     importance = np.array([0.0, 0.0, 0.0, 1.0])
     confidence = np.array([0.9, 0.9, 1.0, 0.5])

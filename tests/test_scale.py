@@ -173,6 +173,50 @@ def test_mean_rows_is_the_mean_of_the_rows_bit_for_bit():
     np.testing.assert_array_equal(mean_rows(maps, np.arange(300) % 3 == 0), maps[::3].mean(axis=0))
 
 
+def test_mean_rows_in_blocks_of_a_file_mapped_array_is_the_same_and_leaves_its_pages_to_the_kernel(tmp_path, monkeypatch):
+    from xaudit.analysis.stats import mean_rows
+    from xaudit.core import pages
+    from xaudit.data import cohort as cohort_module
+
+    rng = np.random.default_rng(5)
+    values = (rng.normal(size=(300, 6, 5, 4)) * rng.uniform(0, 100, size=(300, 1, 1, 1))).astype(np.float32)
+    monkeypatch.setattr(cohort_module, "SPILL_BYTES", 1000)
+    mapped = cohort_module.spilled(values.shape, tmp_path)
+    mapped[:] = values
+    released = []
+    monkeypatch.setattr(pages, "BLOCK_BYTES", 7 * values[0].nbytes)  # blocks of 7 rows, the last one short
+    real = pages.release_pages
+    monkeypatch.setattr(pages, "release_pages", lambda *a: (released.append(len(a)), real(*a)))
+    rows = np.flatnonzero(rng.uniform(size=300) < 0.4)
+    np.testing.assert_array_equal(mean_rows(mapped, rows), values[rows].mean(axis=0))
+    assert len(released) == 43  # ceil(300 / 7): one release per block
+    np.testing.assert_array_equal(mapped, values)  # released pages read back from the file, unchanged
+    np.testing.assert_array_equal(mean_rows(values, slice(None)), values.mean(axis=0))
+
+
+def test_released_pages_leave_the_resident_set_and_keep_their_data(tmp_path, monkeypatch):
+    import sys
+
+    from xaudit.core.pages import release_pages
+    from xaudit.data import cohort as cohort_module
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("RssFile is Linux's")
+
+    def file_kib() -> int:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("RssFile:"))
+
+    monkeypatch.setattr(cohort_module, "SPILL_BYTES", 0)
+    mapped = cohort_module.spilled((64, 256, 256), tmp_path)  # 16 MiB, file-mapped
+    mapped[:] = 1.5
+    before = file_kib()
+    release_pages(mapped)
+    assert before - file_kib() > 12 * 1024  # most of its 16 MiB left the resident set
+    assert float(mapped.sum()) == 1.5 * mapped.size  # and reads back from the file
+    release_pages(np.ones(4))  # an array in memory: nothing to do
+
+
 def test_a_typical_example_is_searched_among_a_bounded_even_draw_of_a_big_cell():
     from xaudit.report.sections_looking import _typical
 
@@ -209,3 +253,21 @@ def test_spray_maps_keep_their_float32_and_cluster_as_in_float64():
     with pytest.raises(DataError, match="row 33"):
         BiasInputs(labels=labels, predicted=labels, probs=probs, class_names=CLASSES, groups={"site": site},
                    spray_maps=bad)
+
+
+def test_take_rows_of_a_file_mapped_array_is_fancy_indexing_in_blocks(tmp_path, monkeypatch):
+    from xaudit.core import pages
+    from xaudit.data import cohort as cohort_module
+
+    values = np.random.default_rng(6).normal(size=(100, 3, 4)).astype(np.float32)
+    monkeypatch.setattr(cohort_module, "SPILL_BYTES", 0)
+    mapped = cohort_module.spilled(values.shape, tmp_path)
+    mapped[:] = values
+    index = np.array([97, 3, 3, 50, 0, 99, 12])  # any order, repeats kept
+    released = []
+    real = pages.release_pages
+    monkeypatch.setattr(pages, "release_pages", lambda *a: (released.append(1), real(*a)))
+    got = pages.take_rows(mapped, index, block_bytes=2 * values[0].nbytes)
+    np.testing.assert_array_equal(got, values[index])
+    assert len(released) == 4 and pages._mapping(got) is None  # blocks of 2 rows; a copy in memory
+    np.testing.assert_array_equal(pages.take_rows(values, index), values[index])  # in memory: plain indexing

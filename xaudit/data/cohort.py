@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from xaudit.data.manifest import Subject
 from xaudit.core.outputs import RunDirectory, load_record
+from xaudit.core.pages import release_pages
+from xaudit.data.manifest import Subject
 
 
 @dataclass
@@ -67,6 +68,11 @@ class Cohort:
     def splits(self) -> np.ndarray:
         return np.array([s.split for s in self.subjects], dtype=object)
 
+    def release(self) -> None:
+        """Hand the resident pages of the file-mapped maps and images back to the kernel
+        (`xaudit.core.pages.release_pages`); the data stays. A stage that read them calls this."""
+        release_pages(self.images_small, *self.maps.values())
+
     @property
     def common_grid(self) -> bool:
         """Whether every subject's downsampled maps share one shape (so they can be averaged)."""
@@ -96,6 +102,7 @@ COLUMNS = ("share__", "stat__")  # one float per subject; a subject without the 
 
 #: a cohort's map (or image) array above this many bytes lives in a file, not in memory
 SPILL_BYTES = 64 * 2**20
+RELEASE_EVERY = 256  # records between two releases of the spilled arrays' pages while they fill
 
 
 def spilled(shape: tuple[int, ...], folder: Path | None) -> np.ndarray:
@@ -178,6 +185,9 @@ def cohort_from_records(subjects: list[Subject], records, classes: list[str], fe
     columns = _Columns(len(subjects), spill_dir)
     for i, record in enumerate(records):
         columns.add(i, record)
+        if i % RELEASE_EVERY == RELEASE_EVERY - 1:  # the rows written so far leave the resident set
+            release_pages(*columns.arrays.values())
+    release_pages(*columns.arrays.values())
     methods = sorted(k[len("map__"):] for k in columns.arrays if k.startswith("map__"))
     empty = np.zeros(0)
     return Cohort(

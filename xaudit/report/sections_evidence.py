@@ -51,7 +51,7 @@ def _site_grid(cohort, method: str):
         if len(values) >= 2:
             first, last = mine.get(values[0]), mine.get(values[-1])
             row.append(None if first is None or last is None else MapRow(
-                "difference", images[np.concatenate([first.index, last.index])].mean(axis=0),
+                "difference", mean_rows(images, np.concatenate([first.index, last.index])),
                 mean_rows(maps, last.index) - mean_rows(maps, first.index)))
         grid.append(row)
         row_labels.append(f"{name} (n={sum(len(c.index) for c in mine.values())})")

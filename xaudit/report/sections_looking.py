@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from xaudit.analysis.stats import evenly_spaced, mean_rows
+from xaudit.core.pages import take_rows
 from xaudit.report.document import Note, Paragraph, Section, Table
 from xaudit.report.drawing import draw_now
 from xaudit.report.figures_charts import ShareBox, shares_png
@@ -145,7 +146,7 @@ def _typical(maps: np.ndarray, index: np.ndarray, cap: int | None = None) -> int
     (the float64 copy of every member's map grows with the cell); the figure says so.
     """
     index = index[evenly_spaced(len(index), MAX_TYPICAL if cap is None else cap)]
-    flat = maps[index].reshape(len(index), -1).astype(float)
+    flat = take_rows(maps, index).reshape(len(index), -1).astype(float)
     mean = flat.mean(axis=0)
     centred, ref = flat - flat.mean(axis=1, keepdims=True), mean - mean.mean()
     norms = np.linalg.norm(centred, axis=1) * (np.linalg.norm(ref) or 1.0)

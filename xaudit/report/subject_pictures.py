@@ -27,6 +27,7 @@ import numpy as np
 
 from xaudit.core.bids import attribution_file
 from xaudit.core.workers import cpu_count, stop_pool, worker_pool
+from xaudit.core.pages import release_pages
 from xaudit.report.figures_grids import planes_png
 from xaudit.report.figures_maps import PERCENTILE, MapRow
 from xaudit.report.format import fmt_num
@@ -36,6 +37,7 @@ from xaudit.report.volumes import SubjectScan
 log = logging.getLogger("xaudit")
 
 MAX_WORKERS = 4
+RELEASE_EVERY = 64  # jobs between two releases of the file-mapped maps' pages (`xaudit.core.pages`)
 WAIT_S = 60.0  # for one subject's pictures (~0.1 s of work); a worker past it is stuck or starved: the report draws the rest
 
 
@@ -114,6 +116,7 @@ class SubjectPictures:
         self._executor: ProcessPoolExecutor | None = None
         self._usable: dict[str, bool] = {}  # method -> its records' maps can be drawn (a scan of every map)
         self._dims = cohort_dims(cohort) if cohort.n else 0
+        self._jobs = 0
 
     def job(self, i: int, methods: list[str]) -> PictureJob:
         """Subject ``i``'s job for ``methods``, its paths resolved here (in the report's process)."""
@@ -125,6 +128,9 @@ class SubjectPictures:
         sources = tuple(MapSource(m, Path(attribution_file(self.run_dir, self.layout, subject, m)),
                                   (cohort.images_small[i], cohort.maps[m][i], affine) if self._usable[m] else None)
                         for m in methods)
+        self._jobs += 1
+        if self._jobs % RELEASE_EVERY == 0:  # the pages read for the jobs so far leave the resident set
+            release_pages(cohort.images_small, *cohort.maps.values())
         return PictureJob(subject, self._dims, sources)
 
     def ahead(self, picks, methods: list[str]) -> None:

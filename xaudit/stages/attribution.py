@@ -74,7 +74,7 @@ def write_mean_maps(cohort: Cohort, run_dir: RunDirectory) -> list[str]:
                     write_volume(mean_rows(maps, sel), affine, run_dir / rel)
                     written.append(rel)
     if cohort.images_small.dtype != object:
-        write_volume(cohort.images_small.mean(axis=0), affine, run_dir / "maps/mean_image.nii.gz")
+        write_volume(mean_rows(cohort.images_small, slice(None)), affine, run_dir / "maps/mean_image.nii.gz")
         written.append("maps/mean_image.nii.gz")
     return written
 

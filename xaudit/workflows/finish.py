@@ -17,7 +17,7 @@ from pathlib import Path
 from xaudit._version import __version__
 from xaudit.analysis.bias.findings import finding_order
 from xaudit.core import versions
-from xaudit.data.cohort import feature_names_of, load_cohort, write_features, write_predictions
+from xaudit.data.cohort import Cohort, feature_names_of, load_cohort, write_features, write_predictions
 from xaudit.core.ids import safe_file_id
 from xaudit.core.outputs import RunDirectory, unescape_cell, write_json
 from xaudit.core.progress import ProgressFactory, log_progress
@@ -58,6 +58,9 @@ def finish_run(run_dir: RunDirectory, config, subjects, timings: dict | None = N
             t0 = time.perf_counter()
             out = stage(*args)
             timings[name] = time.perf_counter() - t0
+            for arg in args:  # what the stage read of the file-mapped maps leaves the resident set
+                if isinstance(arg, Cohort):
+                    arg.release()
             step.advance(1)
             log.info("%s stage done in %.1f s", name, timings[name])
             return out

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from xaudit.errors import DataError
+from xaudit.core.pages import row_blocks
 
 MISSING_GROUP_VALUES = frozenset({"", "nan", "none", "na", "n/a", "<na>", "null"})
 
@@ -171,8 +172,7 @@ def _matrix(name: str, values: Any, n: int, width: int | None, keep_float: bool 
     expected = f"({n}, {width if width is not None else 'F'})"
     if arr.ndim != 2 or arr.shape[0] != n or (width is not None and arr.shape[1] != width):
         raise DataError(f"bias input `{name}` must have shape {expected}. Got shape {arr.shape} instead.")
-    for start in range(0, n, 1024):  # a mask of a block of rows at a time, not of the whole matrix
-        block = arr[start:start + 1024]
+    for start, block in row_blocks(arr):  # a mask of a block of rows at a time (a mapped block's pages released)
         bad = ~np.isfinite(block).all(axis=1)
         if bad.any():
             row = start + int(np.flatnonzero(bad)[0])

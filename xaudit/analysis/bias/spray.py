@@ -7,9 +7,10 @@ Clever Hans strategy. Here the maps of each class are L2-normalised (so clusters
 *where* the model looks, not how strongly), joined in a symmetric k-nearest-neighbour
 graph, and split by spectral clustering (von Luxburg 2007, Stat. Comput. 17:395) into a
 number of clusters chosen by the largest eigengap of the normalised Laplacian (or given).
-The dense affinity and its eigenproblem grow with the square and the cube of the maps, so a
-class with more than ``spray_max_maps`` maps is clustered on that many, drawn evenly in
-manifest order (`evenly_spaced`), and its result says how many of how many.
+The affinity is sparse, but the eigengap's dense Laplacian and its eigenproblem grow with the
+square and the cube of the maps, so a class with more than ``spray_max_maps`` maps is
+clustered on that many, drawn evenly in manifest order (`evenly_spaced`), and its result
+says how many of how many.
 Each cluster's agreement with every group column and with the label is the adjusted
 mutual information (Vinh et al. 2010, JMLR 11:2837): strategies that follow the site
 rather than the label are a signature finding.
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from scipy.linalg import eigh
 from scipy.sparse.csgraph import laplacian
 from skimage.transform import resize
@@ -34,6 +36,7 @@ from xaudit.analysis.bias.findings import Finding
 from xaudit.analysis.bias.inputs import group_strings
 from xaudit.analysis.stats import evenly_spaced
 from xaudit.core.jsonable import to_jsonable
+from xaudit.core.pages import take_rows
 from xaudit.config.bias import BiasParams
 
 
@@ -100,10 +103,14 @@ def downsample_map(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return resize(np.asarray(a, dtype=float), shape, order=1, anti_aliasing=True, preserve_range=True)
 
 
-def knn_affinity(x: np.ndarray, neighbors: int) -> np.ndarray:
-    """Dense symmetric 0/1 affinity of the k-nearest-neighbour graph (connected if either is)."""
-    graph = kneighbors_graph(x, n_neighbors=neighbors, include_self=False).toarray()
-    return np.maximum(graph, graph.T)
+def knn_affinity(x: np.ndarray, neighbors: int) -> sparse.csr_matrix:
+    """Sparse symmetric 0/1 affinity of the k-nearest-neighbour graph (connected if either is).
+
+    Sparse: a dense ``(n, n)`` affinity and its copies were most of SpRAy's memory (2,000 maps:
+    32 MB each); the clustering and the Laplacian take it as it is.
+    """
+    graph = kneighbors_graph(x, n_neighbors=neighbors, include_self=False)
+    return graph.maximum(graph.T).tocsr()
 
 
 def eigengap_clusters(affinity: np.ndarray, max_clusters: int) -> tuple[int, list[float]]:
@@ -114,8 +121,10 @@ def eigengap_clusters(affinity: np.ndarray, max_clusters: int) -> tuple[int, lis
         smallest eigenvalues of the symmetric normalised Laplacian.
     """
     lap = laplacian(affinity, normed=True)
-    top = min(max_clusters, len(affinity) - 1)
-    values = eigh(lap, eigvals_only=True, subset_by_index=[0, top])
+    lap = lap.toarray() if sparse.issparse(lap) else np.array(lap, dtype=float)
+    top = min(max_clusters, lap.shape[0] - 1)
+    # lap is symmetric: its transpose is the Fortran-ordered array LAPACK overwrites without a copy
+    values = eigh(lap.T, eigvals_only=True, subset_by_index=[0, top], overwrite_a=True, check_finite=False)
     gaps = np.diff(values)
     return int(np.argmax(gaps)) + 1, [float(v) for v in values]
 
@@ -163,9 +172,11 @@ def spray(
 
 
 def _cluster_class(maps, members, labels, groups, class_names, name, params, ids) -> SprayClassResult:
-    x = np.asarray(maps[members], dtype=float)  # float32 maps of the cohort: only the clustered rows in float64
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    # only the clustered rows, once, in float32 (the maps' dtype): 2,000 maps of 16^3 are 32 MB
+    unit = np.asarray(take_rows(maps, members), dtype=np.float32)  # a copy of the rows: normalised in place
+    norms = np.linalg.norm(unit, axis=1, keepdims=True)
+    np.divide(unit, norms, out=unit, where=norms > 0)
+    unit[(norms == 0)[:, 0]] = 0.0
     n = len(members)
     neighbors = min(n - 1, params.spray_neighbors or max(5, int(round(np.sqrt(n)))))
     affinity = knn_affinity(unit, neighbors)
@@ -198,7 +209,7 @@ def _cluster_class(maps, members, labels, groups, class_names, name, params, ids
             {col: {str(v): int(np.sum(vals[inside][has[inside]] == v)) for v in np.unique(vals[inside][has[inside]])}
              for col, (vals, has) in group_values.items()},
         ))
-        means.append(x[inside].mean(axis=0))
+        means.append(take_rows(maps, members[inside]).mean(axis=0, dtype=float))
     return SprayClassResult(name, n, k, chosen_by, eigenvalues, ami_label, ami_groups, clusters,
                             assignments, members, np.stack(means))
 

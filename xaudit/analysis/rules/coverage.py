@@ -16,6 +16,7 @@ from xaudit.errors import DataError
 from xaudit.analysis.rules.result import Condition, GroupCoverage, Rule, ValueCoverage
 
 _CHUNK = 256  # conditions evaluated per block, bounds the float32 gather to n x 256
+COUNT_ELEMENTS = 1_000_000  # subjects x rules per block of `class_counts`: 4 MB of float32
 
 
 def condition_matrix(conditions: Sequence[Condition], features: np.ndarray,
@@ -117,10 +118,16 @@ def class_counts(covered: np.ndarray, classes: np.ndarray, n_classes: int) -> np
     Subjects with class -1 (unknown) are not counted.
     """
     known = classes >= 0
-    onehot = np.zeros((int(known.sum()), n_classes), dtype=np.float64)
-    onehot[np.arange(onehot.shape[0]), classes[known]] = 1.0
-    # float64 matmul is exact for counts below 2**53 and far faster than an int one
-    return np.rint(covered[known].T.astype(np.float64) @ onehot).astype(np.int64)
+    rows = covered if known.all() else covered[known]
+    # a float matmul is exact for counts below 2**24 (float32) and far faster than an int one
+    dtype = np.float32 if len(rows) < 2**24 else np.float64
+    onehot = np.zeros((len(rows), n_classes), dtype=dtype)
+    onehot[np.arange(len(rows)), classes[known]] = 1.0
+    out = np.empty((covered.shape[1], n_classes), dtype=np.int64)
+    step = max(1, COUNT_ELEMENTS // max(len(rows), 1))  # rules at a time: memory stays flat in the cohort
+    for start in range(0, covered.shape[1], step):
+        out[start:start + step] = np.rint(rows[:, start:start + step].T.astype(dtype) @ onehot)
+    return out
 
 
 def group_coverage(covered: np.ndarray, groups: dict[str, np.ndarray], min_v: float,
