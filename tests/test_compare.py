@@ -464,3 +464,17 @@ def test_a_shared_id_with_another_label_unpairs_and_different_manifests_are_name
     ref.config, again.config = {"data": {"manifest": "/x/site1.csv"}}, {"data": {"manifest": "/x/site2.csv"}}
     scope = resolve_scope([ref, again], allow_partial=False)
     assert scope.unpaired == [] and any("different manifests" in n and "--pairing independent" in n for n in scope.notes)
+
+
+def test_an_output_that_is_a_file_is_named_as_such(runs, tmp_path):
+    from typer.testing import CliRunner
+
+    from xaudit.cli import app
+
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    for output in (taken, taken / "sub"):
+        done = CliRunner().invoke(app, ["compare", str(runs["good"]), str(runs["good"]), "-o", str(output)])
+        assert done.exit_code == 2 and "is a file, not a folder" in done.output, done.output
+        assert "cannot write" not in done.output
+    assert taken.read_text() == "mine"

@@ -266,6 +266,21 @@ def _xaudit_named(name: str) -> bool:
     return name == ".lock" or name.startswith(".lock-") or TEMP_PATTERN.match(name) is not None
 
 
+def check_output_folder(root: Path, option: str = "-o") -> None:
+    """Refuse an output folder that is a file, or has a file where a folder on its way should be.
+
+    Raises:
+        OutputError: naming the file (not the first artifact that could not be written under it).
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise OutputError(f"{root} is a file, not a folder: the output ({option}) is a directory xaudit "
+                          "creates; name a new or empty folder")
+    for parent in root.parents:  # a file where a folder on the way should be
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(f"{root}: {parent} is a file, not a folder; name an output directory elsewhere")
+
+
 class RunDirectory:
     """Paths of a run's output contract (see the README's "Output layout").
 
@@ -310,12 +325,7 @@ class RunDirectory:
         Raises:
             OutputError: the folder holds files xaudit did not write, or cannot be written.
         """
-        if self.root.exists() and not self.root.is_dir():
-            raise OutputError(f"{self.root} is a file, not a folder: the output (-o, or `output:`) is a directory xaudit "
-                              "creates; name a new or empty folder")
-        for parent in self.root.parents:  # a file where a folder on the way should be
-            if parent.exists() and not parent.is_dir():
-                raise OutputError(f"{self.root}: {parent} is a file, not a folder; name an output directory elsewhere")
+        check_output_folder(self.root, "-o, or `output:`")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -24,7 +24,7 @@ from xaudit.analysis.compare.shift import prediction_shift
 from xaudit.errors import XauditUsageError
 from xaudit.core import versions
 from xaudit.core.jsonable import to_jsonable
-from xaudit.core.outputs import write_json, write_text
+from xaudit.core.outputs import check_output_folder, write_json, write_text
 
 SCHEMA_VERSION = versions.COMPARE
 
@@ -54,6 +54,7 @@ def compare_runs(run_dirs: list[Path], output: Path | None = None, params: Compa
     runs = [load_run(p, n) for p, n in zip(run_dirs, names)]
     scope = resolve_scope(runs, params.allow_partial)
     out_dir = Path(output) if output is not None else default_output(Path(run_dirs[0]), names)
+    check_output_folder(out_dir)
     result = {
         "schema_version": SCHEMA_VERSION,
         "xaudit_version": __version__,
