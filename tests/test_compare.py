@@ -202,7 +202,7 @@ def test_the_cli_pairing_option_resamples_each_run_on_its_own(runs, tmp_path):
     assert result["comparisons"][0]["metrics"]["pairing"] == "independent"
     bad = CliRunner().invoke(app, ["compare", str(runs["good"]), str(runs["good"]), "-o", str(tmp_path / "q"),
                                    "--pairing", "paired"])
-    assert bad.exit_code == 2 and "pairing" in bad.output
+    assert bad.exit_code == 2 and "--pairing must be 'auto' or 'independent'" in bad.output, bad.output
 
 
 @pytest.mark.slow
@@ -478,3 +478,26 @@ def test_an_output_that_is_a_file_is_named_as_such(runs, tmp_path):
         assert done.exit_code == 2 and "is a file, not a folder" in done.output, done.output
         assert "cannot write" not in done.output
     assert taken.read_text() == "mine"
+    into_run = CliRunner().invoke(app, ["compare", str(runs["good"]), str(runs["good"]), "-o", str(runs["good"])])
+    assert into_run.exit_code == 2 and "is an xaudit run" in into_run.output, into_run.output
+    assert not (runs["good"] / "compare.json").exists()  # nothing written into the run
+
+
+def test_the_summary_on_the_terminal_says_the_pairing_and_the_scope_notes():
+    from xaudit.report.compare import print_summary
+
+    class Console:
+        def __init__(self):
+            self.lines = []
+
+        def print(self, *args, **kwargs):
+            self.lines.append(" ".join(str(a) for a in args))
+
+    comp = {"reference": "a", "other": "b", "metrics": {"pairing": "independent", "overall": {}},
+            "findings": {"counts": {"appearing": 0, "disappearing": 0, "escalated": 0}}}
+    result = {"comparisons": [comp], "regressions": [],
+              "scope": {"notes": ["16 of 16 subject ids in both a and b have a different label or group value"]}}
+    console = Console()
+    print_summary(result, console)
+    text = "\n".join(console.lines)
+    assert "independent resamples" in text and "note: 16 of 16 subject ids" in text

@@ -275,7 +275,7 @@ def check_output_folder(root: Path, option: str = "-o") -> None:
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise OutputError(f"{root} is a file, not a folder: the output ({option}) is a directory xaudit "
-                          "creates; name a new or empty folder")
+                          "creates; name a folder instead")
     for parent in root.parents:  # a file where a folder on the way should be
         if parent.exists() and not parent.is_dir():
             raise OutputError(f"{root}: {parent} is a file, not a folder; name an output directory elsewhere")

@@ -241,7 +241,12 @@ def print_summary(result: dict, console) -> None:
             table.add_row(m, fmt(e["reference"]), fmt(e["other"]), signed(e["difference"]), ci_text(e))
         counts = comp["findings"]["counts"]
         table.add_row("findings", "", "", f"+{counts['appearing']} / -{counts['disappearing']}", f"{counts['escalated']} escalated")
+        pairing = (comp["metrics"] or {}).get("pairing")
+        if pairing:
+            console.print(f"metric intervals: {pairing} resamples", highlight=False)
         console.print(table)
+    for note in result["scope"]["notes"]:  # unpaired ids, different manifests, class order: worth reading here
+        console.print(f"note: {note}", markup=False, highlight=False)
     for r in result["regressions"]:
         console.print(f"[bold red]regression[/] {html.escape(r['run'])}: {r['message']}", markup=True, highlight=False)
     if not result["regressions"]:

@@ -24,7 +24,7 @@ from xaudit.analysis.compare.shift import prediction_shift
 from xaudit.errors import XauditUsageError
 from xaudit.core import versions
 from xaudit.core.jsonable import to_jsonable
-from xaudit.core.outputs import check_output_folder, write_json, write_text
+from xaudit.core.outputs import RunDirectory, check_output_folder, write_json, write_text
 
 SCHEMA_VERSION = versions.COMPARE
 
@@ -55,6 +55,9 @@ def compare_runs(run_dirs: list[Path], output: Path | None = None, params: Compa
     scope = resolve_scope(runs, params.allow_partial)
     out_dir = Path(output) if output is not None else default_output(Path(run_dirs[0]), names)
     check_output_folder(out_dir)
+    if RunDirectory(out_dir).is_run():
+        raise XauditUsageError(f"{out_dir} is an xaudit run: compare writes its results beside runs, never into one; "
+                               "name another -o folder")
     result = {
         "schema_version": SCHEMA_VERSION,
         "xaudit_version": __version__,

@@ -41,11 +41,14 @@ def compare_command_impl(
     Raises:
         XauditUsageError: bad thresholds, unreadable or incompatible runs (exit 2).
     """
+    from xaudit.errors import XauditUsageError
     from xaudit.workflows.compare import compare_runs
     from xaudit.analysis.compare.params import make_params, parse_thresholds
     from xaudit.report.compare import print_summary
 
     stdout = stdout or sys.stdout
+    if pairing not in ("auto", "independent"):
+        raise XauditUsageError(f"--pairing must be 'auto' or 'independent'. Got {pairing!r} instead.")
     thresholds = parse_thresholds(fail_on_regression) if fail_on_regression is not None else {}
     result = compare_runs(list(run_dirs), output, make_params(allow_partial=allow_partial, thresholds=thresholds, pairing=pairing))
     if console is None:
