@@ -79,14 +79,13 @@ def validate_setup(config, device_name: str | None = None, deep: bool = False) -
         _raise_or_keep(problems, subjects, True, rows)
     spatial_dims = infer_spatial_dims(config.data, config.model, readable[0].images[0])
     problems += [p for s in readable if (p := header_problem(s, spatial_dims))]
+    flagged = {p["subject_id"] for p in problems}  # one problem per subject: a failed header is not read again
     if deep and (problems or rows):  # name missing files and bad headers before decoding every image
-        flagged = {p["subject_id"] for p in problems}
         unread = sum(s.subject_id not in flagged for s in readable)
         _raise_or_keep(problems, subjects, True, rows,
                        after=f"The voxels of the other {unread} subject(s) were not read yet (NaN/Inf, constant, "
                              "corrupt data): fix these, then run validate again to check them." if unread else "")
-    if deep:  # one problem per subject: a file whose header failed is not read again
-        flagged = {p["subject_id"] for p in problems}
+    if deep:
         problems += [p for s in readable if s.subject_id not in flagged and (p := voxel_problem(s, spatial_dims))]
     _raise_or_keep(problems, subjects, strict, rows)
     rejected_ids = {p["subject_id"] for p in problems}

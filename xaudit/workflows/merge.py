@@ -34,9 +34,8 @@ def merge_runs(shard_dirs: list[Path], output: Path, allow_partial: bool = False
         `RunResult` of the merged run.
     """
     shard_dirs = [Path(d) for d in shard_dirs]
-    hashes = {}
-    for d in shard_dirs:
-        hashes[d] = run_provenance(d).get("config_hash")
+    provenance = {d: run_provenance(d) for d in shard_dirs}  # read once, before the merge writes anything
+    hashes = {d: p.get("config_hash") for d, p in provenance.items()}
     if len(set(hashes.values())) != 1:
         listed = ", ".join(f"{d}: {h}" for d, h in hashes.items())
         raise OutputError(f"shards come from different configs (config hashes {listed}); merge shards of one run only")
@@ -46,7 +45,7 @@ def merge_runs(shard_dirs: list[Path], output: Path, allow_partial: bool = False
     lock = out.lock()
     handler = log_to_file(out.root / "run.log")
     try:
-        counts = {d: (run_provenance(d).get("shard") or [None, None])[1] for d in shard_dirs}
+        counts = {d: (p.get("shard") or [None, None])[1] for d, p in provenance.items()}
         if len({c for c in counts.values() if c}) > 1:  # a re-sharded run: subjects are matched by id, so it still merges
             log.warning("the shards were cut for different shard counts (%s); subjects are matched by id",
                         ", ".join(f"{d}: of {c}" for d, c in counts.items()))
@@ -66,8 +65,8 @@ def merge_runs(shard_dirs: list[Path], output: Path, allow_partial: bool = False
         if not allow_partial:
             _refuse_partial(shard_dirs, subjects, out, failed)
         setup = _model_setup(config)
-        audit = finish_run(out, config, subjects, device=run_provenance(first).get("device", ""), setup=setup)
-        shards = {tuple(run_provenance(d).get("shard") or ()) for d in shard_dirs}
+        audit = finish_run(out, config, subjects, device=provenance[first].get("device", ""), setup=setup)
+        shards = {tuple(p.get("shard") or ()) for p in provenance.values()}
         if len(shards) < len(shard_dirs):
             log.warning("the same shard was given more than once: %s", [str(d) for d in shard_dirs])
         if audit["counts"]["missing"]:
@@ -77,7 +76,7 @@ def merge_runs(shard_dirs: list[Path], output: Path, allow_partial: bool = False
                 audit["counts"]["subjects"])
         return RunResult(out.root, audit, failed=audit["counts"]["failed"])
     finally:
-        logging.getLogger("xaudit").removeHandler(handler)
+        log.removeHandler(handler)
         handler.close()
         lock.release()
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xaudit.analysis.compare.load import RunData
+from xaudit.analysis.compare.load import RunData, shared_subjects
 from xaudit.errors import DataError
 
 
@@ -155,28 +155,24 @@ def _compare_subjects(ref: RunData, other: RunData, scope: Scope) -> None:
     numbered alike (``sub-01``... at two sites) share ids and nothing else: a shared id whose
     label or group value differs between the runs shows it, and the runs are then not paired.
     """
-    position = {sid: i for i, sid in enumerate(other.subject_ids)}
-    pairs = [(i, position[sid]) for i, sid in enumerate(ref.subject_ids) if sid in position]
-    if not pairs:
+    ri, oi = shared_subjects(ref, other)
+    if not ri.size:
         return
-    ri, oi = (np.array(x) for x in zip(*pairs))
-    known = (ref.labels[ri] >= 0) & (other.labels[oi] >= 0)
-    differs = known & (np.asarray(ref.classes, dtype=object)[np.maximum(ref.labels[ri], 0)]
-                       != np.asarray(other.classes, dtype=object)[np.maximum(other.labels[oi], 0)])
-    what = {}
+    mismatch = {}  # what differs per shared id: each group column (named first), then the label
     for column in sorted(set(ref.groups) & set(other.groups)):
         a, b = ref.groups[column][ri].astype(str), other.groups[column][oi].astype(str)
-        mismatch = (a != b) & (a != "") & (b != "")
-        if mismatch.any():
-            what.setdefault(int(np.flatnonzero(mismatch)[0]), column)
-        differs |= mismatch
+        mismatch[f"{column} differs"] = (a != b) & (a != "") & (b != "")
+    known = (ref.labels[ri] >= 0) & (other.labels[oi] >= 0)
+    mismatch["the label differs"] = known & (np.asarray(ref.classes, dtype=object)[np.maximum(ref.labels[ri], 0)]
+                                             != np.asarray(other.classes, dtype=object)[np.maximum(other.labels[oi], 0)])
+    differs = np.logical_or.reduce(list(mismatch.values()))
     if differs.any():
         first = int(np.flatnonzero(differs)[0])
+        why = next(what for what, m in mismatch.items() if m[first])
         sid = ref.subject_ids[ri[first]]
-        why = f"{what[first]} differs" if first in what else "the label differs"
         scope.unpaired.append(other.name)
         scope.notes.append(
-            f"{int(differs.sum())} of {len(pairs)} subject ids in both {ref.name} and {other.name} have a different "
+            f"{int(differs.sum())} of {ri.size} subject ids in both {ref.name} and {other.name} have a different "
             f"label or group value (e.g. {sid}: {why}): the ids name different subjects, so the runs are compared as "
             "independent cohorts (no paired bootstrap, no per-subject prediction changes)")
         return
@@ -184,7 +180,7 @@ def _compare_subjects(ref: RunData, other: RunData, scope: Scope) -> None:
     if all(manifests) and manifests[0] != manifests[1]:
         scope.notes.append(
             f"{ref.name} and {other.name} read different manifests ({manifests[0]}; {manifests[1]}) that share "
-            f"{len(pairs)} subject ids with the same labels and groups; they are taken to be the same subjects "
+            f"{ri.size} subject ids with the same labels and groups; they are taken to be the same subjects "
             "(paired). If they are not, compare with --pairing independent")
 
 

@@ -152,6 +152,16 @@ def _read_config(path: Path) -> dict:
     return raw
 
 
+def shared_subjects(ref: RunData, other: RunData) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(in ref, in other)`` of the subject ids both runs hold, in ``ref``'s order."""
+    position = {sid: i for i, sid in enumerate(other.subject_ids)}
+    pairs = [(i, position[sid]) for i, sid in enumerate(ref.subject_ids) if sid in position]
+    if not pairs:
+        return np.empty(0, int), np.empty(0, int)
+    ri, oi = zip(*pairs)
+    return np.array(ri), np.array(oi)
+
+
 def _read_predictions(path: Path, classes: list[str], group_columns: list[str]):
     """ids, labels (-1 unknown), probs ``(n, K)`` and group values from predictions.csv."""
     if not path.is_file():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from xaudit.analysis.compare.load import shared_subjects
 from xaudit.analysis.compare.metrics_diff import aligned
 
 
@@ -60,11 +61,9 @@ def _count_test(ref_probs: np.ndarray, oth_probs: np.ndarray, classes: list[str]
 
 def _changes(ref, other, ref_probs: np.ndarray, oth_probs: np.ndarray, classes: list[str]) -> dict | None:
     """Subjects in both runs whose predicted class changed, and the mean |probability change|."""
-    position = {sid: i for i, sid in enumerate(other.subject_ids)}
-    pairs = [(i, position[sid]) for i, sid in enumerate(ref.subject_ids) if sid in position]
-    if not pairs:
+    ri, oi = shared_subjects(ref, other)
+    if not ri.size:
         return None
-    ri, oi = (np.array(x) for x in zip(*pairs))
     changed = ref_probs[ri].argmax(axis=1) != oth_probs[oi].argmax(axis=1)
     k = 1 if len(classes) == 2 else slice(None)
     return {"n_common": int(ri.size), "n_changed": int(changed.sum()), "fraction_changed": float(changed.mean()),
